@@ -1,0 +1,5 @@
+import sys
+
+from badblock.cli import main
+
+sys.exit(main())

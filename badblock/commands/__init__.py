@@ -1,0 +1,1 @@
+"""One module per subcommand; each stays thin over library functions."""

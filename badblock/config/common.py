@@ -1,0 +1,27 @@
+"""Sections every stage shares: where data and outputs live, seeds, devices, the scanner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class RunConfig:
+    data: str = "."  # input root (BADBLOCK_DATA); relative input paths are taken from here
+    output: str = "badblock-output"  # output root (BADBLOCK_OUTPUT)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class ScannerConfig:
+    name: str = "mini"  # preset: mini | vision | mct | mmr
+    # Dead blocks as "T:A" (transaxial block index, axial block index).
+    dead_blocks: list[str] = field(default_factory=lambda: ["3:1"])
+    dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"
+    mask: str | None = None  # a precomputed mask .npy instead of dead_blocks
+
+
+__all__ = ["RunConfig", "ScannerConfig", "Literal"]

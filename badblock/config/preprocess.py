@@ -1,0 +1,22 @@
+"""Section of the preprocessing stage (raw scans -> training store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class PreprocessConfig:
+    inputs: list[str] = field(default_factory=list)  # files, globs or folders
+    targets: list[str] = field(default_factory=list)  # paired kind: target scans, same order
+    kind: Literal["sinogram", "image", "paired"] = "sinogram"
+    store: str = "store"  # store folder, relative to run.output
+    val_fraction: float = 0.25  # share of whole scans held out for validation
+    val_scans: list[str] = field(default_factory=list)  # explicit validation scans (by name)
+    # Overrides for headerless (flat) inputs: shape [TOF, plane, view, bin] or [slice, H, W].
+    shape: list[int] = field(default_factory=list)
+    dtype: str = "uint16"
+    byte_order: Literal["little", "big"] = "little"
+    offset: int = 0
+    copy: bool = True  # copy data into the store; False references raw files in place

@@ -1,0 +1,87 @@
+"""Sections of the training stage: data, augmentation, model, loss, optimiser, trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    store: str = "store"  # training store folder (relative paths: under run.output)
+    target_store: str | None = None  # paired task: the store holding the targets
+    task: Literal["inpaint", "denoise", "paired"] = "inpaint"
+    context: int = 2  # k: the input holds 2k+1 neighbouring planes
+    mask_channel: bool = False  # add the mask as an extra input channel
+    # Dead-block positions drawn per sample for the inpaint task ("T:A"); empty = all blocks.
+    train_blocks: list[str] = field(default_factory=list)
+    blocks_per_sample: int = 1
+    keep_rate: float = 0.25  # denoise task: share of counts kept in the low-count input
+    target: Literal["measured", "truth"] = "measured"  # simulated stores can train on truth
+    normalise: Literal["max", "mean", "none"] = "max"
+    epoch_size: int = 2048  # samples per epoch
+    batch_size: int = 16
+    workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    view_roll: float = 0.5  # probability of a view roll with radial flip (object rotation)
+    radial_flip: float = 0.5  # probability of a mirror
+    dose: float = 0.0  # probability of extra count-level thinning (lower dose)
+    dose_min: float = 0.5  # smallest keep rate of that thinning
+    augmentor: bool = False  # image-domain data: Augmentor pipeline (zoom, flips, rotation)
+
+
+@dataclass
+class ModelConfig:
+    in_planes: int = 5  # derived from data.context at build time; kept for checkpoints
+    width: int = 64
+    depth: int = 2  # number of downsamplings (the tutorial: 2 stride-2 convs, 3 levels)
+    bottom_convs: int = 5
+    kernel_size: int = 3
+    norm: Literal["batch", "instance", "none"] = "batch"
+    upsample: Literal[1, 2, 3] = 1  # 1 transposed conv, 2 nearest, 3 area (tutorial modes)
+    refine_blocks: int = 0  # residual refinement blocks at the end
+    softplus_beta: float = 5.0
+
+
+@dataclass
+class LossConfig:
+    # Weighted sum of terms: l1, mse, poisson, ssim, msssim.
+    terms: dict = field(default_factory=lambda: {"mse": 1.0})
+    damaged_weight: float = 1.0  # extra weight of damaged bins (1 = none)
+    ssim_win: int = 3
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1.0e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    schedule: Literal["none", "step", "warm_restart", "cosine"] = "step"
+    step_size: int = 10  # StepLR epochs
+    gamma: float = 0.5  # StepLR decay
+    warm_reset_length: int = 10
+    warm_reset_increment: int = 0
+    cosine_t0: int = 10
+    cosine_mult: int = 2
+    lr_min: float = 1.0e-5
+
+
+@dataclass
+class TrainConfig:
+    run: str = "train"  # run folder, relative to run.output
+    epochs: int = 20
+    val_batches: int = 8
+    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on CUDA by default
+    channels_last: bool = True  # on CUDA
+    compile: bool = False
+    grad_clip: float = 0.0
+    visdom: bool = False
+    visdom_server: str = "http://localhost"
+    visdom_port: int = 8097
+    tensorboard: bool = True
+    requeue: bool = True  # under Slurm: scontrol requeue on SIGUSR2/SIGTERM
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
