@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-TEST_DATA = TESTS / "data"
+TEST_DATA = TESTS / "fixtures"  # small real files copied from scanners and STIR
 
 
 @pytest.fixture(autouse=True)
