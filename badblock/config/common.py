@@ -18,7 +18,8 @@ class RunConfig:
 @dataclass
 class ScannerConfig:
     name: str = "mini"  # preset: mini | vision | mct | mmr
-    # Dead blocks as "T:A" (transaxial block index, axial block index).
+    # Dead blocks as "T:A" (transaxial block index, axial block index). Quote them in YAML:
+    # unquoted 3:1 is the base-60 number 181 (rejected with a hint by physics.parse_blocks).
     dead_blocks: list[str] = field(default_factory=lambda: ["3:1"])
     dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"
     mask: str | None = None  # a precomputed mask .npy instead of dead_blocks

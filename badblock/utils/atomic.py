@@ -19,6 +19,16 @@ from pathlib import Path
 from badblock.errors import BadInputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; outputs should get the permissions a plain open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _check_writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -39,6 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -84,6 +95,7 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
         raise BadInputError(path, "already exists (refusing to overwrite)")
     _check_writable_dir(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())
     try:
         yield tmp
         if path.exists():

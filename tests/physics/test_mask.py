@@ -1,0 +1,150 @@
+"""Dead-block masks: exact against brute-force enumeration, the Vision's figures, file handling."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from badblock.errors import BadInputError
+from badblock.physics.geometry import plane_ring_pairs, transaxial_pairs
+from badblock.physics.mask import (
+    dead_block_mask,
+    load_mask,
+    mask_summary,
+    parse_blocks,
+    parse_crystals,
+    real_lor_count,
+)
+from badblock.physics.scanners import get_scanner
+
+
+def brute_force(sc, blocks, crystals=()):
+    """Fraction lost by enumerating every real LOR of every bin."""
+    dead = np.zeros((sc.crystals_per_ring, sc.n_rings), dtype=bool)
+    for t, a in blocks:
+        dead[np.ix_(list(sc.block_crystals(t)), list(sc.block_rings(a)))] = True
+    for c, r in crystals:
+        dead[c, r] = True
+    det1, det2, valid = transaxial_pairs(sc)
+    lost = np.zeros(sc.shape[1:])
+    total = np.zeros(sc.shape[1:])
+    for p, pairs in enumerate(plane_ring_pairs(sc)):
+        for r1, r2 in pairs:
+            gone = valid & (dead[det1, r1] | dead[det2, r2])
+            lost[p] += gone.sum(axis=1)
+            total[p] += valid.sum(axis=1)
+    return np.divide(lost, total, out=np.zeros_like(lost), where=total > 0), total
+
+
+@pytest.mark.parametrize("blocks, crystals", [
+    ([(3, 1)], []),
+    ([(3, 1), (4, 1)], []),  # neighbours: one ring class
+    ([(0, 0), (9, 2), (15, 1)], []),  # three ring classes
+    ([(3, 1)], [(5, 0), (100, 4), (31, 5)]),  # crystals split a block's ring class
+    ([], [(16, 11)]),
+])
+def test_exact_against_brute_force(blocks, crystals):
+    sc = get_scanner("mini")
+    want, total = brute_force(sc, blocks, crystals)
+    got = dead_block_mask(sc, blocks, crystals)
+    assert got.dtype == np.float32 and got.shape == sc.shape[1:]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.array_equal(real_lor_count(sc), total)
+    assert got.max() <= 1 and got.min() >= 0 and got.max() > 0
+
+
+def test_gap_bins_are_zero_and_have_no_real_lors():
+    sc = get_scanner("mini")
+    total = real_lor_count(sc)
+    assert (total == 0).any()
+    mask = dead_block_mask(sc, [(b, a) for b in range(16) for a in range(3)])
+    assert np.array_equal(mask == 1, total > 0)  # all dead: every real bin lost, gaps stay 0
+    assert (mask[total == 0] == 0).all()
+    assert dead_block_mask(sc, [], [(17, 4)]).max() == 0  # crystal 17 = 8 mod 9: the gap
+
+
+def test_mct_virtual_rings_hold_no_real_lors():
+    # plane 26 of segment 0 sums r1 + r2 = 26, |r2 - r1| <= 5: five pairs, but (13, 13) is the
+    # virtual ring between axial blocks 0 and 1
+    assert len(plane_ring_pairs(get_scanner("mct"))[26]) == 4
+    assert len(plane_ring_pairs(get_scanner("mct"), real_only=False)[26]) == 5
+    sc = get_scanner("mct", span=1, max_ring_diff=2)  # segment 0 plane r holds (r, r) only
+    total = real_lor_count(sc)
+    mask = dead_block_mask(sc, [(0, 0), (0, 1)])
+    assert total[12].sum() > 0 and total[13].sum() == 0 and mask[13].max() == 0
+    assert mask[12].max() == 1 and mask[14].max() == 1
+
+
+def test_vision_one_dead_block_matches_spec():
+    s = mask_summary(dead_block_mask("vision", "3:1"))
+    assert 1.3 < s["percent_bins_affected"] < 1.5
+    assert 280 <= s["planes_touched"] <= 300
+    assert 7 < s["percent_affected_fully_dead"] < 10
+    assert 0.35 <= s["median_loss_affected"] <= 0.45
+
+
+def test_parse():
+    assert parse_blocks("3:1,4:1") == [(3, 1), (4, 1)]
+    assert parse_blocks(["3:1", " 4:2 "]) == [(3, 1), (4, 2)]
+    assert parse_crystals("100:7") == [(100, 7)]
+    assert parse_blocks("") == []
+    with pytest.raises(BadInputError, match="base-60"):
+        parse_blocks(["181"])  # what YAML makes of an unquoted 3:1
+    with pytest.raises(BadInputError, match="'3-1' is not a block"):
+        parse_blocks("3-1")
+    with pytest.raises(BadInputError, match="outside"):
+        dead_block_mask("mini", [], [(144, 0)])
+
+
+def test_load_mask(tmp_path):
+    sc = get_scanner("mini")
+    mask = dead_block_mask(sc, "3:1")
+    path = tmp_path / "m.npy"
+    np.save(path, mask)
+    assert np.array_equal(load_mask(path, "mini"), mask)
+    np.save(tmp_path / "m4.npy", mask[None])
+    assert load_mask(tmp_path / "m4.npy", sc).shape == mask.shape
+    with pytest.raises(BadInputError, match="does not match scanner vision"):
+        load_mask(path, "vision")
+    np.save(tmp_path / "big.npy", mask * 2)
+    with pytest.raises(BadInputError, match="within 0..1"):
+        load_mask(tmp_path / "big.npy")
+    legacy = tmp_path / "mask.pkl"
+    legacy.write_bytes(pickle.dumps(mask.astype(np.float64)))
+    with pytest.raises(BadInputError, match="allow_pickle"):
+        load_mask(legacy, sc)
+    assert np.array_equal(load_mask(legacy, sc, allow_pickle=True), mask)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(BadInputError, match="cannot read"):
+        load_mask(tmp_path / "obj.npy")
+    with pytest.raises(BadInputError, match="not found"):
+        load_mask(tmp_path / "none.npy")
+
+
+def _cli(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "badblock", "mask", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_mask_png_and_summary(tmp_path):
+    out = tmp_path / "out" / "mask.npy"
+    res = _cli("--scanner", "mini", "--dead-blocks", "3:1,4:1", "--dead-crystals", "5:0",
+               "-o", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "bins affected" in res.stdout and "planes touched" in res.stdout
+    want = dead_block_mask("mini", [(3, 1), (4, 1)], [(5, 0)])
+    assert np.array_equal(np.load(out, allow_pickle=False), want)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert (out.parent / "config.resolved.yaml").is_file()
+    # nothing is overwritten without --force; bad input leaves no file behind
+    res = _cli("--scanner", "mini", "-o", str(out), cwd=tmp_path)
+    assert res.returncode == 2 and "already exists" in res.stderr
+    bad = tmp_path / "bad.npy"
+    res = _cli("--config", "demo", "--set", "scanner.dead_blocks=[\"40:1\"]", "-o", str(bad),
+               cwd=tmp_path)
+    assert res.returncode == 2 and "transaxial block 40" in res.stderr
+    assert not bad.exists() and not bad.with_suffix(".png").exists()
