@@ -19,9 +19,14 @@ class DataConfig:
     keep_rate: float = 0.25  # denoise task: share of counts kept in the low-count input
     target: Literal["measured", "truth"] = "measured"  # simulated stores can train on truth
     normalise: Literal["max", "mean", "none"] = "max"
-    epoch_size: int = 2048  # samples per epoch
-    batch_size: int = 16
-    workers: int = 0
+    epoch_size: int = 2048  # samples per epoch (all ranks together)
+    batch_size: int = 16  # per process (per GPU)
+    workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    views_to: int = 0  # pad the view axis to this many views; 0 = next multiple of 2**depth
+    mask_cache_mb: float = 512.0  # LRU cache of per-block dead-block masks (sparse, float16)
+    # Where binomial thinning runs: auto = on the GPU in batches, in the loader (numpy, per
+    # sample) when training on the CPU, where torch.binomial is slower (bench/loader.py).
+    thin_on: Literal["auto", "device", "loader"] = "auto"
 
 
 @dataclass
@@ -32,6 +37,12 @@ class AugmentConfig:
     dose: float = 0.0  # probability of extra count-level thinning (lower dose)
     dose_min: float = 0.5  # smallest keep rate of that thinning
     augmentor: bool = False  # image-domain data: Augmentor pipeline (zoom, flips, rotation)
+    augmentor_zoom: tuple[float, float] = (1.0, 1.2)  # zoom factor range (size kept)
+    augmentor_zoom_p: float = 0.5  # Augmentor rounds probabilities to 0.1
+    augmentor_flip_lr: float = 0.5
+    augmentor_flip_tb: float = 0.0
+    augmentor_rotate: float = 10.0  # max degrees either way (rotate_without_crop)
+    augmentor_rotate_p: float = 0.5
 
 
 @dataclass
@@ -45,6 +56,8 @@ class ModelConfig:
     upsample: Literal[1, 2, 3] = 1  # 1 transposed conv, 2 nearest, 3 area (tutorial modes)
     refine_blocks: int = 0  # residual refinement blocks at the end
     softplus_beta: float = 5.0
+    out_channels: int = 1
+    up_norm: bool = False  # norms in the up blocks (the tutorial's forward has none there)
 
 
 @dataclass
@@ -85,3 +98,4 @@ class TrainConfig:
     tensorboard: bool = True
     requeue: bool = True  # under Slurm: scontrol requeue on SIGUSR2/SIGTERM
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    collapse_warmup: int = 2  # epochs before "network worse than the baseline" is flagged

@@ -1,0 +1,1 @@
+"""Training: losses, schedules, the loop, checkpoints, distributed set-up, signals, logs."""
