@@ -19,4 +19,7 @@ class PreprocessConfig:
     dtype: str = "uint16"
     byte_order: Literal["little", "big"] = "little"
     offset: int = 0
+    # TOF order of headerless files: auto = the scanner preset's when the shape matches,
+    # else 'siemens' (centre-first interleaved) for TOF data.
+    tof_order: Literal["auto", "siemens", "linear", "none"] = "auto"
     copy: bool = True  # copy data into the store; False references raw files in place

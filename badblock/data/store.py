@@ -1,0 +1,557 @@
+"""The training store: a folder of memory-mappable scans plus a JSON manifest (SPEC §5).
+
+Layout of a store folder::
+
+    manifest.json            format name + version, layout, split, per-scan entries, config
+    config.resolved.yaml     the resolved config of the run that built it (written by preprocess)
+    mask.npy                 float32 [plane, view, bin] (only when a mask was given)
+    scans/<id>.npy           counts [TOF, plane, view, bin] in their original dtype (copy mode)
+    scans/<id>.truth.npy     float32 noiseless expectation (simulated scans)
+    scans/<id>.target.npy    paired kind: the target scan
+    stats/<id>.<role>.plane_max.npy, .plane_sum.npy   float64 [TOF, plane]
+
+Every array is described in the manifest by ``{"file", "offset", "dtype", "shape"}`` so a
+reader memory-maps it without parsing anything else; in reference mode (``preprocess.copy =
+false``) ``file`` is the absolute path of the read-only raw file and ``offset`` its data
+offset. A store folder only ever appears under its final name whole (it is built under a
+temporary name and renamed), and ``manifest.json`` is the last file written into it, so a
+folder without a valid manifest is never a store.
+
+Readers: :meth:`Store.open`. Writers: :class:`StoreWriter` (used by ``preprocess`` and by
+tests that build small stores from numpy arrays, see :func:`write_store`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from badblock import __version__
+from badblock.errors import BadInputError
+from badblock.io.segments import Segment
+from badblock.utils.atomic import atomic_dir, atomic_save_npy, atomic_write_text
+
+STORE_FORMAT = "badblock-store"
+STORE_VERSION = 1
+MANIFEST = "manifest.json"
+KINDS = ("sinogram", "image", "paired")
+ROLES = ("data", "truth", "target")
+CHUNK_BYTES = 8 << 20  # bytes handled per step while streaming (whole planes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics gathered in the single streaming pass
+
+
+class PlaneStats:
+    """Per-plane maximum, sum and emptiness of one array ``[TOF, plane, view, bin]``.
+
+    Fed with consecutive chunks of whole planes in storage order (flat plane index
+    ``t * n_planes + p``), so it never needs more than one chunk in memory.
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: np.dtype):
+        self.shape = tuple(int(s) for s in shape)
+        n = self.shape[0] * self.shape[1]
+        self.dtype = np.dtype(dtype)
+        self.plane_max = np.zeros(n, np.float64)
+        self.plane_sum = np.zeros(n, np.float64)
+        self._any = np.zeros(n, bool)
+        self._next = 0
+        self.finite = True
+        kind = self.dtype.kind
+        self._signed = kind in "if"
+        plane_len = self.shape[2] * self.shape[3]
+        # Exact integer sums: uint32 is enough (and faster) while a plane cannot overflow it.
+        if kind == "u" and plane_len * (2 ** (8 * self.dtype.itemsize) - 1) < 2**32:
+            self._acc = np.uint32
+        elif kind in "ui":
+            self._acc = np.int64 if kind == "i" else np.uint64
+        else:
+            self._acc = np.float64
+
+    def update(self, planes: np.ndarray) -> None:
+        """Add the next ``planes`` (``[n, view, bin]``) in storage order."""
+        n = planes.shape[0]
+        flat = planes.reshape(n, -1)
+        i0, i1 = self._next, self._next + n
+        mx = flat.max(axis=1)
+        if self.dtype.kind == "f":
+            s = flat.sum(axis=1, dtype=np.float64)
+            if not np.all(np.isfinite(s)):
+                self.finite = False
+        else:
+            s = flat.sum(axis=1, dtype=self._acc)
+        self.plane_max[i0:i1] = mx
+        self.plane_sum[i0:i1] = s
+        if self._signed:
+            self._any[i0:i1] = (mx != 0) | (flat.min(axis=1) != 0)
+        else:
+            self._any[i0:i1] = mx != 0
+        self._next = i1
+
+    @property
+    def complete(self) -> bool:
+        return self._next == self.plane_max.size
+
+    def nonempty(self) -> np.ndarray:
+        return self._any.reshape(self.shape[:2]).copy()
+
+    def empty_planes(self) -> list[list[int]]:
+        """``[[t, p], ...]`` of planes with no counts at all."""
+        t, p = np.nonzero(~self._any.reshape(self.shape[:2]))
+        return [[int(a), int(b)] for a, b in zip(t, p)]
+
+
+def array_chunks(array: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Consecutive blocks of whole planes ``[n, view, bin]`` of a 4-D array (views, no copy)."""
+    t, p, v, b = array.shape
+    flat = array.reshape(t * p, v, b)
+    step = max(1, chunk_bytes // max(1, v * b * array.dtype.itemsize))
+    for i in range(0, t * p, step):
+        yield flat[i:i + step]
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def npy_header(dtype: np.dtype, shape: Sequence[int]) -> bytes:
+    """The bytes of a ``.npy`` header (version 1.0, 64-byte aligned) for a C-order array."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(int(s) for s in shape)})
+    return buf.getvalue()
+
+
+@dataclass
+class _ArrayEntry:
+    file: str  # relative to the store, or absolute (reference mode)
+    offset: int
+    dtype: str
+    shape: list[int]
+    in_place: bool = False
+    stats: dict[str, str] = field(default_factory=dict)
+    empty_planes: list[list[int]] = field(default_factory=list)
+    source: dict | None = None  # {"path", "size", "mtime_ns", "checksum", "header", ...}
+
+    def to_json(self) -> dict:
+        out = {"file": self.file, "offset": self.offset, "dtype": self.dtype, "shape": self.shape,
+               "in_place": self.in_place, "stats": self.stats,
+               "n_empty": len(self.empty_planes), "empty_planes": self.empty_planes}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
+
+
+class StoreWriter:
+    """Builds a store in a folder that is not yet visible under its final name.
+
+    Use :meth:`create` (a context manager that renames the folder into place only when the
+    block finishes without error), then :meth:`add_array` for every array of every scan,
+    :meth:`set_split`, and let the block end: the manifest is written last.
+    """
+
+    def __init__(self, folder: Path, kind: str = "sinogram", *, segments=None,
+                 tof_order: str = "none", scanner: str | None = None,
+                 mask: np.ndarray | None = None, mask_source: dict | None = None,
+                 config: dict | None = None, extra: dict | None = None):
+        if kind not in KINDS:
+            raise BadInputError("preprocess.kind", f"must be one of {', '.join(KINDS)}")
+        self.folder = Path(folder)
+        self.kind = kind
+        self.segments = [_segment_tuple(s) for s in segments] if segments else None
+        self.tof_order = tof_order
+        self.scanner = scanner
+        self.config = config
+        self.extra = dict(extra or {})
+        self.mask_source = mask_source
+        self.scans: dict[str, dict[str, _ArrayEntry]] = {}
+        self.split: dict[str, Any] = {}
+        self.shape: list[int] | None = None
+        (self.folder / "scans").mkdir(parents=True, exist_ok=True)
+        (self.folder / "stats").mkdir(exist_ok=True)
+        self.has_mask = mask is not None
+        if mask is not None:
+            atomic_save_npy(self.folder / "mask.npy", np.ascontiguousarray(mask, np.float32))
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, kind: str = "sinogram", *, force: bool = False,
+               **kw) -> _WriterContext:
+        return _WriterContext(Path(path), kind, force, kw)
+
+    # -- arrays ------------------------------------------------------------------------------
+
+    def data_path(self, scan_id: str, role: str = "data") -> Path:
+        suffix = "" if role == "data" else f".{role}"
+        return self.folder / "scans" / f"{scan_id}{suffix}.npy"
+
+    def add_array(self, scan_id: str, role: str, stats: PlaneStats, *, file: str | os.PathLike,
+                  offset: int, dtype: np.dtype, in_place: bool = False,
+                  source: dict | None = None) -> None:
+        """Record an array already written (or referenced) together with its statistics."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        if not stats.complete:
+            raise ValueError(f"statistics of {scan_id}/{role} cover only part of the array")
+        shape = list(stats.shape)
+        if role == "data":
+            if self.shape is None:
+                self.shape = shape
+            elif shape != self.shape:
+                where = source.get("path") if source else scan_id
+                raise BadInputError(where, f"shape {shape} differs from the store's other scans "
+                                           f"{self.shape} (one store holds one shape)")
+        stat_files = {}
+        for name in ("plane_max", "plane_sum"):
+            rel = f"stats/{scan_id}.{role}.{name}.npy"
+            atomic_save_npy(self.folder / rel,
+                            getattr(stats, name).reshape(shape[:2]).astype(np.float64))
+            stat_files[name] = rel
+        if in_place:
+            file_text = os.fspath(Path(file).resolve())
+        else:
+            file_text = Path(file).resolve().relative_to(self.folder.resolve()).as_posix()
+        self.scans.setdefault(scan_id, {})[role] = _ArrayEntry(
+            file=file_text, offset=int(offset), dtype=np.dtype(dtype).str, shape=shape,
+            in_place=in_place, stats=stat_files, empty_planes=stats.empty_planes(),
+            source=source)
+
+    def write_array(self, scan_id: str, role: str, array: np.ndarray,
+                    source: dict | None = None) -> None:
+        """Copy an in-memory (or memory-mapped) ``[TOF, plane, view, bin]`` array into the store."""
+        array = np.asarray(array)
+        if array.ndim != 4:
+            raise BadInputError(scan_id, f"expected a 4-D array [TOF, plane, view, bin], "
+                                         f"got shape {list(array.shape)}")
+        stats = PlaneStats(array.shape, array.dtype)
+        path = self.data_path(scan_id, role)
+        header = npy_header(array.dtype, array.shape)
+        with open(path, "wb") as fh:
+            fh.write(header)
+            for chunk in array_chunks(array):
+                stats.update(chunk)
+                fh.write(np.ascontiguousarray(chunk).data)
+        if not stats.finite:
+            raise BadInputError(source.get("path") if source else scan_id,
+                                "contains NaN or infinite values")
+        self.add_array(scan_id, role, stats, file=path, offset=len(header), dtype=array.dtype,
+                       source=source)
+
+    def set_split(self, val: Iterable[str], seed: int | None = None, rule: str = "") -> None:
+        val = sorted(set(val))
+        unknown = [v for v in val if v not in self.scans]
+        if unknown:
+            raise BadInputError("preprocess.val_scans", f"no such scan: {', '.join(unknown)} "
+                                f"(scans: {', '.join(self.scans)})")
+        self.split = {"seed": seed, "rule": rule, "val": val,
+                      "train": [s for s in self.scans if s not in val]}
+
+    # -- manifest ----------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        if not self.scans:
+            raise BadInputError(self.folder, "a store needs at least one scan")
+        if not self.split:
+            self.set_split([], rule="none")
+        for sid, roles in self.scans.items():
+            if "data" not in roles:
+                raise ValueError(f"scan {sid} has no data array")
+            if self.kind == "paired" and "target" not in roles:
+                raise BadInputError(sid, "paired store: scan has no target")
+        shape = self.shape or []
+        scans = []
+        val = set(self.split["val"])
+        for sid, roles in self.scans.items():
+            entry = {"id": sid, "split": "val" if sid in val else "train"}
+            entry.update({role: arr.to_json() for role, arr in roles.items()})
+            scans.append(entry)
+        return {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            "package_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "kind": self.kind,
+            "shape": shape,
+            "axes": ["tof", "plane", "view", "bin"],
+            "dtype": next(iter(self.scans.values()))["data"].dtype,
+            "n_scans": len(scans),
+            "n_planes_per_scan": int(np.prod(shape[:2])) if shape else 0,
+            "n_nonempty_planes": int(sum(np.prod(shape[:2]) - len(s["data"]["empty_planes"])
+                                         for s in scans)),
+            "scanner": self.scanner,
+            "segments": self.segments,
+            "tof_order": self.tof_order,
+            "mask": "mask.npy" if self.has_mask else None,
+            "mask_source": self.mask_source,
+            "split": self.split,
+            "scans": scans,
+            "config": self.config,
+            **self.extra,
+        }
+
+    def finish(self) -> None:
+        # fsync the data so that the rename cannot publish a store whose bytes are still
+        # only in the page cache of a crashed machine.
+        for roles in self.scans.values():
+            for arr in roles.values():
+                if not arr.in_place:
+                    _fsync(self.folder / arr.file)
+        atomic_write_text(self.folder / MANIFEST, manifest_json(self.manifest()))
+
+
+_NUMBER_LIST = re.compile(r"\[\s+([-+\w.\",\s]*?)\s+\]")
+
+
+def manifest_json(manifest: dict) -> str:
+    """Indented JSON with short lists of scalars kept on one line (shapes, plane pairs)."""
+    text = json.dumps(manifest, indent=2, default=str)
+    return _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _WriterContext:
+    def __init__(self, path: Path, kind: str, force: bool, kw: dict):
+        self.path, self.kind, self.force, self.kw = path, kind, force, kw
+        self._cm = None
+
+    def __enter__(self) -> StoreWriter:
+        self._cm = atomic_dir(self.path, replace=self.force)
+        tmp = self._cm.__enter__()
+        try:
+            self.writer = StoreWriter(tmp, self.kind, **self.kw)
+        except BaseException:
+            self._cm.__exit__(*_exc_info())
+            raise
+        return self.writer
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.writer.finish()
+            except BaseException as err:
+                self._cm.__exit__(type(err), err, err.__traceback__)
+                raise
+        return self._cm.__exit__(exc_type, exc, tb)
+
+
+def _exc_info():
+    import sys
+
+    return sys.exc_info()
+
+
+def _segment_tuple(seg) -> list[int]:
+    if isinstance(seg, Segment):
+        return [seg.number, seg.min_rd, seg.max_rd, seg.n_planes]
+    return [int(x) for x in seg]
+
+
+def write_store(path: str | os.PathLike, scans: dict[str, np.ndarray], *,
+                kind: str = "sinogram", truths: dict[str, np.ndarray] | None = None,
+                targets: dict[str, np.ndarray] | None = None, val: Iterable[str] = (),
+                segments=None, tof_order: str = "none", scanner: str | None = None,
+                mask: np.ndarray | None = None, force: bool = False,
+                config: dict | None = None) -> Path:
+    """Build a store from in-memory arrays ``{id: [TOF, plane, view, bin]}`` (tests, tools)."""
+    with StoreWriter.create(path, kind, force=force, segments=segments, tof_order=tof_order,
+                            scanner=scanner, mask=mask, config=config) as w:
+        for sid, arr in scans.items():
+            w.write_array(sid, "data", arr)
+            if truths and sid in truths:
+                w.write_array(sid, "truth", np.asarray(truths[sid], np.float32))
+            if targets and sid in targets:
+                w.write_array(sid, "target", targets[sid])
+        w.set_split(val, rule="explicit")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def _memmap(store_path: Path, entry: dict, what: str) -> np.ndarray:
+    file = Path(entry["file"])
+    if not file.is_absolute():
+        file = store_path / file
+    elif not file.exists() and os.environ.get("BADBLOCK_DATA"):
+        # A store built on the host and read in a container: the raw files are mounted under
+        # $BADBLOCK_DATA; try the same file name there before giving up.
+        alt = Path(os.environ["BADBLOCK_DATA"]) / file.name
+        if alt.exists():
+            file = alt
+    dtype = np.dtype(entry["dtype"])
+    shape = tuple(entry["shape"])
+    need = int(entry["offset"]) + int(np.prod(shape)) * dtype.itemsize
+    try:
+        size = file.stat().st_size
+    except OSError:
+        raise BadInputError(file, f"{what}: data file is missing") from None
+    if size < need:
+        raise BadInputError(file, f"{what}: file holds {size} bytes, the store expects at "
+                                  f"least {need} (truncated or changed since preprocess)")
+    src = entry.get("source") or {}
+    if entry.get("in_place") and src.get("size") is not None and size != src["size"]:
+        raise BadInputError(file, f"{what}: raw file changed since preprocess "
+                                  f"({size} bytes, was {src['size']})")
+    return np.memmap(file, dtype=dtype, mode="r", offset=int(entry["offset"]), shape=shape)
+
+
+class StoreScan:
+    """One scan of a store. Arrays are opened lazily as read-only memory maps.
+
+    ``data``: counts ``[TOF, plane, view, bin]`` in the original dtype; ``truth``: float32
+    noiseless expectation or None; ``target``: the paired target scan or None;
+    ``plane_max`` / ``plane_sum``: float64 ``[TOF, plane]`` of ``data``; ``nonempty``:
+    bool ``[TOF, plane]`` (False for planes without a single count).
+    """
+
+    def __init__(self, store_path: Path, entry: dict):
+        self._path = store_path
+        self.entry = entry
+        self.id: str = entry["id"]
+        self.split: str = entry["split"]
+        self._cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"StoreScan({self.id!r}, split={self.split!r}, shape={self.shape})"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.entry["data"]["shape"])
+
+    def _array(self, role: str):
+        if role not in self._cache:
+            ent = self.entry.get(role)
+            self._cache[role] = None if ent is None else _memmap(self._path, ent,
+                                                                 f"scan {self.id} {role}")
+        return self._cache[role]
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._array("data")
+
+    @property
+    def truth(self) -> np.ndarray | None:
+        return self._array("truth")
+
+    @property
+    def target(self) -> np.ndarray | None:
+        return self._array("target")
+
+    def stat(self, name: str, role: str = "data") -> np.ndarray:
+        """A statistic array (``plane_max`` or ``plane_sum``, float64 ``[TOF, plane]``)."""
+        key = f"{role}.{name}"
+        if key not in self._cache:
+            rel = self.entry[role]["stats"][name]
+            self._cache[key] = np.load(self._path / rel, allow_pickle=False)
+        return self._cache[key]
+
+    @property
+    def plane_max(self) -> np.ndarray:
+        return self.stat("plane_max")
+
+    @property
+    def plane_sum(self) -> np.ndarray:
+        return self.stat("plane_sum")
+
+    @property
+    def nonempty(self) -> np.ndarray:
+        if "nonempty" not in self._cache:
+            t, p = self.shape[:2]
+            keep = np.ones((t, p), bool)
+            empty = np.asarray(self.entry["data"]["empty_planes"], np.int64).reshape(-1, 2)
+            keep[empty[:, 0], empty[:, 1]] = False
+            self._cache["nonempty"] = keep
+        return self._cache["nonempty"]
+
+
+class Store:
+    """A training store opened for reading. See the module docstring for the layout."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self.kind: str = manifest["kind"]
+        self.scanner: str | None = manifest.get("scanner")
+        segs = manifest.get("segments")
+        self.segments: list[Segment] | None = [Segment(*map(int, s)) for s in segs] if segs \
+            else None
+        self.tof_order: str = manifest.get("tof_order", "none")
+        self.shape: tuple[int, ...] = tuple(manifest["shape"])
+        self.dtype = np.dtype(manifest["dtype"])
+        self.scans: list[StoreScan] = [StoreScan(path, s) for s in manifest["scans"]]
+        self._mask = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Store:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise BadInputError(path, "no such store folder (run 'badblock preprocess' first)")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadInputError(path, f"not a complete store (no {MANIFEST})") from None
+        except (OSError, ValueError) as exc:
+            raise BadInputError(mpath, f"unreadable store manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+            raise BadInputError(mpath, f"not a {STORE_FORMAT} manifest")
+        if manifest.get("version") != STORE_VERSION:
+            raise BadInputError(mpath, f"store version {manifest.get('version')} is not "
+                                       f"supported (this badblock reads version {STORE_VERSION})")
+        return cls(path, manifest)
+
+    def __repr__(self) -> str:
+        return (f"Store({os.fspath(self.path)!r}, kind={self.kind!r}, scans={len(self.scans)}, "
+                f"shape={list(self.shape)})")
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        if self._mask is None and self.manifest.get("mask"):
+            self._mask = np.load(self.path / self.manifest["mask"], mmap_mode="r",
+                                 allow_pickle=False)
+        return self._mask
+
+    def split(self, name: str) -> list[StoreScan]:
+        """The scans of one split: ``'train'`` or ``'val'``."""
+        if name not in ("train", "val"):
+            raise ValueError("split name must be 'train' or 'val'")
+        return [s for s in self.scans if s.split == name]
+
+    def scan(self, scan_id: str) -> StoreScan:
+        for s in self.scans:
+            if s.id == scan_id:
+                return s
+        raise KeyError(scan_id)
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a complete store (has a manifest of this format)."""
+    try:
+        Store.open(path)
+    except BadInputError:
+        return False
+    return True
+
+
+__all__ = ["Store", "StoreScan", "StoreWriter", "PlaneStats", "write_store", "is_store",
+           "array_chunks", "npy_header", "STORE_FORMAT", "STORE_VERSION", "MANIFEST"]
