@@ -13,8 +13,8 @@ into its first with the radial axis reversed, ``p(theta + pi, s) = p(theta, -s)`
 Both are exact for non-TOF direct planes. For a TOF bin ``t`` (an oblique segment ``s``) the
 continuation past 180 degrees lives in TOF bin ``-t`` (segment ``-s``), which the stack does not
 hold: the flipped views then stand in for it, the same approximation a plain flipped wrap makes.
-Set ``augment.view_roll: 0`` to train without it. The flip is a plain reversal of the bin axis
-(for the Vision's odd detector convention half a bin off the exact mirror).
+Set ``augment.view_roll: 0`` to train without it. The radial flip is the geometry's own
+(:func:`badblock.physics.radial_flip`: bin ``e`` <-> ``n_bins - e``, about the centre bin).
 
 Count-level thinning (*dose*): a lower-dose acquisition of the same object. Each count of the
 complete scan survives with the keep rate ``k`` and, independently, the dead block with
@@ -41,6 +41,12 @@ def _uniform(n: int, generator: torch.Generator | None, device: torch.device) ->
     return torch.rand(n, generator=generator, device=gen_device).to(device)
 
 
+def radial_flip_t(x: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`badblock.physics.radial_flip`: ``out[e] = x[n_bins - e]`` along
+    the last axis, bin 0 taking ``x[n_bins - 1]`` (it has no partner in range)."""
+    return torch.cat([x[..., -1:], x.flip(-1)[..., :-1]], dim=-1)
+
+
 def roll_flip_views(x: torch.Tensor, shift: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
     """Per-sample view roll with radial flip, then an optional radial flip.
 
@@ -53,7 +59,7 @@ def roll_flip_views(x: torch.Tensor, shift: torch.Tensor, mirror: torch.Tensor) 
     flip = wrapped ^ mirror.to(x.device).unsqueeze(1)
     index = (pos % v).view(n, 1, v, 1).expand(n, c, v, b)
     gathered = x.gather(2, index)
-    return torch.where(flip.view(n, 1, v, 1), gathered.flip(-1), gathered)
+    return torch.where(flip.view(n, 1, v, 1), radial_flip_t(gathered), gathered)
 
 
 def pad_views_self(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -61,10 +67,10 @@ def pad_views_self(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
     v = x.shape[-2]
     if before > v or after > v:
         raise BadInputError("real_views", f"padding {before}+{after} exceeds the {v} real views")
-    parts = [x[..., v - before:, :].flip(-1)] if before else []
+    parts = [radial_flip_t(x[..., v - before:, :])] if before else []
     parts.append(x)
     if after:
-        parts.append(x[..., :after, :].flip(-1))
+        parts.append(radial_flip_t(x[..., :after, :]))
     return torch.cat(parts, dim=-2)
 
 
