@@ -101,6 +101,11 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e5 (no dot, no sign) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise BadInputError(where, f"'{key}' must be a number, not {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -176,9 +181,9 @@ def read_yaml(name_or_path: str | os.PathLike, _seen: tuple = ()) -> dict:
     """Read a config file or a preset name into a dict, following ``base:`` chains."""
     text = os.fspath(name_or_path)
     path = Path(text)
-    if not path.exists() and (PRESET_DIR / f"{text}.yaml").exists():
+    if not path.is_file() and (PRESET_DIR / f"{text}.yaml").exists():
         path = PRESET_DIR / f"{text}.yaml"
-    if not path.exists():
+    if not path.is_file():
         raise BadInputError(text, "no such config file or preset"
                                   f"{_nearest(text, presets()) if os.sep not in text else ''}")
     if path.resolve() in _seen:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -12,8 +12,13 @@ class SimulateConfig:
     counts: float = 2.0e6  # expected prompts per scan (sets the Poisson noise level)
     phantom: Literal["random", "file"] = "random"
     activity: str | None = None  # a user's activity volume .npy [z, y, x] when phantom=file
-    attenuation: bool = True
+    attenuation: bool = True  # water body outline, exp(-integral of mu) per LOR
     tof_fwhm_ps: float = 0.0  # 0 = the preset's own timing resolution
     format: Literal["interfile", "e7", "flat"] = "interfile"
-    dtype: Literal["uint16", "float32"] = "uint16"
+    dtype: Literal["uint16", "float32"] = "uint16"  # prompts; the truth is always float32
     seed: int = 0
+    step_mm: float = 0.0  # sample spacing along each LOR; 0 = one transaxial voxel (bin size)
+    chunk_mb: float = 256.0  # memory for one chunk of views/planes being projected or written
+    # Also write damaged/ copies with the LORs through these dead crystals removed ("T:A").
+    dead_blocks: list[str] = field(default_factory=list)
+    dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"

@@ -22,4 +22,7 @@ class PreprocessConfig:
     # TOF order of headerless files: auto = the scanner preset's when the shape matches,
     # else 'siemens' (centre-first interleaved) for TOF data.
     tof_order: Literal["auto", "siemens", "linear", "none"] = "auto"
-    copy: bool = True  # copy data into the store; False references raw files in place
+    # False (default): the store references the read-only raw files in place (stats +
+    # manifest only; a raw file whose size or time changed is refused on open). True: copy
+    # the counts into the store, self-contained but a full write (and fsync) of every byte.
+    copy: bool = False

@@ -23,9 +23,9 @@ class DataConfig:
     batch_size: int = 16  # per process (per GPU)
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     views_to: int = 0  # pad the view axis to this many views; 0 = next multiple of 2**depth
-    mask_cache_mb: float = 512.0  # LRU cache of per-block dead-block masks (sparse, float16)
-    # Where binomial thinning runs: auto = on the GPU in batches, in the loader (numpy, per
-    # sample) when training on the CPU, where torch.binomial is slower (bench/loader.py).
+    # Where binomial thinning runs: device (= auto) thins whole batches with torch.binomial on
+    # the training device; loader thins each sample with numpy in the DataLoader (workers).
+    # bench/loader.py measures both: batched torch won on this project's CPU machine too.
     thin_on: Literal["auto", "device", "loader"] = "auto"
 
 

@@ -88,3 +88,10 @@ def test_cli_help_and_bad_config_exit_code(tmp_path):
     out = subprocess.run([sys.executable, "-m", "badblock", "--help"], capture_output=True,
                          text=True, check=True)
     assert "badblock" in out.stdout
+
+
+def test_float_in_exponent_form_and_preset_beside_a_folder(tmp_path, monkeypatch):
+    assert load_config(None, ["simulate.counts=5e5"], env={}).simulate.counts == 5e5
+    (tmp_path / "demo").mkdir()  # a folder named like a preset must not shadow it
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo", [], env={}).scanner.name == "mini"

@@ -1,0 +1,263 @@
+"""Synthetic datasets: phantom activity -> TOF sinograms with Poisson noise, per scanner preset.
+
+For every scan the noiseless expectation (``scan_NNN.truth.*``, float32) is the forward
+projection of the activity along the preset's own LORs (:mod:`badblock.physics.projector`),
+attenuated by a water body outline and scaled so that its sum is the requested expected count;
+the prompts (``scan_NNN.*``) are a Poisson draw from it. Both are written plane-streamed through
+memory maps, so memory stays bounded for any scanner. The whole folder is built under a temporary
+name and renamed into place at the end: an interrupted run leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from badblock import __version__
+from badblock.config import Config, save_resolved
+from badblock.errors import BadInputError
+from badblock.io import ScanHeader, open_scan_writer, tof_offsets
+from badblock.physics.geometry import crystal_is_real
+from badblock.physics.mask import dead_set, parse_blocks, parse_crystals
+from badblock.physics.phantom import (
+    VolumeGrid,
+    body_mu_map,
+    load_activity,
+    place_volume,
+    random_phantom,
+    render,
+)
+from badblock.physics.projector import ProjectionGeometry, project, scanner_geometry
+from badblock.physics.scanners import Scanner, get_scanner
+from badblock.utils.atomic import atomic_dir, atomic_write_json
+from badblock.utils.progress import progress
+
+log = logging.getLogger("badblock.simulate")
+
+SUFFIX = {"interfile": ".hs", "e7": ".s.hdr", "flat": ".s"}
+DTYPES = {"uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+SIMULATION_JSON = "simulation.json"
+DAMAGED_DIR = "damaged"
+
+
+@dataclass
+class ScanSource:
+    """What one scan images: activity and µ-map ``[z, y, x]`` and the parameters to record."""
+
+    activity: np.ndarray
+    mu: np.ndarray | None
+    params: dict
+
+
+def storage_tof_order(fmt: str, scanner: Scanner) -> str:
+    """The TOF order a format stores: STIR time order, e7 centre-first, flat as the scanner."""
+    if scanner.n_tof <= 1:
+        return "none"
+    return {"interfile": "linear", "e7": "siemens"}.get(fmt, scanner.tof_order)
+
+
+def linear_index(n_tof: int, tof_order: str) -> np.ndarray:
+    """For each stored TOF index, the projector's linear TOF index (offset + (n-1)/2)."""
+    return tof_offsets(n_tof, tof_order) + (n_tof - 1) // 2
+
+
+def scan_header(scanner: Scanner, fmt: str, path: Path, dtype: np.dtype) -> ScanHeader:
+    """A fresh header for a simulated scan of ``scanner`` in format ``fmt``."""
+    return ScanHeader(format=fmt, shape=scanner.shape, dtype=dtype, data_file=path,
+                      segments=list(scanner.segments), tof_order=storage_tof_order(fmt, scanner),
+                      scanner=scanner.name, header_path=None if fmt == "flat" else path)
+
+
+def alive_crystals(scanner: Scanner, blocks=(), crystals=()) -> np.ndarray:
+    """bool ``[n_rings, crystals_per_ring]``: False for dead crystals (and virtual gaps)."""
+    alive = np.broadcast_to(crystal_is_real(scanner), (scanner.n_rings,
+                                                       scanner.crystals_per_ring)).copy()
+    for ring, dead in dead_set(scanner, blocks, crystals).items():
+        alive[ring, sorted(dead)] = False
+    return alive
+
+
+def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
+    """Yield a :class:`ScanSource` per scan (random phantoms from the seed, or the user's file)."""
+    sim = cfg.simulate
+    grid: VolumeGrid = geom.grid
+    if sim.phantom == "file" or sim.activity:
+        if not sim.activity:
+            raise BadInputError("simulate.activity", "phantom 'file' needs an activity .npy")
+        path = cfg.data_path(sim.activity)  # relative paths are taken from run.data
+        raw = load_activity(path)
+        activity = place_volume(raw, grid)
+        if float(activity.sum()) < 0.999 * float(raw.sum(dtype=np.float64)):
+            log.warning("%s: shape %s is larger than the %s grid %s; the activity outside it "
+                        "was cropped", path, raw.shape, cfg.scanner.name, grid.shape)
+        mu = body_mu_map(activity) if sim.attenuation else None
+        params = {"file": str(path), "shape": list(raw.shape)}
+        for _ in range(n_scans):
+            yield ScanSource(activity, mu, params)
+        return
+    for i in range(n_scans):
+        rng = np.random.default_rng(np.random.SeedSequence([sim.seed, i, 0]))
+        shapes = random_phantom(grid, rng, geom.fov_radius_mm)
+        yield ScanSource(render(shapes, grid), render(shapes, grid, "mu") if sim.attenuation
+                         else None, {"shapes": shapes})
+
+
+def _view_chunk(scanner: Scanner, chunk_mb: float) -> int:
+    per_view = scanner.n_tof * scanner.n_planes * scanner.n_bins * 8 * 2
+    return max(1, min(scanner.n_views, int(chunk_mb * 2**20 // per_view)))
+
+
+def _plane_chunk(scanner: Scanner, chunk_mb: float) -> int:
+    per_plane = scanner.n_tof * scanner.n_views * scanner.n_bins * 8 * 3
+    return max(1, min(scanner.n_planes, int(chunk_mb * 2**20 // per_plane)))
+
+
+def _poisson_into(out, truth, scale: float, rng: np.random.Generator, scanner: Scanner,
+                  dtype: np.dtype, chunk_mb: float, perm: np.ndarray, bar) -> dict:
+    """Scale ``truth`` in place to the expected counts and write a Poisson draw to ``out``.
+
+    The draw is made in time order (``perm``: linear TOF index of each stored index), so a
+    seed gives the same counts whatever the file format's TOF order.
+    """
+    top = np.iinfo(dtype).max if dtype.kind in "iu" else None
+    total, clipped, peak = 0, 0, 0
+    step = _plane_chunk(scanner, chunk_mb)
+    for p0 in range(0, scanner.n_planes, step):
+        block = np.asarray(truth[:, p0:p0 + step], np.float64) * scale
+        truth[:, p0:p0 + step] = block.astype(np.float32)
+        linear = np.empty_like(block)
+        linear[perm] = block
+        counts = rng.poisson(linear)[perm]
+        peak = max(peak, int(counts.max(initial=0)))
+        if top is not None and peak > top:
+            clipped += int((counts > top).sum())
+            counts = np.minimum(counts, top)
+        out[:, p0:p0 + step] = counts.astype(dtype)
+        total += int(counts.sum())
+        bar.update(1)
+    return {"counts": total, "max_bin": peak, "clipped_bins": clipped}
+
+
+def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
+                  geom: ProjectionGeometry, folder: Path, step_mm: float,
+                  alive: np.ndarray | None, bar) -> dict:
+    """Simulate scan ``index`` into ``folder`` (and ``folder/damaged`` with ``alive``)."""
+    sim = cfg.simulate
+    fmt = sim.format
+    dtype = DTYPES[sim.dtype]
+    suffix = SUFFIX[fmt]
+    names = {"scan": f"scan_{index:03d}{suffix}", "truth": f"scan_{index:03d}.truth{suffix}"}
+    order = storage_tof_order(fmt, scanner)
+    perm = linear_index(scanner.n_tof, order)
+    vstep = _view_chunk(scanner, sim.chunk_mb)
+    targets = [folder] + ([folder / DAMAGED_DIR] if alive is not None else [])
+    for t in targets[1:]:
+        t.mkdir(exist_ok=True)
+    record = {"index": index, **names, "phantom": source.params}
+    with contextlib.ExitStack() as stack:
+        # The truth files stay open (memory-mapped) until the prompts are drawn from them.
+        truths = [stack.enter_context(open_scan_writer(t / names["truth"], scan_header(
+            scanner, fmt, t / names["truth"], DTYPES["float32"]))) for t in targets]
+        total = 0.0
+        for v0 in range(0, scanner.n_views, vstep):
+            v1 = min(v0 + vstep, scanner.n_views)
+            full, damaged = project(geom, source.activity, source.mu, step_mm=step_mm,
+                                    views=(v0, v1), alive=alive)
+            total += float(full.sum())
+            truths[0].data[:, :, v0:v1, :] = full[perm].astype(np.float32)
+            if damaged is not None:
+                truths[1].data[:, :, v0:v1, :] = damaged[perm].astype(np.float32)
+            bar.update(1)
+        if not total > 0:
+            raise BadInputError(sim.activity or "phantom",
+                                "the activity projects to zero: nothing lies inside the "
+                                f"{scanner.name}'s field of view")
+        scale = float(sim.counts) / total
+        seeds = np.random.SeedSequence([sim.seed, index, 1]).spawn(2)
+        for k, (t, truth) in enumerate(zip(targets, truths)):
+            rng = np.random.default_rng(seeds[k])
+            with open_scan_writer(t / names["scan"], scan_header(
+                    scanner, fmt, t / names["scan"], dtype)) as out:
+                stats = _poisson_into(out.data, truth.data, scale, rng, scanner, dtype,
+                                      sim.chunk_mb, perm, bar)
+            if stats["clipped_bins"]:
+                log.warning("scan %d%s: %d bins exceed %s and were clipped (max %d); lower "
+                            "simulate.counts or use simulate.dtype=float32", index,
+                            " (damaged)" if k else "", stats["clipped_bins"], sim.dtype,
+                            stats["max_bin"])
+            record["damaged" if k else "noise"] = stats
+        record["expected_counts"] = float(sim.counts)
+        if alive is not None:
+            record["expected_counts_damaged"] = sum(
+                float(np.asarray(truths[1].data[:, p]).sum(dtype=np.float64))
+                for p in range(scanner.n_planes))
+    return record
+
+
+def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = False,
+             scanner: Scanner | None = None) -> Path:
+    """Simulate ``cfg.simulate.scans`` scans of ``cfg.scanner.name`` into ``out_dir``.
+
+    Writes ``scan_NNN`` (prompts, ``simulate.dtype``), ``scan_NNN.truth`` (float32 noiseless
+    expectation), ``simulation.json`` and the resolved config; with ``simulate.dead_blocks`` or
+    ``simulate.dead_crystals`` also ``damaged/`` with the same scans projected without the LORs
+    through dead crystals. Refuses a non-empty existing folder unless ``force`` (then replaces
+    it once the new one is complete). ``scanner`` replaces the preset named by
+    ``cfg.scanner.name`` (e.g. a preset with fields changed by ``get_scanner(name, **fields)``).
+    Returns the folder.
+    """
+    sim = cfg.simulate
+    out = Path(out_dir if out_dir is not None else cfg.output_path("simulate"))
+    if sim.scans < 1:
+        raise BadInputError("simulate.scans", f"must be at least 1, not {sim.scans}")
+    if not sim.counts > 0 or not math.isfinite(sim.counts):
+        raise BadInputError("simulate.counts", f"must be a positive number, not {sim.counts}")
+    if sim.step_mm < 0 or sim.chunk_mb <= 0:
+        raise BadInputError("simulate", "step_mm must be >= 0 and chunk_mb > 0")
+    if sim.format not in SUFFIX:
+        raise BadInputError("simulate.format", f"unknown format {sim.format!r}")
+    scanner = scanner if scanner is not None else get_scanner(cfg.scanner.name)
+    blocks = parse_blocks(sim.dead_blocks, "simulate.dead_blocks")
+    crystals = parse_crystals(sim.dead_crystals, "simulate.dead_crystals")
+    alive = alive_crystals(scanner, blocks, crystals) if (blocks or crystals) else None
+    geom = scanner_geometry(scanner, tof_fwhm_ps=sim.tof_fwhm_ps)
+    step_mm = sim.step_mm or min(geom.grid.voxel_mm[1], geom.grid.voxel_mm[2])
+    sources = make_sources(cfg, geom, sim.scans)  # validates --activity before any output
+    first = next(sources)
+    replace = force or (out.is_dir() and not any(out.iterdir()))
+    n_views = math.ceil(scanner.n_views / _view_chunk(scanner, sim.chunk_mb))
+    n_planes = math.ceil(scanner.n_planes / _plane_chunk(scanner, sim.chunk_mb))
+    steps = sim.scans * (n_views + n_planes * (2 if alive is not None else 1))
+    records = []
+    with atomic_dir(out, replace=replace) as tmp:
+        bar = progress(total=steps, desc=f"simulate {scanner.name}", unit="chunk")
+        try:
+            source = first
+            for i in range(sim.scans):
+                if i:
+                    source = next(sources)
+                records.append(simulate_scan(i, source, cfg, scanner, geom, tmp, step_mm,
+                                             alive, bar))
+        finally:
+            bar.close()
+        grid = geom.grid
+        atomic_write_json(tmp / SIMULATION_JSON, {
+            "version": __version__, "scanner": scanner.name, "seed": sim.seed,
+            "counts": sim.counts, "format": sim.format, "dtype": sim.dtype,
+            "shape": list(scanner.shape), "tof_order": storage_tof_order(sim.format, scanner),
+            "tof_fwhm_ps": (sim.tof_fwhm_ps or scanner.tof_fwhm_ps) if geom.tof else None,
+            "tof_sign": "time-order TOF index rises as the annihilation moves from det1 toward "
+                        "det2 (t_det1 - t_det2 grows); offset 0 = LOR midpoint",
+            "attenuation": sim.attenuation, "mu_water_per_mm": 0.0096,
+            "grid": {"shape": list(grid.shape), "voxel_mm": list(grid.voxel_mm)},
+            "step_mm": step_mm,
+            "dead_blocks": [f"{t}:{a}" for t, a in blocks],
+            "dead_crystals": [f"{c}:{r}" for c, r in crystals],
+            "scans": records})
+        save_resolved(cfg, tmp)
+    return out

@@ -1,0 +1,202 @@
+"""`badblock simulate`: files, counts, TOF order, seeds, bad activity files, no partial output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from badblock.config import RESOLVED_NAME, load_config
+from badblock.errors import BadInputError
+from badblock.io import read_scan, tof_time_order
+from badblock.physics.mask import dead_block_mask, real_lor_count
+from badblock.physics.scanners import get_scanner
+from badblock.physics.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["simulate.step_mm=9", "simulate.counts=50000"]  # coarse sampling: tests, not physics
+
+
+def cfg(*overrides):
+    return load_config(None, [*FAST, *overrides])
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != RESOLVED_NAME}
+
+
+def test_writes_scans_truth_record_and_config(tmp_path):
+    out = simulate(cfg("simulate.scans=2", "simulate.seed=3"), tmp_path / "sim")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([RESOLVED_NAME, "simulation.json", "scan_000.hs", "scan_000.s",
+                            "scan_000.truth.hs", "scan_000.truth.s", "scan_001.hs", "scan_001.s",
+                            "scan_001.truth.hs", "scan_001.truth.s"])
+    mini = get_scanner("mini")
+    scan, truth = read_scan(out / "scan_000.hs"), read_scan(out / "scan_000.truth.hs")
+    assert scan.shape == truth.shape == mini.shape
+    assert scan.header.dtype == np.dtype("<u2") and truth.header.dtype == np.dtype("<f4")
+    assert [s.n_planes for s in scan.header.segments] == [s.n_planes for s in mini.segments]
+    t = np.asarray(truth.data, np.float64)
+    assert t.sum() == pytest.approx(50000, rel=1e-5)
+    counts = int(np.asarray(scan.data, np.int64).sum())
+    assert abs(counts - 50000) < 5 * np.sqrt(50000)
+    record = json.loads((out / "simulation.json").read_text())
+    assert record["seed"] == 3 and record["scanner"] == "mini" and record["counts"] == 50000
+    assert record["scans"][1]["scan"] == "scan_001.hs"
+    assert record["scans"][0]["noise"]["counts"] == counts
+    assert record["scans"][0]["phantom"]["shapes"][0]["name"] == "body"
+    assert record["scans"][0]["phantom"] != record["scans"][1]["phantom"]
+    assert "simulate:" in (out / RESOLVED_NAME).read_text()
+    # Bins whose LORs all touch a gap crystal hold no real LOR: exactly zero.
+    no_lor = real_lor_count(mini) == 0
+    assert no_lor.sum() > 1000
+    assert (t >= 0).all() and t[:, no_lor].max() == 0 and t[:, ~no_lor].max() > 0
+
+
+def test_counts_scale_the_truth_exactly(tmp_path):
+    a = simulate(cfg("simulate.scans=1", "simulate.counts=1000"), tmp_path / "a")
+    b = simulate(cfg("simulate.scans=1", "simulate.counts=3000"), tmp_path / "b")
+    ta = np.asarray(read_scan(a / "scan_000.truth.hs").data)
+    tb = np.asarray(read_scan(b / "scan_000.truth.hs").data)
+    np.testing.assert_allclose(tb, 3 * ta, rtol=1e-5, atol=1e-9)
+
+
+def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
+    a = simulate(cfg("simulate.scans=2", "simulate.seed=7"), tmp_path / "a")
+    b = simulate(cfg("simulate.scans=2", "simulate.seed=7"), tmp_path / "b")
+    c = simulate(cfg("simulate.scans=2", "simulate.seed=8"), tmp_path / "c")
+    fa, fb, fc = files(a), files(b), files(c)
+    assert fa == fb
+    assert fa["scan_000.s"] != fc["scan_000.s"]
+    # Scan i depends only on (seed, i): a shorter run reproduces the first scan of a longer one.
+    d = simulate(cfg("simulate.scans=1", "simulate.seed=7"), tmp_path / "d")
+    assert files(d)["scan_000.s"] == fa["scan_000.s"]
+
+
+def test_formats_store_the_same_counts_in_their_own_tof_order(tmp_path):
+    inter = simulate(cfg("simulate.scans=1"), tmp_path / "i")
+    e7 = simulate(cfg("simulate.scans=1", "simulate.format=e7"), tmp_path / "e")
+    flat = simulate(cfg("simulate.scans=1", "simulate.format=flat"), tmp_path / "f")
+    assert (e7 / "scan_000.s.hdr").exists() and (e7 / "scan_000.truth.s.hdr").exists()
+    assert (flat / "scan_000.s").exists() and (flat / "scan_000.truth.s").exists()
+    scans = [read_scan(inter / "scan_000.hs"), read_scan(e7 / "scan_000.s.hdr"),
+             read_scan(flat / "scan_000.s")]
+    assert [s.header.tof_order for s in scans] == ["linear", "siemens", "siemens"]
+    timed = [np.asarray(s.data)[tof_time_order(3, s.header.tof_order)] for s in scans]
+    np.testing.assert_array_equal(timed[0], timed[1])
+    np.testing.assert_array_equal(timed[0], timed[2])
+    truth = np.asarray(read_scan(inter / "scan_000.truth.hs").data)
+    # Siemens centre-first: the stored first bin is the centre (linear index 1).
+    np.testing.assert_array_equal(np.asarray(read_scan(e7 / "scan_000.truth.s.hdr").data)[0],
+                                  truth[1])
+
+
+def test_non_tof_scanner_writes_one_tof_bin(tmp_path):
+    mini = get_scanner("mini", n_tof=1, tof_fwhm_ps=0.0, tof_bin_ps=0.0, tof_order="none")
+    out = simulate(cfg("simulate.scans=1", "simulate.format=e7"), tmp_path / "s", scanner=mini)
+    scan = read_scan(out / "scan_000.s.hdr")
+    assert scan.shape == (1, mini.n_planes, mini.n_views, mini.n_bins)
+    assert np.asarray(read_scan(out / "scan_000.truth.s.hdr").data).sum() == pytest.approx(5e4)
+
+
+def test_uint16_overflow_is_clipped_with_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="badblock.simulate"):
+        out = simulate(cfg("simulate.scans=1", "simulate.counts=1.0e+10"), tmp_path / "s")
+    data = np.asarray(read_scan(out / "scan_000.hs").data)
+    assert data.max() == 65535
+    assert "clipped" in caplog.text
+    record = json.loads((out / "simulation.json").read_text())
+    assert record["scans"][0]["noise"]["clipped_bins"] > 0
+
+
+def test_user_activity_volume(tmp_path):
+    vol = np.zeros((23, 60, 60), np.float32)
+    vol[5:18, 20:40, 25:35] = 1.0
+    path = tmp_path / "act.npy"
+    np.save(path, vol)
+    out = simulate(cfg("simulate.scans=2", f"simulate.activity={path}", "simulate.phantom=file"),
+                   tmp_path / "s")
+    record = json.loads((out / "simulation.json").read_text())
+    assert record["scans"][0]["phantom"] == {"file": str(path), "shape": [23, 60, 60]}
+    t0 = np.asarray(read_scan(out / "scan_000.truth.hs").data)
+    t1 = np.asarray(read_scan(out / "scan_001.truth.hs").data)
+    np.testing.assert_array_equal(t0, t1)  # same activity, different noise
+    assert files(out)["scan_000.s"] != files(out)["scan_001.s"]
+
+
+def test_dead_blocks_write_a_damaged_copy_matching_the_mask_in_expectation(tmp_path):
+    out = simulate(cfg("simulate.scans=1", "simulate.dead_blocks=['3:1']",
+                       "simulate.attenuation=false"), tmp_path / "s")
+    full = np.asarray(read_scan(out / "scan_000.truth.hs").data, np.float64)
+    dmg = np.asarray(read_scan(out / "damaged" / "scan_000.truth.hs").data, np.float64)
+    assert (out / "damaged" / "scan_000.hs").exists()
+    mask = dead_block_mask("mini", "3:1")
+    assert dmg[:, mask == 1].max() == 0
+    np.testing.assert_allclose(dmg[:, mask == 0], full[:, mask == 0], rtol=1e-5)
+    hit = (mask > 0) & (mask < 1)
+    thinned = (1 - mask) * full
+    # Binomial thinning by the mask vs LOR-level damage: equal up to the activity variation
+    # among the LORs of one bin (a random phantom with lesions, so loosely).
+    assert abs(dmg[:, hit].sum() / thinned[:, hit].sum() - 1) < 0.1
+
+
+def test_existing_output_is_refused_unless_forced(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="already exists"):
+        simulate(cfg("simulate.scans=1"), out)
+    assert (out / "keep.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    simulate(cfg("simulate.scans=1"), empty)
+    assert (empty / "scan_000.hs").exists()
+
+
+def test_failure_mid_run_leaves_no_partial_output(tmp_path):
+    # Activity only in the corners of a huge volume: cropped away, it projects to zero; the
+    # error comes after the first truth file was opened and partly written.
+    vol = np.zeros((23, 400, 400), np.float32)
+    vol[:, :5, :5] = 1.0
+    path = tmp_path / "corner.npy"
+    np.save(path, vol)
+    with pytest.raises(BadInputError, match="projects to zero"):
+        simulate(cfg("simulate.scans=2", f"simulate.activity={path}"), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corner.npy"]
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "BADBLOCK_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "badblock", "simulate", *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("array, problem", [
+    (np.ones((4, 4)), "3-D"),
+    (np.full((3, 4, 4), np.inf), "infinite"),
+    (-np.ones((3, 4, 4)), "non-negative"),
+])
+def test_cli_bad_activity_fails_in_one_line_with_exit_2(tmp_path, array, problem):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    res = run_cli("--activity", str(path), "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and problem in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_runs_with_flags(tmp_path):
+    res = run_cli("--scans", "1", "--counts", "20000", "--seed", "4", "--scanner", "mini",
+                  "--set", "simulate.step_mm=9", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    record = json.loads((tmp_path / "out" / "simulation.json").read_text())
+    assert record["seed"] == 4 and record["counts"] == 20000
+    assert "simulated 1 mini scan" in res.stdout
