@@ -1,0 +1,333 @@
+"""Training samples drawn from a store: clean context stacks, targets and dead-block masks.
+
+The loader only reads and pads; damage (binomial thinning with the mask) and augmentation run on
+the training device in batches (``badblock.train.loop``), where they are cheapest. One sample:
+
+- ``clean``  ``[2k+1, Vp, B]``: the complete counts of the ``2k+1`` neighbouring planes
+  of one TOF bin of one scan (clamped inside the segment), views padded to ``Vp`` with the
+  flipped wrap (:func:`badblock.data.stack.plane_stack`); uint16 / int16 when the store holds
+  16-bit counts (half the bytes of float32 to collate and move), else float32;
+- ``target`` float32 ``[1, Vp, B]``: the complete centre plane (measured counts), the store's
+  noiseless ``truth`` (``data.target = truth``), or the other store's plane (``paired``);
+- ``mask``   float32 ``[2k+1, Vp, B]``: fraction of LORs lost per bin (0..1). For ``inpaint``
+  the dead block is drawn per sample from ``data.train_blocks``; for ``denoise`` it is the
+  constant ``1 - keep_rate``; for ``paired`` it is zero (the input is already damaged).
+- ``damaged`` ``[2k+1, Vp, B]``, dtype of ``clean`` (only with ``thin_in_loader``, in place
+  of ``clean``): the clean stack thinned with ``mask`` by numpy in the loader, per sample.
+- ``where`` int64 ``[3]``: (scan index, TOF bin, plane) of the sample.
+- ``truth`` float32 ``[1, Vp, B]`` (only ``with_truth`` and all scans have one).
+
+Samples are a pure function of ``(seed, index)``, so any worker count, any shuffling order and
+an interrupted-and-resumed run see the same data. Nothing reads a whole scan: planes come from
+memory maps, and empty planes (the store lists them) are never drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from badblock.data.stack import mask_stack, plane_stack, whole_axis_segments
+from badblock.errors import BadInputError
+
+
+class SparseMask:
+    """A ``[plane, view, bin]`` mask that stores only its affected planes (float16).
+
+    Supports ``.shape`` and ``mask[planes]`` (int array) -> float32 ``[n, view, bin]``, which is
+    all :func:`mask_stack` needs. One Vision block touches about 290 of 815 planes.
+    """
+
+    def __init__(self, dense: np.ndarray):
+        self.shape = tuple(dense.shape)
+        touched = np.flatnonzero(np.asarray(dense).reshape(dense.shape[0], -1).max(axis=1) > 0)
+        self.planes = touched.astype(np.int64)
+        self.values = np.asarray(dense[touched], dtype=np.float16)
+        self._pos = np.full(self.shape[0], -1, np.int64)
+        self._pos[touched] = np.arange(touched.size)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self._pos.nbytes
+
+    def __getitem__(self, planes) -> np.ndarray:
+        planes = np.atleast_1d(np.asarray(planes, np.int64))
+        out = np.zeros((planes.size,) + self.shape[1:], np.float32)
+        pos = self._pos[planes]
+        hit = pos >= 0
+        out[hit] = self.values[pos[hit]]
+        return out
+
+
+class BlockMasks:
+    """Dead-block masks of single blocks, built per sample from small factors (exact).
+
+    One dead block (crystals ``S`` of transaxial block T on the rings ``R`` of axial block A)
+    loses LOR ``(d1, r1)-(d2, r2)`` when ``d1 in S and r1 in R`` or ``d2 in S and r2 in R``. By
+    the rings' membership the lost share of bin ``(p, v, b)`` is
+
+        a01_A[p] * h2_T[v, b] + a10_A[p] * h1_T[v, b] + a11_A[p] * h12_T[v, b]
+
+    with ``a..`` the share of plane p's real ring pairs with (only r2 / only r1 / both) in R and
+    ``h..`` the share of bin (v, b)'s real sub-LORs with (d2 / d1 / either) in S -- the same
+    decomposition as :func:`badblock.physics.mask.lost_lor_count`, kept per block. So the 304
+    Vision block masks (85 MB each dense) cost 12 MB in all and a few planes per sample, and
+    :meth:`check` compares against ``dead_block_mask`` itself.
+
+    ``blocks``: list of ``(transaxial, axial)`` indices.
+    """
+
+    def __init__(self, scanner, blocks: list[tuple[int, int]]):
+        from badblock.physics.geometry import ring_is_real, ring_pair_plane, transaxial_pairs
+
+        if not blocks:
+            raise BadInputError("data.train_blocks", "no dead blocks to train with")
+        for t, a in blocks:
+            scanner.block_crystals(t)  # range checks with a clear error
+            scanner.block_rings(a)
+        self.scanner = scanner
+        self.blocks = list(blocks)
+        self.shape = (scanner.n_planes, scanner.n_views, scanner.n_bins)
+        det1, det2, valid = transaxial_pairs(scanner)  # [view, mash, bin]
+        n_sub = valid.sum(axis=1).astype(np.float64)
+        inv_sub = np.divide(1.0, n_sub, out=np.zeros_like(n_sub), where=n_sub > 0)
+        self._trans = {}
+        for t in sorted({t for t, _ in self.blocks}):
+            crystals = np.asarray(list(scanner.block_crystals(t)))
+            h1 = valid & np.isin(det1, crystals)
+            h2 = valid & np.isin(det2, crystals)
+            self._trans[t] = np.stack([h2.sum(axis=1) * inv_sub, h1.sum(axis=1) * inv_sub,
+                                       (h1 | h2).sum(axis=1) * inv_sub]).astype(np.float32)
+        table = ring_pair_plane(scanner)
+        real = ring_is_real(scanner)
+        r1, r2 = np.nonzero((table >= 0) & real[:, None] & real[None, :])
+        plane = table[r1, r2]
+        n_planes = scanner.n_planes
+        pairs = np.bincount(plane, minlength=n_planes).astype(np.float64)
+        inv_pairs = np.divide(1.0, pairs, out=np.zeros_like(pairs), where=pairs > 0)
+        self._axial = {}
+        self._affected = {}
+        for a in sorted({a for _, a in self.blocks}):
+            rings = np.asarray(list(scanner.block_rings(a)))
+            in1, in2 = np.isin(r1, rings), np.isin(r2, rings)
+            shares = np.stack([np.bincount(plane[~in1 & in2], minlength=n_planes),
+                               np.bincount(plane[in1 & ~in2], minlength=n_planes),
+                               np.bincount(plane[in1 & in2], minlength=n_planes)]) * inv_pairs
+            self._axial[a] = shares.astype(np.float32)  # [3, plane]
+        for t, a in self.blocks:
+            # a plane is touched when one of its non-zero ring shares meets a non-zero map
+            hit = (self._axial[a] > 0) & (self._trans[t].reshape(3, -1).max(axis=1) > 0)[:, None]
+            self._affected[(t, a)] = np.flatnonzero(hit.any(axis=0))
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def get(self, i: int) -> BlockMask:
+        t, a = self.blocks[i]
+        return BlockMask(self._trans[t], self._axial[a], self._affected[(t, a)], self.shape)
+
+    def affected_planes(self, i: int) -> np.ndarray:
+        return self._affected[self.blocks[i]]
+
+    def check(self, i: int = 0, atol: float = 1e-5) -> None:
+        """Compare block ``i`` with ``physics.dead_block_mask`` (raises on a mismatch)."""
+        from badblock.physics.mask import dead_block_mask
+
+        ref = dead_block_mask(self.scanner, [self.blocks[i]])
+        got = self.get(i)[np.arange(self.shape[0])]
+        err = float(np.abs(got - ref).max())
+        if err > atol:
+            raise AssertionError(f"factorised mask of block {self.blocks[i]} differs from "
+                                 f"dead_block_mask by {err:g}")
+
+
+class BlockMask:
+    """One block's mask ``[plane, view, bin]``, evaluated only for the planes asked for."""
+
+    def __init__(self, trans: np.ndarray, axial: np.ndarray, planes: np.ndarray, shape):
+        self._trans = trans  # [3, view, bin]
+        self._axial = axial  # [3, plane]
+        self.planes = planes  # affected planes (sorted)
+        self.shape = tuple(shape)
+
+    def __getitem__(self, planes) -> np.ndarray:
+        planes = np.atleast_1d(np.asarray(planes, np.int64))
+        w = self._axial[:, planes]  # [3, n]
+        out = np.tensordot(w.T, self._trans, axes=1)  # [n, view, bin]
+        return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def all_blocks(scanner) -> list[tuple[int, int]]:
+    return [(t, a) for a in range(scanner.blocks_axial) for t in range(scanner.blocks_transaxial)]
+
+
+def parse_block_list(items: list[str], where: str) -> list[tuple[int, int]]:
+    from badblock.physics.mask import parse_blocks
+
+    if not items:
+        return []
+    try:
+        return list(parse_blocks(",".join(items)))
+    except (ValueError, BadInputError) as exc:
+        raise BadInputError(where, f"cannot parse dead blocks {items!r} ({exc})") from None
+
+
+@dataclass
+class SampleSpec:
+    """What :class:`PlaneDataset` needs besides the store (built from the config)."""
+
+    task: str = "inpaint"  # inpaint | denoise | paired
+    context: int = 2
+    views_to: int = 0  # 0 = no padding
+    target: str = "measured"  # measured | truth
+    keep_rate: float = 0.25
+    seed: int = 0
+    thin_in_loader: bool = False  # deliver the damaged stack too (numpy binomial, per sample)
+
+
+class PlaneDataset(torch.utils.data.Dataset):
+    """Map-style dataset over the global sample index (``epoch * epoch_size + i``).
+
+    ``scans``: the :class:`~badblock.data.store.StoreScan` objects to draw from (one split).
+    ``masks``: :class:`BlockMasks` (one block drawn per sample) or a fixed mask
+    ``[plane, view, bin]`` (validation: the configured dead blocks). ``targets``: for
+    ``paired``, the target scans (same order as ``scans``).
+    """
+
+    def __init__(self, scans, spec: SampleSpec, *, segments=None, tof_order: str = "none",
+                 masks: BlockMasks | np.ndarray | SparseMask | None = None, targets=None,
+                 length: int | None = None, with_truth: bool = False):
+        if not scans:
+            raise BadInputError("store", "no scans to draw samples from")
+        self.scans = list(scans)
+        self.spec = spec
+        self.tof_order = tof_order
+        shape = self.scans[0].shape
+        self.n_tof, self.n_planes, self.n_views, self.n_bins = shape
+        self.segments = segments or whole_axis_segments(self.n_planes)
+        self.views_to = spec.views_to or self.n_views
+        self.targets = targets
+        self.length = length
+        # the noiseless truth rides along for scoring (validation) when every scan has one
+        self.with_truth = with_truth and all(s.truth is not None for s in self.scans)
+        self._fixed_mask = None
+        self._blocks: BlockMasks | None = None
+        if isinstance(masks, BlockMasks):
+            self._blocks = masks
+        elif masks is not None:
+            self._fixed_mask = masks if isinstance(masks, SparseMask) else SparseMask(masks)
+        if spec.task == "inpaint" and masks is None:
+            raise BadInputError("data.task", "inpaint needs dead-block masks")
+        if spec.task == "paired" and targets is None:
+            raise BadInputError("data.target_store", "the paired task needs target scans")
+        if spec.target == "truth" and spec.task != "paired":
+            missing = [s.id for s in self.scans if s.truth is None]
+            if missing:
+                raise BadInputError("data.target", f"'truth' but scans {missing[:3]} have no "
+                                                   "noiseless truth in the store")
+        # Flat (t * n_planes + p) indices of non-empty planes per scan: draws never hit empty ones.
+        self._nonempty = [np.flatnonzero(s.nonempty.reshape(-1)) for s in self.scans]
+        if not any(len(n) for n in self._nonempty):
+            raise BadInputError("store", "every plane of these scans is empty")
+
+    def __len__(self) -> int:
+        return self.length if self.length is not None else 2**62
+
+    def _pick(self, rng: np.random.Generator) -> tuple[int, int, int, object]:
+        """(scan, t, p, mask) of one sample; damaged planes only for inpaint."""
+        for _ in range(64):
+            s = int(rng.integers(len(self.scans)))
+            nonempty = self.scans[s].nonempty
+            if self.spec.task != "inpaint":
+                cand = self._nonempty[s]
+                if cand.size == 0:
+                    continue
+                flat = int(cand[rng.integers(cand.size)])
+                return s, flat // self.n_planes, flat % self.n_planes, self._fixed_mask
+            if self._blocks is not None:
+                b = int(rng.integers(len(self._blocks)))
+                mask = self._blocks.get(b)
+            else:
+                mask = self._fixed_mask
+            planes = mask.planes
+            if planes.size == 0:
+                continue
+            t = int(rng.integers(self.n_tof))
+            p = int(planes[rng.integers(planes.size)])
+            if nonempty[t, p]:
+                return s, t, p, mask
+        raise BadInputError("store", "could not find a non-empty plane touched by the dead "
+                                     "blocks in 64 draws (is the mask empty or the data zero?)")
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, int(index)])
+        s, t, p, mask = self._pick(rng)
+        scan = self.scans[s]
+        k = self.spec.context
+        # counts travel in their own integer type (uint16: half of float32) when they fit
+        raw = np.dtype(scan.data.dtype)
+        small = raw.kind in "ui" and raw.itemsize <= 2
+        clean = plane_stack(scan.data, t, p, k, self.segments, self.tof_order, self.views_to,
+                            dtype=np.int16 if small and raw.kind == "i" else
+                            np.uint16 if small else np.float32)
+        if self.spec.task == "paired":
+            source = self.targets[s].data if self.targets is not None else scan.target
+        elif self.spec.target == "truth":
+            source = scan.truth
+        else:
+            source = scan.data
+        target = plane_stack(source, t, p, 0, self.segments, self.tof_order, self.views_to)
+        c = 2 * k + 1
+        if self.spec.task == "denoise":
+            m = np.full((c, self.views_to, self.n_bins), 1.0 - self.spec.keep_rate, np.float32)
+        elif self.spec.task == "paired" or mask is None:
+            m = np.zeros((c, self.views_to, self.n_bins), np.float32)
+        else:
+            m = mask_stack(mask, p, k, self.segments, self.views_to)
+        out = {"clean": torch.from_numpy(clean), "target": torch.from_numpy(target),
+               "mask": torch.from_numpy(m), "where": torch.tensor([s, t, p], dtype=torch.int64)}
+        if self.spec.thin_in_loader and self.spec.task != "paired":
+            # a stream of its own, so the sample drawn does not depend on where thinning runs
+            trng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, int(index), 1])
+            damaged = trng.binomial(clean.astype(np.int64), 1.0 - m).astype(clean.dtype)
+            out["damaged"] = torch.from_numpy(damaged)
+            del out["clean"]  # not needed any more: half the bytes to collate and move
+        if self.with_truth:
+            out["truth"] = torch.from_numpy(
+                plane_stack(scan.truth, t, p, 0, self.segments, self.tof_order, self.views_to))
+        return out
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Global sample indices of one epoch for one rank, from step ``start`` on.
+
+    Index ``epoch * epoch_size + j``; rank ``r`` of ``w`` takes ``j = r, r + w, ...``. Changing
+    ``epoch`` / ``start`` between epochs works with persistent workers (the sampler runs in
+    the main process).
+    """
+
+    def __init__(self, epoch_size: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.epoch_size = epoch_size
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world = world
+        self.epoch = 0
+        self.start_step = 0
+
+    def steps_per_epoch(self) -> int:
+        return max(1, self.epoch_size // (self.batch_size * self.world))
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch() - self.start_step) * self.batch_size
+
+    def __iter__(self):
+        base = self.epoch * self.epoch_size
+        first = self.start_step * self.batch_size
+        for j in range(first, self.steps_per_epoch() * self.batch_size):
+            yield base + j * self.world + self.rank
+
+
+__all__ = ["PlaneDataset", "EpochSampler", "SampleSpec", "BlockMasks", "BlockMask", "SparseMask",
+           "all_blocks", "parse_block_list"]

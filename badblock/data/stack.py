@@ -1,0 +1,120 @@
+"""Context stacks of neighbouring planes, shared by training (dataset) and repair.
+
+A network input for plane ``p`` of TOF bin ``t`` is the ``2k+1`` planes ``p-k .. p+k`` of that
+TOF bin, clamped inside ``p``'s axial segment (a stack never mixes segments: neighbouring
+storage indices across a boundary are unrelated ring differences). The view axis is padded to
+``views_to`` (a multiple of ``2**depth`` so the UNet can downsample) with the flipped wrap of
+the sinogram: past 180 degrees a plane continues into its wrap partner (the same plane for
+segment 0 without TOF; the opposite segment / mirrored TOF bin otherwise) with the radial axis
+reversed (``physics.wrap_partner`` + ``physics.pad_views``). Padding is split as evenly as
+possible, the extra view going after: see :func:`view_padding`; callers crop
+``[before:before + n_views]`` from the network output.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from badblock.io.segments import Segment, segment_offsets
+
+
+def padded_views(n_views: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``n_views`` (e.g. 50 -> 64 for 16)."""
+    multiple = max(1, int(multiple))
+    return -(-int(n_views) // multiple) * multiple
+
+
+def view_padding(n_views: int, views_to: int) -> tuple[int, int]:
+    """Views added ``(before, after)`` to reach ``views_to``; crop with ``[before:before+n]``."""
+    extra = int(views_to) - int(n_views)
+    if extra < 0:
+        raise ValueError(f"cannot pad {n_views} views down to {views_to}")
+    return extra // 2, extra - extra // 2
+
+
+def whole_axis_segments(n_planes: int) -> list[Segment]:
+    """One segment over all planes: for data without a segment table (2-D sinograms, images)."""
+    return [Segment(0, 0, 0, int(n_planes))]
+
+
+def segment_bounds(segments: list[Segment], p: int) -> tuple[int, int]:
+    """``[start, stop)`` of the stored plane range of the segment that holds plane ``p``."""
+    offs = segment_offsets(segments)
+    i = int(np.searchsorted(offs, p, side="right")) - 1
+    if i < 0 or i >= len(segments):
+        raise IndexError(f"plane {p} is outside the {int(offs[-1])} planes of the segments")
+    return int(offs[i]), int(offs[i + 1])
+
+
+def context_planes(p: int, context: int, segments: list[Segment]) -> np.ndarray:
+    """Plane indices ``p-k .. p+k`` clamped into p's segment: int64 ``[2k+1]``."""
+    lo, hi = segment_bounds(segments, p)
+    return np.clip(np.arange(p - context, p + context + 1), lo, hi - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _partner_table(segments: tuple[Segment, ...], n_tof: int, tof_order: str):
+    """(TOF map [T], plane map [P]) of wrap partners: the TOF mirror does not depend on the
+    plane, nor the partner plane on the TOF bin, so two small tables replace per-call work."""
+    from badblock.physics.wrap import wrap_partner
+
+    segs = list(segments)
+    tmap = np.array([wrap_partner(segs, n_tof, tof_order, t, 0)[0] for t in range(n_tof)])
+    n_planes = int(segment_offsets(segs)[-1])
+    pmap = np.array([wrap_partner(segs, 1, "none", 0, p)[1] for p in range(n_planes)])
+    return tmap, pmap
+
+
+def _partners(segments, n_tof, tof_order, t, planes):
+    tmap, pmap = _partner_table(tuple(segments), int(n_tof), str(tof_order))
+    return np.full(len(planes), tmap[t]), pmap[planes]
+
+
+def plane_stack(data: np.ndarray, t: int, p: int, context: int, segments: list[Segment] | None,
+                tof_order: str, views_to: int, dtype=np.float32) -> np.ndarray:
+    """The ``2k+1`` planes around plane ``p`` of TOF bin ``t``, padded to ``views_to`` views.
+
+    ``data``: ``[TOF, plane, view, bin]`` (any dtype, typically a read-only memmap).
+    Returns ``[2k+1, views_to, bin]`` counts (not normalised), float32 unless ``dtype`` says
+    otherwise (``dtype=None`` keeps the data's own, e.g. uint16: half the bytes to move).
+    """
+    n_tof, n_planes, n_views, _ = data.shape
+    dtype = np.dtype(data.dtype.newbyteorder("=") if dtype is None else dtype)
+    segments = segments or whole_axis_segments(n_planes)
+    planes = context_planes(p, context, segments)
+    stack = np.asarray(data[t, planes], dtype=dtype)
+    before, after = view_padding(n_views, views_to)
+    if before == 0 and after == 0:
+        return stack
+    from badblock.physics.wrap import pad_views
+
+    pt, pp = _partners(segments, n_tof, tof_order, t, planes)
+    partner = np.asarray(data[pt, pp], dtype=dtype)
+    return np.ascontiguousarray(pad_views(stack, partner, before, after), dtype=dtype)
+
+
+def mask_stack(mask: np.ndarray, p: int, context: int, segments: list[Segment] | None,
+               views_to: int) -> np.ndarray:
+    """Like :func:`plane_stack` for a mask ``[plane, view, bin]`` (fraction of LORs lost).
+
+    The mask is the same for all TOF bins, so the wrap partner is taken with TOF left out.
+    Returns float32 ``[2k+1, views_to, bin]``.
+    """
+    n_planes, n_views, _ = mask.shape
+    segments = segments or whole_axis_segments(n_planes)
+    planes = context_planes(p, context, segments)
+    stack = np.asarray(mask[planes], dtype=np.float32)
+    before, after = view_padding(n_views, views_to)
+    if before == 0 and after == 0:
+        return stack
+    from badblock.physics.wrap import pad_views
+
+    _, pp = _partners(segments, 1, "none", 0, planes)
+    partner = np.asarray(mask[pp], dtype=np.float32)
+    return np.ascontiguousarray(pad_views(stack, partner, before, after), dtype=np.float32)
+
+
+__all__ = ["plane_stack", "mask_stack", "padded_views", "view_padding", "context_planes",
+           "segment_bounds", "whole_axis_segments"]

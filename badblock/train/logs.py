@@ -1,0 +1,160 @@
+"""Training logs: the tutorial's plain loss files, JSON lines, progress.png, TensorBoard, visdom.
+
+Everything is rewritten from the run's history (kept in the checkpoint) each epoch, so a resumed
+run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
+
+Files in the run folder:
+- ``train_loss.txt``, ``test_loss.txt``, ``recon_loss.txt``: one value per epoch and line
+  (``np.loadtxt``): mean training loss, validation loss, and validation NRMSE of the network's
+  repair on damaged bins (the tutorial's "recon" curve).
+- ``log.jsonl``: one JSON object per epoch (losses, lr, samples/s, epoch time, peak RSS and GPU
+  memory, network and baseline NRMSE, collapse flag).
+- ``progress.png``: loss curves and NRMSE of network vs. baseline.
+- ``tensorboard/``: event files (``tensorboard --logdir RUN/tensorboard``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from badblock.utils.atomic import atomic_path, atomic_write_text
+
+LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
+              "recon_loss.txt": "nrmse_net"}
+
+
+def _fmt(v) -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+
+
+class RunLog:
+    """Writes all per-epoch outputs of one training run."""
+
+    def __init__(self, folder: str | os.PathLike, tensorboard: bool = True, visdom: bool = False,
+                 visdom_server: str = "http://localhost", visdom_port: int = 8097):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        self._tb_wanted = tensorboard
+        self._vis = None
+        self._vis_windows: dict[str, object] = {}
+        if visdom:
+            self._vis = _connect_visdom(visdom_server, visdom_port)
+
+    def write_epoch(self, history: list[dict]) -> None:
+        """Rewrite text logs and plots from the whole history; send the last epoch to TB/visdom."""
+        for name, key in LOSS_FILES.items():
+            atomic_write_text(self.folder / name,
+                              "".join(_fmt(h.get(key)) + "\n" for h in history))
+        atomic_write_text(self.folder / "log.jsonl",
+                          "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+        self.plot(history)
+        if history:
+            self._tensorboard(history[-1])
+            self._visdom(history)
+
+    def plot(self, history: list[dict]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [h["epoch"] for h in history]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        ax = axes[0]
+        ax.plot(epochs, [h.get("train_loss") for h in history], "o-", label="train")
+        ax.plot(epochs, [h.get("val_loss") for h in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("loss")
+        _log_if_positive(ax, [h.get("train_loss") for h in history])
+        ax.legend()
+        ax = axes[1]
+        ax.plot(epochs, [h.get("nrmse_net") for h in history], "o-", label="network")
+        ax.plot(epochs, [h.get("nrmse_baseline") for h in history], "k--",
+                label="baseline: divide by 1 - f")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("NRMSE on damaged bins")
+        ax.set_title(f"validation ({history[-1].get('reference', '?')})" if history else "")
+        ax.legend()
+        ax = axes[2]
+        ax.plot(epochs, [h.get("lr") for h in history], "o-")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate")
+        _log_if_positive(ax, [h.get("lr") for h in history])
+        fig.tight_layout()
+        with atomic_path(self.folder / "progress.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+
+    def _tensorboard(self, rec: dict) -> None:
+        if not self._tb_wanted:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # tensorboard is in requirements; keep training anyway
+                warnings.warn(f"TensorBoard unavailable ({exc}); no event files written",
+                              stacklevel=2)
+                self._tb_wanted = False
+                return
+            # purge_step drops events past the resume point that an interrupted run left behind.
+            self._tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=rec["epoch"])
+        for key, value in rec.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self._tb.add_scalar(key, value, rec["epoch"])
+        self._tb.flush()
+
+    def _visdom(self, history: list[dict]) -> None:
+        if self._vis is None:
+            return
+        import numpy as np
+
+        try:
+            for key in ("train_loss", "val_loss", "nrmse_net"):
+                y = np.array([h.get(key, float("nan")) for h in history], dtype=float)
+                x = np.array([h["epoch"] for h in history], dtype=float)
+                win = self._vis_windows.get(key)
+                opts = dict(title=key, xlabel="epoch", ylabel=key)
+                self._vis_windows[key] = self._vis.line(X=x, Y=y, win=win, opts=opts,
+                                                        update="replace" if win else None)
+        except Exception as exc:  # a plotting server never stops training
+            print(f"badblock train: warning: visdom stopped working ({exc}); "
+                  "live plots are off for this run", file=sys.stderr)
+            self._vis = None
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _log_if_positive(ax, values) -> None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if vals and min(vals) > 0 and max(vals) / min(vals) > 20:
+        ax.set_yscale("log")
+
+
+def _connect_visdom(server: str, port: int):
+    """A visdom client, or None with one warning when the package or the server is missing."""
+    try:
+        import visdom
+    except ImportError:
+        print("badblock train: warning: train.visdom is on but the visdom package is not "
+              "installed (pip install visdom); continuing without live plots", file=sys.stderr)
+        return None
+    try:
+        vis = visdom.Visdom(server=server, port=port, raise_exceptions=True,
+                            use_incoming_socket=False)
+        if not vis.check_connection(timeout_seconds=3):
+            raise ConnectionError("no answer")
+    except Exception as exc:  # any failure means: no live plots
+        print(f"badblock train: warning: no visdom server at {server}:{port} ({exc}); "
+              "continuing without live plots", file=sys.stderr)
+        return None
+    return vis

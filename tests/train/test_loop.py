@@ -1,0 +1,131 @@
+"""The training loop on a tiny real store: loss falls, outputs land, errors are clear."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from badblock.cli import main
+from badblock.errors import BadInputError
+from badblock.train.checkpoint import load_checkpoint
+from badblock.train.loop import TrainingError, train
+from badblock.train.predictor import Predictor
+from tests.train.trainer_store import make_store, tiny_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    make_store(root / "store")
+    return root
+
+
+def _run(tmp_path, store_dir, **sets):
+    (tmp_path / "store").symlink_to(store_dir / "store")
+    return train(tiny_config(tmp_path, **sets))
+
+
+def test_loss_falls_and_outputs_land(tmp_path, store_dir):
+    run = _run(tmp_path, store_dir, **{"train.epochs": 6, "optim.lr": 0.003,
+                                       "train.tensorboard": True})
+    train_loss = np.loadtxt(run / "train_loss.txt")
+    assert train_loss.shape == (6,)
+    assert train_loss[-1] < 0.6 * train_loss[0]
+    for name in ("test_loss.txt", "recon_loss.txt"):
+        assert np.loadtxt(run / name).shape == (6,)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    for key in ("train_loss", "val_loss", "lr", "samples_per_s", "epoch_time_s", "peak_rss_mb",
+                "peak_gpu_mb", "nrmse_net", "nrmse_baseline", "collapse"):
+        assert key in records[-1]
+    assert records[-1]["reference"] == "truth"  # the synthetic store has the noiseless truth
+    assert (run / "progress.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert yaml.safe_load((run / "config.resolved.yaml").read_text())["train"]["epochs"] == 6
+    final = load_checkpoint(run / "checkpoint_final.pt")
+    assert final["step"] == 12 and final["epoch"] == 6
+    assert final["data"]["context"] == 2 and final["model_config"]["width"] == 4
+    for name in ("checkpoint_latest.pt", "checkpoint_best.pt"):
+        assert (run / name).exists()
+
+
+def test_predictor_reproduces_the_network(tmp_path, store_dir, capsys):
+    # visdom asked for without a server (or package): one warning, training goes on
+    run = _run(tmp_path, store_dir, **{"train.epochs": 1, "data.mask_channel": True,
+                                       "train.visdom": True, "train.visdom_port": 9})
+    lines = capsys.readouterr().err.splitlines()
+    assert len([line for line in lines if "warning" in line and "visdom" in line]) == 1
+    pred = Predictor.from_checkpoint(run / "checkpoint_final.pt", "cpu")
+    assert pred.context == 2 and pred.mask_channel
+    rng = np.random.default_rng(0)
+    stacks = rng.poisson(5.0, size=(3, 5, 36, 64)).astype(np.float32)
+    masks = np.zeros_like(stacks)
+    masks[:, :, 10:20, 20:30] = 0.5
+    out = pred(stacks, masks)
+    assert out.shape == (3, 36, 64) and out.dtype == np.float32
+    # the same computation by hand: normalise by the stack max, network, scale back
+    from badblock.models import UNet
+
+    ck = load_checkpoint(run / "checkpoint_final.pt")
+    net = UNet(**ck["model_config"])
+    net.load_state_dict(ck["model"])
+    net.eval()
+    x = torch.from_numpy(stacks)
+    scale = x.amax(dim=(1, 2, 3), keepdim=True) + 1e-8
+    with torch.no_grad():
+        y = net(torch.cat([x / scale, torch.from_numpy(masks[:, 2:3])], 1)) * scale
+    np.testing.assert_allclose(out, y[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(BadInputError, match="mask"):
+        pred(stacks)  # trained with the mask channel: the mask is required
+
+
+@pytest.mark.parametrize("task", ["denoise", "paired"])
+def test_other_tasks_train(tmp_path, store_dir, task):
+    # denoise also covers thinning in the loader (numpy) instead of on the device
+    sets = {"train.epochs": 1, "data.task": task, "data.target": "measured",
+            "data.thin_on": "loader" if task == "denoise" else "device"}
+    if task == "paired":
+        sets["data.target_store"] = "store"  # a store paired with itself: identity task
+    run = _run(tmp_path, store_dir, **sets)
+    rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["nrmse_net"]) and np.isfinite(rec["train_loss"])
+    if task == "paired":
+        assert rec["nrmse_baseline"] < 1e-6  # input == target: the baseline is exact
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, store_dir):
+    with pytest.raises(TrainingError, match="loss became nan|loss became inf"):
+        _run(tmp_path, store_dir, **{"optim.lr": "1.0e+30", "train.epochs": 3})
+
+
+def test_config_typos_and_truncated_checkpoint_exit_2(tmp_path, store_dir, capsys):
+    (tmp_path / "store").symlink_to(store_dir / "store")
+    args = ["train", "--output", str(tmp_path), "--set", "run.threads=1"]
+    assert main(args + ["--set", "train.epoch=3"]) == 2
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    run = tmp_path / "train"
+    run.mkdir()
+    (run / "checkpoint_latest.pt").write_bytes(b"PK\x03\x04 half a zip file")
+    assert main(args + ["--set", "model.width=4", "--set", "data.batch_size=4"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint_latest.pt" in err and "truncated" in err
+    assert len(err.strip().splitlines()[-1]) < 400  # one line, no traceback
+
+
+def test_restarting_a_finished_run_changes_nothing(tmp_path, store_dir):
+    run = _run(tmp_path, store_dir, **{"train.epochs": 1})
+    before = (run / "checkpoint_final.pt").read_bytes()
+    lines = (run / "train_loss.txt").read_text()
+    train(tiny_config(tmp_path, **{"train.epochs": 1}))
+    assert (run / "train_loss.txt").read_text() == lines
+    assert (run / "checkpoint_final.pt").read_bytes() == before  # left as it was
+    after = load_checkpoint(run / "checkpoint_final.pt")
+    ref = torch.load(__import__("io").BytesIO(before), weights_only=True)
+    for k, v in ref["model"].items():
+        assert torch.equal(v, after["model"][k])
