@@ -1,0 +1,269 @@
+"""Repair whole damaged scans with a trained network and write them in their own format (SPEC §7).
+
+Only planes the mask touches go through the network; every other plane, and every bin of a
+repaired plane with f = 0, is copied from the input unchanged (data consistency). Planes are
+streamed in batches of context stacks (:func:`badblock.data.stack.plane_stack`), so memory does
+not grow with the scan, and written into a memory-mapped output that becomes visible (data and
+header) only when complete (:func:`badblock.io.open_scan_writer`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from badblock.errors import BadInputError
+from badblock.utils.progress import progress
+
+# Bytes of input copied per step when streaming untouched planes to the output.
+COPY_CHUNK_BYTES = 64 << 20
+SUMMARY_NAME = "repair_summary.json"
+# File names that say "this is a scan file" when -o names a single output.
+SCAN_SUFFIXES = (".hs", ".hdr", ".s", ".v", ".raw", ".bin", ".dat", ".sino")
+
+
+def build_mask(scanner_cfg, *, mask_path: str | os.PathLike | None = None,
+               scanner: str | None = None, dead_blocks: str | Sequence | None = None,
+               dead_crystals: str | Sequence | None = None, data_root: str | os.PathLike = "."
+               ) -> tuple[np.ndarray, str]:
+    """The dead-block mask ``[plane, view, bin]`` (fraction lost) and a description of it.
+
+    Precedence: ``mask_path`` > ``scanner`` (with ``dead_blocks``) > ``scanner_cfg.mask`` >
+    ``scanner_cfg.name`` with ``scanner_cfg.dead_blocks`` (the ``scanner`` config section).
+    """
+    from badblock.physics import dead_block_mask, get_scanner, load_mask, parse_blocks
+    from badblock.physics.mask import parse_crystals
+
+    path = mask_path if mask_path is not None else (None if scanner else scanner_cfg.mask)
+    if path is not None:
+        path = Path(data_root) / path if not Path(path).is_absolute() else Path(path)
+        return load_mask(path), f"mask {path}"
+    sc = get_scanner(scanner or scanner_cfg.name)
+    blocks = dead_blocks if dead_blocks is not None else scanner_cfg.dead_blocks
+    crystals = dead_crystals if dead_crystals is not None else scanner_cfg.dead_crystals
+    blocks = parse_blocks(blocks, "dead blocks") if not isinstance(blocks, str) or blocks \
+        else []
+    crystals = parse_crystals(crystals, "dead crystals") if crystals else []
+    if not blocks and not crystals:
+        raise BadInputError("scanner.dead_blocks", "no dead blocks or crystals given (and no "
+                                                   "--mask)")
+    what = f"{sc.name} dead blocks " + ",".join(f"{t}:{a}" for t, a in blocks)
+    if crystals:
+        what += " crystals " + ",".join(f"{c}:{r}" for c, r in crystals)
+    return dead_block_mask(sc, blocks, crystals), what
+
+
+def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike) -> np.ndarray:
+    """``mask`` as float32 ``[plane, view, bin]``, checked against a scan's ``[T, P, V, B]``."""
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.ndim != 3 or tuple(mask.shape) != tuple(shape[1:]):
+        raise BadInputError(where, f"mask [plane, view, bin] {tuple(mask.shape)} does not match "
+                                   f"the scan's {tuple(shape[1:])} (wrong scanner or mask?)")
+    return mask
+
+
+def load_predictor(checkpoint: str | os.PathLike, device: str = "auto", threads: int = 0):
+    """The checkpoint's :class:`~badblock.train.predictor.Predictor` on ``device``.
+
+    ``auto`` picks this process's GPU (by local rank under torchrun/Slurm) when CUDA is there,
+    else the CPU; ``threads`` > 0 sets torch's intra-op threads.
+    """
+    import torch
+
+    from badblock.train.distributed import detect_env, select_device
+    from badblock.train.predictor import Predictor
+
+    if not Path(checkpoint).is_file():
+        raise BadInputError(checkpoint, "checkpoint not found")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return Predictor.from_checkpoint(checkpoint, select_device(device, detect_env()))
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    if b is None or not a.exists() or not b.exists():
+        return False
+    return os.path.samefile(a, b)
+
+
+def check_output(scan, out_path: str | os.PathLike, force: bool) -> None:
+    """Refuse writing over the input (always) or over an existing output (unless ``force``)."""
+    from badblock.io import output_paths
+
+    for out in output_paths(out_path, scan.header.format):
+        for src in (scan.header.data_file, scan.header.header_path, Path(scan.path)):
+            if _same(out, src):
+                raise BadInputError(out, "is the input scan; refusing to write over it, even with "
+                                         "--force (choose another output)")
+        if out.exists() and not force:
+            raise BadInputError(out, "already exists (refusing to overwrite; use --force)")
+
+
+def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
+                context: int | None = None, views_to: int | None = None,
+                mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
+                all_planes: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
+
+    ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
+    ``predictor``: callable ``(stacks [N, 2k+1, Vp, B], masks [N, 2k+1, Vp, B] | None) ->
+    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.train.predictor.Predictor`;
+    ``context`` (k), ``views_to`` (Vp; 0 = the next multiple of ``predictor.multiple``) and
+    ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
+    f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
+    benchmarks); in those planes bins with f > 0 take the prediction, the others keep the
+    input. Integer outputs are rounded and clipped to the dtype's range. Returns a summary dict
+    (also what ``badblock repair`` writes as JSON).
+    """
+    from badblock.data.stack import mask_stack, padded_views, plane_stack, view_padding
+    from badblock.io import open_scan_writer
+
+    log = log or (lambda _msg: None)
+    t0 = time.perf_counter()
+    header = scan.header
+    n_tof, n_planes, n_views, n_bins = header.shape
+    mask = check_mask(mask, header.shape, "mask")
+    context = int(getattr(predictor, "context", 2) if context is None else context)
+    if mask_channel is None:
+        mask_channel = bool(getattr(predictor, "mask_channel", False))
+    if views_to is None:
+        views_to = int(getattr(predictor, "views_to", 0) or 0)
+    if not views_to:
+        views_to = padded_views(n_views, int(getattr(predictor, "multiple", 1) or 1))
+    if views_to < n_views:
+        raise BadInputError("repair", f"the network pads views to {views_to}, fewer than the "
+                                      f"scan's {n_views} views (a checkpoint for another scanner?)")
+    before, _ = view_padding(n_views, views_to)
+    if batch_size < 1:
+        raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
+    check_output(scan, out_path, force)
+
+    touched = (mask > 0).any(axis=(1, 2))
+    planes = np.arange(n_planes) if all_planes else np.flatnonzero(touched)
+    segments = header.segments
+    tof_order = header.tof_order if n_tof > 1 else "none"
+    out_dtype = header.dtype
+    is_int = out_dtype.kind in "iu"
+    lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
+    clipped_low = clipped_high = nonfinite = 0
+    items = [(t, int(p)) for t in range(n_tof) for p in planes]
+    mask_cache: dict[int, np.ndarray] = {}
+
+    with open_scan_writer(out_path, header, force=force) as writer:
+        step = max(1, COPY_CHUNK_BYTES // max(1, n_views * n_bins * out_dtype.itemsize))
+        for t in range(n_tof):
+            for p0 in range(0, n_planes, step):
+                writer.data[t, p0:p0 + step] = scan.data[t, p0:p0 + step]
+        batches = range(0, len(items), batch_size)
+        for b0 in progress(batches, total=len(batches), desc="repair", unit="batch"):
+            batch = items[b0:b0 + batch_size]
+            stacks = np.stack([plane_stack(scan.data, t, p, context, segments, tof_order,
+                                           views_to) for t, p in batch])
+            masks = None
+            if mask_channel:
+                for _, p in batch:
+                    if p not in mask_cache:
+                        if len(mask_cache) > 4 * batch_size:  # keeps memory bounded
+                            mask_cache.clear()
+                        mask_cache[p] = mask_stack(mask, p, context, segments, views_to)
+                masks = np.stack([mask_cache[p] for _, p in batch])
+            pred = _to_numpy(predictor(stacks, masks))
+            if pred.shape != (len(batch), views_to, n_bins):
+                raise BadInputError("predictor", f"returned shape {pred.shape}, expected "
+                                                 f"{(len(batch), views_to, n_bins)}")
+            pred = pred[:, before:before + n_views]
+            for i, (t, p) in enumerate(batch):
+                original = np.asarray(scan.data[t, p])
+                value = pred[i]
+                bad = ~np.isfinite(value)
+                if bad.any():
+                    nonfinite += int((bad & (mask[p] > 0)).sum())
+                    value = np.where(bad, original, value)
+                if is_int:
+                    value = np.rint(value)
+                    damaged = mask[p] > 0
+                    clipped_low += int(((value < lo) & damaged).sum())
+                    clipped_high += int(((value > hi) & damaged).sum())
+                    value = np.clip(value, lo, hi)
+                writer.data[t, p] = np.where(mask[p] > 0, value, original).astype(out_dtype)
+        written = Path(writer.path)
+    seconds = time.perf_counter() - t0
+    clipped = clipped_low + clipped_high
+    if is_int:
+        log(f"{written.name}: predictions rounded to {out_dtype.name} and clipped to "
+            f"[{lo}, {hi}]: {clipped} bins clipped ({clipped_low} below, {clipped_high} above)")
+    if nonfinite:
+        log(f"{written.name}: {nonfinite} non-finite predictions replaced by the input counts")
+    n_repaired = len(planes)
+    return {
+        "input": str(scan.path),
+        "output": str(written),
+        "format": header.format,
+        "shape": list(header.shape),
+        "dtype": out_dtype.str,
+        "planes": n_planes,
+        "planes_repaired": int(n_repaired),
+        "planes_copied": int(n_planes - n_repaired),
+        "tof_bins": n_tof,
+        "plane_images_predicted": len(items),
+        "bins_replaced": int((mask > 0).sum()) * n_tof,
+        "bins_clipped": clipped,
+        "bins_clipped_low": clipped_low,
+        "bins_clipped_high": clipped_high,
+        "nonfinite_predictions": nonfinite,
+        "context": context,
+        "views_to": views_to,
+        "mask_channel": bool(mask_channel),
+        "batch_size": batch_size,
+        "all_planes": bool(all_planes),
+        "seconds": round(seconds, 3),
+        "plane_images_per_s": round(len(items) / seconds, 2) if seconds > 0 else None,
+    }
+
+
+def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) -> Path:
+    """Where the repair of ``inp`` goes: ``out`` itself when it names one scan file (a single
+    input and a scan-like suffix, not an existing folder), else ``out/<input file name>``."""
+    inp, out = Path(inp), Path(out)
+    if n_inputs == 1 and not out.is_dir() and out.suffix.lower() in SCAN_SUFFIXES:
+        return out
+    return out / inp.name
+
+
+def repair_files(inputs: Sequence[str | os.PathLike], mask: np.ndarray, predictor: Callable,
+                 out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
+                 all_planes: bool = False, log: Callable[[str], None] | None = None
+                 ) -> list[dict]:
+    """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
+
+    Every input, its mask shape and its output path are checked before the first is written.
+    """
+    from badblock.io import read_scan
+
+    if not inputs:
+        raise BadInputError("repair", "no input scans given")
+    scans = []
+    targets = []
+    for inp in inputs:
+        scan = read_scan(inp)
+        check_mask(mask, scan.header.shape, inp)
+        target = output_for(inp, out, len(inputs))
+        check_output(scan, target, force)
+        scans.append(scan)
+        targets.append(target)
+    if len(set(map(str, targets))) != len(targets):
+        raise BadInputError(out, "two inputs have the same file name; repair them into "
+                                 "separate folders")
+    return [repair_scan(scan, mask, predictor, target, batch_size=batch_size, force=force,
+                        all_planes=all_planes, log=log)
+            for scan, target in zip(scans, targets)]
