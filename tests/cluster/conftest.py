@@ -1,0 +1,103 @@
+"""The project's local Slurm cluster (tests/cluster/slurm-local.sh) for the cluster tests.
+
+Without a cluster the Slurm tests skip with the reason; CI starts one and sets
+BADBLOCK_REQUIRE_SLURM=1, which turns a missing cluster into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Read at import: the autouse fixture in tests/conftest.py clears BADBLOCK_* before each test.
+REQUIRE_SLURM = os.environ.get("BADBLOCK_REQUIRE_SLURM") == "1"
+SLURM_DIR = Path(os.environ.get("BADBLOCK_SLURM_DIR", "/tmp/badblock-slurm"))
+SLURM_CONF = Path(os.environ.get("SLURM_CONF") or SLURM_DIR / "etc" / "slurm.conf")
+START = "tests/cluster/slurm-local.sh start"
+DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+               "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+def slurm_env(**extra: str) -> dict[str, str]:
+    """The environment for Slurm commands and jobs: this Python first on PATH, one thread."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BADBLOCK_", "SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
+    env.update(SLURM_CONF=str(SLURM_CONF), PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+               BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1", BADBLOCK_RUN__THREADS="1",
+               BADBLOCK_PYTHON=sys.executable, BADBLOCK_REPO=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def _cluster_problem() -> str | None:
+    if not SLURM_CONF.exists():
+        return f"no local Slurm cluster ({SLURM_CONF} missing; start: {START})"
+    try:
+        subprocess.run(["scontrol", "ping"], env=slurm_env(), check=True, capture_output=True,
+                       timeout=20)
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=slurm_env(), check=True,
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"local Slurm cluster not answering ({exc}); start: {START}"
+    if not any(state.strip("*~#") in {"idle", "mixed", "allocated"} for state in out.split()):
+        return f"local Slurm node not usable: {out.strip()!r}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm() -> dict[str, str]:
+    """Skip (fail in CI) unless the local cluster is up; the base environment for Slurm calls."""
+    problem = _cluster_problem()
+    if problem:
+        if REQUIRE_SLURM:
+            pytest.fail(problem + " (BADBLOCK_REQUIRE_SLURM=1)")
+        pytest.skip(problem)
+    return slurm_env()
+
+
+def sbatch(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["sbatch", "--parsable", *args], env=env, capture_output=True, text=True,
+                          cwd=cwd, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def job_state(env: dict[str, str], job: str) -> tuple[str, str]:
+    """(state, exit code) of a job's allocation from sacct; ('', '') before it is recorded."""
+    out = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", "State,ExitCode"], env=env,
+                         capture_output=True, text=True, timeout=60).stdout.split()
+    if not out:
+        return "", ""
+    state, code = out[-1].split("|")
+    return state.split()[0], code
+
+
+def in_queue(env: dict[str, str], job: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], env=env, capture_output=True,
+                         text=True, timeout=60).stdout
+    return bool(out.strip())
+
+
+def wait_job(env: dict[str, str], job: str, timeout: float = 240) -> tuple[str, str]:
+    """Wait until the job left the queue and sacct reports a final state."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not in_queue(env, job):
+            state, code = job_state(env, job)
+            if state in DONE_STATES:
+                return state, code
+        time.sleep(1)
+    subprocess.run(["scancel", job], env=env, timeout=60)
+    pytest.fail(f"job {job} did not finish in {timeout} s: {job_state(env, job)}")
+
+
+def scontrol_job(env: dict[str, str], job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True,
+                         text=True, timeout=60).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
