@@ -169,6 +169,17 @@ def _per_lor(values: np.ndarray, sens: np.ndarray) -> np.ndarray:
     return np.where(ok, values / np.where(ok, sens, 1.0), 0.0).astype(np.float32)
 
 
+def _fill_setup(counts, mask, sensitivity):
+    """What the gap fillers share: (shape, counts 4-D, mask, sensitivity, divide baseline,
+    fully dead bins, planes holding any) -- they fill only where ``divide`` cannot."""
+    shape = np.shape(counts)
+    c4, mask = _as4d(counts, mask)
+    sens = _sensitivity(sensitivity, mask)
+    dead = mask >= 1.0 - DEAD_EPS
+    return (shape, c4, mask, sens, divide(c4, mask), dead,
+            np.flatnonzero(dead.any(axis=(1, 2))))
+
+
 def interp(counts: np.ndarray, mask: np.ndarray, *, segments: Sequence[Segment] | None = None,
            tof_order: str | None = None, sensitivity: np.ndarray | None = None,
            **_: object) -> np.ndarray:
@@ -183,12 +194,7 @@ def interp(counts: np.ndarray, mask: np.ndarray, *, segments: Sequence[Segment] 
     sensitivity and bins of zero sensitivity (gap crystals) are not used as neighbours, as GapFill
     works on normalised data.
     """
-    shape = np.shape(counts)
-    c4, mask = _as4d(counts, mask)
-    sens = _sensitivity(sensitivity, mask)
-    out = divide(c4, mask)
-    dead = mask >= 1.0 - DEAD_EPS
-    planes = np.flatnonzero(dead.any(axis=(1, 2)))
+    shape, c4, mask, sens, out, dead, planes = _fill_setup(counts, mask, sensitivity)
     if planes.size == 0:
         return out.reshape(shape)
     n_tof, n_planes, n_views, _ = c4.shape
@@ -215,12 +221,7 @@ def biharmonic(counts: np.ndarray, mask: np.ndarray, *,
     """
     from skimage.restoration import inpaint_biharmonic
 
-    shape = np.shape(counts)
-    c4, mask = _as4d(counts, mask)
-    sens = _sensitivity(sensitivity, mask)
-    out = divide(c4, mask)
-    dead = mask >= 1.0 - DEAD_EPS
-    planes = np.flatnonzero(dead.any(axis=(1, 2)))
+    shape, c4, mask, sens, out, dead, planes = _fill_setup(counts, mask, sensitivity)
     if planes.size == 0:
         return out.reshape(shape)
     n_tof, n_planes, n_views, _ = c4.shape

@@ -6,6 +6,7 @@ BADBLOCK_REQUIRE_SLURM=1, which turns a missing cluster into a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,11 @@ def scontrol_job(env: dict[str, str], job: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True,
                          text=True, timeout=60).stdout
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def epochs_logged(run: Path) -> list[int]:
+    """Epoch numbers a training run folder's log.jsonl holds, in order."""
+    log = run / "log.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]

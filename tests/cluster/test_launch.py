@@ -26,17 +26,10 @@ from badblock.launch import (
     prepare,
     submit,
 )
-from tests.cluster.conftest import ROOT, scontrol_job, wait_job
+from tests.cluster.conftest import ROOT, epochs_logged, scontrol_job, wait_job
 
 TINY = ["--set", "data.batch_size=4", "--set", "model.width=4", "--set", "train.val_batches=1",
         "--set", "train.tensorboard=false", "--set", "run.threads=1"]
-
-
-def epochs_logged(run: Path) -> list[int]:
-    log = run / "log.jsonl"
-    if not log.exists():
-        return []
-    return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

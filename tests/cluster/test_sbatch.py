@@ -3,16 +3,15 @@ preprocess then train, two-task DDP (gloo), preemption with requeue and resume, 
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.cluster.conftest import (
     ROOT,
+    epochs_logged,
     in_queue,
     job_state,
     sbatch,
@@ -25,13 +24,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = ["--set", "data.batch_size=4", "--set", "model.width=4", "--set", "train.val_batches=1",
         "--set", "train.tensorboard=false", "--set", "data.epoch_size=16"]
-
-
-def epochs_logged(run: Path) -> list[int]:
-    log = run / "log.jsonl"
-    if not log.exists():
-        return []
-    return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
