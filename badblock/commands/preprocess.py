@@ -35,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", metavar="NPY",
                         help="dead-block mask [plane, view, bin] to keep in the store "
                              "(same as --set scanner.mask=NPY)")
-    parser.add_argument("--reference", action="store_true",
-                        help="reference the raw files in place instead of copying them "
-                             "(same as --set preprocess.copy=false)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--reference", action="store_true",
+                       help="reference the read-only raw files in place (the default; same as "
+                            "--set preprocess.copy=false); a changed raw file is refused later")
+    where.add_argument("--copy", action="store_true",
+                       help="copy the counts into the store (--set preprocess.copy=true), so "
+                            "the store outlives moved or changed raw files")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing store built from other inputs or settings")
     add_config_arguments(parser)
@@ -52,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"preprocess.kind={args.kind}")
     if args.reference:
         extra.append("preprocess.copy=false")
+    if args.copy:
+        extra.append("preprocess.copy=true")
     cfg = config_from_args(args, *extra)
     # Paths go in directly, not through --set, so no YAML parsing can mangle them.
     if args.inputs:

@@ -12,10 +12,12 @@ Layout of a store folder::
 
 Every array is described in the manifest by ``{"file", "offset", "dtype", "shape"}`` so a
 reader memory-maps it without parsing anything else; in reference mode (``preprocess.copy =
-false``) ``file`` is the absolute path of the read-only raw file and ``offset`` its data
-offset. A store folder only ever appears under its final name whole (it is built under a
-temporary name and renamed), and ``manifest.json`` is the last file written into it, so a
-folder without a valid manifest is never a store.
+false``, the default of ``badblock preprocess``) ``file`` is the absolute path of the read-only
+raw file and ``offset`` its data offset, and ``source`` records its size, modification time
+and checksum: :meth:`Store.open` refuses the store when the size or time changed. A store
+folder only ever appears under its final name whole (it is built under a temporary name and
+renamed), and ``manifest.json`` is the last file written into it, so a folder without a
+valid manifest is never a store.
 
 Readers: :meth:`Store.open`. Writers: :class:`StoreWriter` (used by ``preprocess`` and by
 tests that build small stores from numpy arrays, see :func:`write_store`).
@@ -55,16 +57,16 @@ class PlaneStats:
     """Per-plane maximum, sum and emptiness of one array ``[TOF, plane, view, bin]``.
 
     Fed with consecutive chunks of whole planes in storage order (flat plane index
-    ``t * n_planes + p``), so it never needs more than one chunk in memory.
+    ``t * n_planes + p``), so it never needs more than one chunk in memory. Reductions write
+    straight into preallocated arrays of the data's own dtype (max) and an exact integer
+    accumulator (sum), so a chunk costs two vectorised passes and no Python per plane; the
+    float64 ``plane_max`` / ``plane_sum`` are made once, at the end.
     """
 
     def __init__(self, shape: Sequence[int], dtype: np.dtype):
         self.shape = tuple(int(s) for s in shape)
         n = self.shape[0] * self.shape[1]
         self.dtype = np.dtype(dtype)
-        self.plane_max = np.zeros(n, np.float64)
-        self.plane_sum = np.zeros(n, np.float64)
-        self._any = np.zeros(n, bool)
         self._next = 0
         self.finite = True
         kind = self.dtype.kind
@@ -72,42 +74,63 @@ class PlaneStats:
         plane_len = self.shape[2] * self.shape[3]
         # Exact integer sums: uint32 is enough (and faster) while a plane cannot overflow it.
         if kind == "u" and plane_len * (2 ** (8 * self.dtype.itemsize) - 1) < 2**32:
-            self._acc = np.uint32
+            self._acc = np.dtype(np.uint32)
         elif kind in "ui":
-            self._acc = np.int64 if kind == "i" else np.uint64
+            self._acc = np.dtype(np.int64 if kind == "i" else np.uint64)
         else:
-            self._acc = np.float64
+            self._acc = np.dtype(np.float64)
+        self._max = np.zeros(n, self.dtype.newbyteorder("="))
+        self._sum = np.zeros(n, self._acc)
+        # Signed and float data: a plane whose max is 0 may still hold negative values.
+        self._any = np.zeros(n, bool) if self._signed else None
+        self._done: dict[str, np.ndarray] = {}
 
     def update(self, planes: np.ndarray) -> None:
         """Add the next ``planes`` (``[n, view, bin]``) in storage order."""
         n = planes.shape[0]
         flat = planes.reshape(n, -1)
         i0, i1 = self._next, self._next + n
-        mx = flat.max(axis=1)
-        if self.dtype.kind == "f":
-            s = flat.sum(axis=1, dtype=np.float64)
-            if not np.all(np.isfinite(s)):
-                self.finite = False
-        else:
-            s = flat.sum(axis=1, dtype=self._acc)
-        self.plane_max[i0:i1] = mx
-        self.plane_sum[i0:i1] = s
-        if self._signed:
-            self._any[i0:i1] = (mx != 0) | (flat.min(axis=1) != 0)
-        else:
-            self._any[i0:i1] = mx != 0
+        np.maximum.reduce(flat, axis=1, out=self._max[i0:i1])
+        np.add.reduce(flat, axis=1, dtype=self._acc, out=self._sum[i0:i1])
+        if self._acc.kind == "f" and not np.isfinite(self._sum[i0:i1]).all():
+            self.finite = False  # a NaN or inf anywhere in a plane makes its float sum so
+        if self._any is not None:
+            nz = self._max[i0:i1] != 0
+            zero = np.flatnonzero(~nz)
+            if zero.size:
+                nz[zero] = np.minimum.reduce(flat[zero], axis=1) != 0
+            self._any[i0:i1] = nz
         self._next = i1
+        self._done.clear()
 
     @property
     def complete(self) -> bool:
-        return self._next == self.plane_max.size
+        return self._next == self._max.size
+
+    def _float(self, name: str, arr: np.ndarray) -> np.ndarray:
+        if name not in self._done:
+            self._done[name] = arr.astype(np.float64)
+        return self._done[name]
+
+    @property
+    def plane_max(self) -> np.ndarray:
+        """float64 ``[TOF * plane]`` (flat storage order)."""
+        return self._float("plane_max", self._max)
+
+    @property
+    def plane_sum(self) -> np.ndarray:
+        """float64 ``[TOF * plane]``: exact for integer data below 2**53 counts per plane."""
+        return self._float("plane_sum", self._sum)
+
+    def _nonempty_flat(self) -> np.ndarray:
+        return self._any if self._any is not None else self._max != 0
 
     def nonempty(self) -> np.ndarray:
-        return self._any.reshape(self.shape[:2]).copy()
+        return self._nonempty_flat().reshape(self.shape[:2]).copy()
 
     def empty_planes(self) -> list[list[int]]:
         """``[[t, p], ...]`` of planes with no counts at all."""
-        t, p = np.nonzero(~self._any.reshape(self.shape[:2]))
+        t, p = np.nonzero(~self._nonempty_flat().reshape(self.shape[:2]))
         return [[int(a), int(b)] for a, b in zip(t, p)]
 
 
@@ -302,8 +325,10 @@ class StoreWriter:
         }
 
     def finish(self) -> None:
-        # fsync the data so that the rename cannot publish a store whose bytes are still
-        # only in the page cache of a crashed machine.
+        # fsync copied data so that the rename cannot publish a store whose bytes are still
+        # only in the page cache of a crashed machine: nothing re-checks a copy's bytes on
+        # open. Referenced raw files are not ours to sync (they were complete before we read
+        # them); the small files (stats, manifest) are fsync'ed by their atomic writes.
         for roles in self.scans.values():
             for arr in roles.values():
                 if not arr.in_place:
@@ -388,31 +413,57 @@ def write_store(path: str | os.PathLike, scans: dict[str, np.ndarray], *,
 # Reading
 
 
-def _memmap(store_path: Path, entry: dict, what: str) -> np.ndarray:
+def _array_file(store_path: Path, entry: dict) -> Path:
     file = Path(entry["file"])
     if not file.is_absolute():
-        file = store_path / file
-    elif not file.exists() and os.environ.get("BADBLOCK_DATA"):
+        return store_path / file
+    if not file.exists() and os.environ.get("BADBLOCK_DATA"):
         # A store built on the host and read in a container: the raw files are mounted under
         # $BADBLOCK_DATA; try the same file name there before giving up.
         alt = Path(os.environ["BADBLOCK_DATA"]) / file.name
         if alt.exists():
-            file = alt
+            return alt
+    return file
+
+
+def check_array_file(store_path: Path, entry: dict, what: str) -> Path:
+    """The file behind one array entry, after checking it is still the one preprocess read.
+
+    Every file must be large enough for the array. A referenced raw file (``in_place``) must
+    also have the size and modification time recorded when the store was built: a changed
+    raw file would otherwise silently feed the trainer data that no longer match the
+    statistics, the empty planes or the checksum in the manifest. (Re-reading the checksum on
+    every open would cost a full pass over the data; ``badblock preprocess`` does that when a
+    file's time changed but its size did not.)
+    """
+    file = _array_file(store_path, entry)
     dtype = np.dtype(entry["dtype"])
-    shape = tuple(entry["shape"])
-    need = int(entry["offset"]) + int(np.prod(shape)) * dtype.itemsize
+    need = int(entry["offset"]) + int(np.prod(entry["shape"])) * dtype.itemsize
     try:
-        size = file.stat().st_size
+        st = file.stat()
     except OSError:
         raise BadInputError(file, f"{what}: data file is missing") from None
-    if size < need:
-        raise BadInputError(file, f"{what}: file holds {size} bytes, the store expects at "
+    if st.st_size < need:
+        raise BadInputError(file, f"{what}: file holds {st.st_size} bytes, the store expects at "
                                   f"least {need} (truncated or changed since preprocess)")
     src = entry.get("source") or {}
-    if entry.get("in_place") and src.get("size") is not None and size != src["size"]:
-        raise BadInputError(file, f"{what}: raw file changed since preprocess "
-                                  f"({size} bytes, was {src['size']})")
-    return np.memmap(file, dtype=dtype, mode="r", offset=int(entry["offset"]), shape=shape)
+    if entry.get("in_place"):
+        if src.get("size") is not None and st.st_size != src["size"]:
+            raise BadInputError(file, f"{what}: raw file changed since preprocess "
+                                      f"({st.st_size} bytes, was {src['size']})")
+        if src.get("mtime_ns") is not None and st.st_mtime_ns != src["mtime_ns"]:
+            raise BadInputError(file, f"{what}: raw file was modified since preprocess "
+                                      "(modification time changed); run the same 'badblock "
+                                      "preprocess' again: it re-checks the checksum and "
+                                      "refreshes the store, or needs --force if the data "
+                                      "changed")
+    return file
+
+
+def _memmap(store_path: Path, entry: dict, what: str) -> np.ndarray:
+    file = check_array_file(store_path, entry, what)
+    return np.memmap(file, dtype=np.dtype(entry["dtype"]), mode="r", offset=int(entry["offset"]),
+                     shape=tuple(entry["shape"]))
 
 
 class StoreScan:
@@ -502,7 +553,11 @@ class Store:
         self._mask = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Store:
+    def open(cls, path: str | os.PathLike, *, check_sources: bool = True) -> Store:
+        """Open a complete store. With ``check_sources`` (default) every raw file the store
+        references in place is checked (one ``stat`` each: present, same size and
+        modification time as at preprocess), so a changed raw file is refused here rather
+        than read; arrays are still mapped only when first used."""
         path = Path(path)
         mpath = path / MANIFEST
         if not path.is_dir():
@@ -518,7 +573,14 @@ class Store:
         if manifest.get("version") != STORE_VERSION:
             raise BadInputError(mpath, f"store version {manifest.get('version')} is not "
                                        f"supported (this badblock reads version {STORE_VERSION})")
-        return cls(path, manifest)
+        store = cls(path, manifest)
+        if check_sources:
+            for scan in manifest.get("scans", []):
+                for role in ROLES:
+                    ent = scan.get(role)
+                    if isinstance(ent, dict) and ent.get("in_place"):
+                        check_array_file(path, ent, f"scan {scan.get('id')} {role}")
+        return store
 
     def __repr__(self) -> str:
         return (f"Store({os.fspath(self.path)!r}, kind={self.kind!r}, scans={len(self.scans)}, "
@@ -545,13 +607,15 @@ class Store:
 
 
 def is_store(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a complete store (has a manifest of this format)."""
+    """True when ``path`` is a complete store (has a manifest of this format); its referenced
+    raw files are not checked."""
     try:
-        Store.open(path)
+        Store.open(path, check_sources=False)
     except BadInputError:
         return False
     return True
 
 
 __all__ = ["Store", "StoreScan", "StoreWriter", "PlaneStats", "write_store", "is_store",
-           "array_chunks", "npy_header", "STORE_FORMAT", "STORE_VERSION", "MANIFEST"]
+           "array_chunks", "npy_header", "check_array_file", "STORE_FORMAT", "STORE_VERSION",
+           "MANIFEST"]

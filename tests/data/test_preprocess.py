@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
 from badblock.config import load_config
 from badblock.data.preprocess import Source, preprocess, stream_source
@@ -77,9 +78,10 @@ def test_raw_folder_to_store_with_truth_stats_checksums_and_split(tmp_path):
         np.testing.assert_array_equal(s.plane_sum, a.sum(axis=(2, 3)))
         assert not s.nonempty[0, 1] and s.nonempty.sum() == 3 * 5 - 1
         src = s.entry["data"]["source"]
-        digest = hashlib.sha256((tmp_path / "raw" / f"{s.id}.s").read_bytes()).hexdigest()
-        assert src["checksum"] == f"sha256:{digest}" and src["size"] == a.nbytes
-        assert not s.entry["data"]["in_place"]
+        digest = xxhash.xxh3_128((tmp_path / "raw" / f"{s.id}.s").read_bytes()).hexdigest()
+        assert src["checksum"] == f"xxh3_128:{digest}" and src["size"] == a.nbytes
+        assert s.entry["data"]["in_place"]  # the default: raw files referenced, not copied
+        assert src["mtime_ns"] == (tmp_path / "raw" / f"{s.id}.s").stat().st_mtime_ns
     # Split by whole scan: one validation scan, chosen by the seed alone.
     assert len(store.split("val")) == 1 and len(store.split("train")) == 2
     m = store.manifest
@@ -96,16 +98,56 @@ def test_raw_folder_to_store_with_truth_stats_checksums_and_split(tmp_path):
 
 def test_reference_mode_maps_the_raw_files_in_place(tmp_path):
     arrays = raw_scans(tmp_path / "raw", n=2, truth=False)
-    preprocess(config(tmp_path, [tmp_path / "raw" / "*.s"], SHAPE_SET, "preprocess.copy=false"))
-    store = Store.open(tmp_path / "out" / "store")
-    assert list((tmp_path / "out" / "store" / "scans").iterdir()) == []
+    cfg = config(tmp_path, [tmp_path / "raw" / "*.s"], SHAPE_SET, "preprocess.copy=false")
+    preprocess(cfg)
+    path = tmp_path / "out" / "store"
+    store = Store.open(path)
+    assert list((path / "scans").iterdir()) == [] and store.manifest["storage"] == "reference"
     for s, a in zip(store.scans, arrays):
         assert s.entry["data"]["in_place"]
         assert Path(s.entry["data"]["file"]) == (tmp_path / "raw" / f"{s.id}.s").resolve()
         np.testing.assert_array_equal(s.data, a)
-    (tmp_path / "raw" / "s0.s").write_bytes(b"\0" * 10)  # the raw file changes under the store
+    # Touched (new modification time), same bytes: refused on open until preprocess re-checks
+    # the checksum and records the new time.
+    raw0 = tmp_path / "raw" / "s0.s"
+    os.utime(raw0, ns=(raw0.stat().st_atime_ns, raw0.stat().st_mtime_ns + 10**9))
+    with pytest.raises(BadInputError, match="modified since preprocess"):
+        Store.open(path)
+    unchecked = Store.open(path, check_sources=False)
+    with pytest.raises(BadInputError, match="modified since preprocess"):
+        unchecked.scans[0].data  # noqa: B018  (mapping an array checks its file again)
+    assert preprocess(cfg).status == "up-to-date"
+    np.testing.assert_array_equal(Store.open(path).scans[0].data, arrays[0])
+    # Same size, other counts, time kept as it was: only the checksum can tell (preprocess).
+    mtime = raw0.stat().st_mtime_ns
+    counts(99).tofile(raw0)
+    os.utime(raw0, ns=(mtime, mtime))
+    assert Store.open(path).scans[0].data is not None
+    os.utime(raw0, ns=(mtime, mtime + 1))
+    with pytest.raises(BadInputError, match="--force"):
+        preprocess(cfg)
+    raw0.write_bytes(b"\0" * 10)  # the raw file shrinks under the store
+    with pytest.raises(BadInputError, match="s0.s"):
+        Store.open(path)
     with pytest.raises(BadInputError):
-        Store.open(tmp_path / "out" / "store").scans[0].data  # noqa: B018
+        Store.open(path, check_sources=False).scans[0].data  # noqa: B018
+    raw0.unlink()
+    with pytest.raises(BadInputError, match="missing"):
+        Store.open(path)
+
+
+def test_copy_mode_makes_a_self_contained_store(tmp_path):
+    arrays = raw_scans(tmp_path / "raw", n=2, truth=False)
+    preprocess(config(tmp_path, [tmp_path / "raw" / "*.s"], SHAPE_SET, "preprocess.copy=true"))
+    path = tmp_path / "out" / "store"
+    assert Store.open(path).manifest["storage"] == "copy"
+    shutil.rmtree(tmp_path / "raw")  # the copy no longer needs the raw files
+    store = Store.open(path)
+    for s, a in zip(store.scans, arrays):
+        assert not s.entry["data"]["in_place"] and s.entry["data"]["file"] == f"scans/{s.id}.npy"
+        np.testing.assert_array_equal(np.load(path / "scans" / f"{s.id}.npy"), a)
+        np.testing.assert_array_equal(s.data, a)
+        np.testing.assert_array_equal(s.plane_sum, a.sum(axis=(2, 3)))
 
 
 def test_interfile_headers_truth_sibling_and_view_major_fixture(tmp_path, test_data):
@@ -164,9 +206,13 @@ def test_rerun_is_idempotent_and_changes_need_force(tmp_path):
     manifest = tmp_path / "out" / "store" / MANIFEST
     before = manifest.stat().st_mtime_ns, manifest.read_text()
     assert preprocess(cfg).status == "up-to-date"
-    os.utime(tmp_path / "raw" / "s0.s")  # touched, same bytes: re-hashed, still up to date
-    assert preprocess(cfg).status == "up-to-date"
-    assert (manifest.stat().st_mtime_ns, manifest.read_text()) == before
+    assert (manifest.stat().st_mtime_ns, manifest.read_text()) == before  # not even rewritten
+    raw0 = tmp_path / "raw" / "s0.s"
+    os.utime(raw0, ns=(raw0.stat().st_atime_ns, raw0.stat().st_mtime_ns + 10**9))
+    assert preprocess(cfg).status == "up-to-date"  # touched, same bytes: re-hashed, kept
+    after = manifest.read_text()
+    assert after.replace(str(raw0.stat().st_mtime_ns), "T") != after  # new time recorded
+    before = manifest.stat().st_mtime_ns, after
     counts(99).tofile(tmp_path / "raw" / "s0.s")  # same size, other counts
     with pytest.raises(BadInputError, match="--force"):
         preprocess(cfg)
@@ -186,9 +232,36 @@ def test_stream_reads_in_chunks_whatever_the_chunk_size(tmp_path):
     src = Source(tmp_path / "x.s", tmp_path / "x.s", 0, np.dtype("<u2"), a.shape, "flat")
     ref, digest, size = stream_source(src, None, chunk_bytes=1 << 20)
     small, digest2, _ = stream_source(src, tmp_path / "x.npy", chunk_bytes=4 * 6 * 2 * 2)
-    assert digest == digest2 == "sha256:" + hashlib.sha256(a.tobytes()).hexdigest()
+    assert digest == digest2 == "xxh3_128:" + xxhash.xxh3_128(a.tobytes()).hexdigest()
+    assert size == a.nbytes
     np.testing.assert_array_equal(small.plane_sum, ref.plane_sum)
+    np.testing.assert_array_equal(small.plane_max, a.max(axis=(2, 3)).ravel())
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), a)
+
+
+def test_stream_mapped_and_read_agree_across_windows_header_and_trailer(tmp_path, monkeypatch):
+    """Memory-mapped windows (shrunk here to 4 KiB, so planes straddle them and the data start
+    is not page aligned) and the plain-read fallback see the same bytes; bytes before and
+    after the data count in the checksum, only the data in the statistics."""
+    import badblock.data.preprocess as pre
+
+    monkeypatch.setattr(pre, "MAP_BYTES", 4096)
+    a = counts(5, shape=(2, 40, 8, 10))
+    head, tail = b"H" * 1000, b"T" * 5000
+    (tmp_path / "x.s").write_bytes(head + a.tobytes() + tail)
+    src = Source(tmp_path / "x.s", tmp_path / "x.s", len(head), np.dtype("<u2"), a.shape, "flat")
+    want = "xxh3_128:" + xxhash.xxh3_128(head + a.tobytes() + tail).hexdigest()
+    results = [stream_source(src, tmp_path / f"x{m}.npy", chunk_bytes=3 * 8 * 10 * 2,
+                             use_mmap=m) for m in (True, False)]
+    for stats, digest, size in results:
+        assert digest == want and size == len(head) + a.nbytes + len(tail)
+        np.testing.assert_array_equal(stats.plane_sum, a.sum(axis=(2, 3)).ravel())
+        np.testing.assert_array_equal(stats.plane_max, a.max(axis=(2, 3)).ravel())
+        assert stats.empty_planes() == [[0, 1]]
+    for m in (True, False):
+        np.testing.assert_array_equal(np.load(tmp_path / f"x{m}.npy"), a)
+    _, sha, _ = stream_source(src, None, algorithm="sha256")
+    assert sha == "sha256:" + hashlib.sha256(head + a.tobytes() + tail).hexdigest()
 
 
 PEAK = """

@@ -91,6 +91,28 @@ def test_plane_stats_do_not_depend_on_chunking():
     assert not st.finite
 
 
+@pytest.mark.parametrize("dtype", [">u2", "<i2", ">f4", "<u4"])
+def test_plane_stats_exact_for_every_dtype_and_byte_order(dtype):
+    """Max in the data's own dtype, sums in an exact accumulator, the big-endian files of some
+    scanners included; a plane whose maximum is 0 is empty only if it has no negatives."""
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(3)
+    top = 60000 if dt.kind == "u" and dt.itemsize == 2 else 30000
+    a = rng.integers(0, top, (2, 4, 30, 40)).astype(dt)
+    if dt.kind != "u":
+        a[1, 2] = -np.abs(a[1, 2])
+        a[1, 2, 0, 0] = 0  # max 0, but negative counts elsewhere: not empty
+    a[0, 3] = 0
+    st = PlaneStats(a.shape, a.dtype)
+    for chunk in array_chunks(a, chunk_bytes=30 * 40 * dt.itemsize * 3):
+        st.update(chunk)
+    want_sum = a.astype(np.float64).sum(axis=(2, 3)).ravel()
+    np.testing.assert_array_equal(st.plane_sum, want_sum)
+    np.testing.assert_array_equal(st.plane_max, a.max(axis=(2, 3)).ravel().astype(np.float64))
+    assert st.plane_max.dtype == st.plane_sum.dtype == np.float64
+    assert st.empty_planes() == [[0, 3]] and st.finite
+
+
 def test_failed_build_leaves_nothing(tmp_path):
     target = tmp_path / "store"
     with pytest.raises(RuntimeError):
