@@ -243,9 +243,9 @@ def test_stream_mapped_and_read_agree_across_windows_header_and_trailer(tmp_path
     """Memory-mapped windows (shrunk here to 4 KiB, so planes straddle them and the data start
     is not page aligned) and the plain-read fallback see the same bytes; bytes before and
     after the data count in the checksum, only the data in the statistics."""
-    import badblock.data.preprocess as pre
+    import badblock.data.stream as stream
 
-    monkeypatch.setattr(pre, "MAP_BYTES", 4096)
+    monkeypatch.setattr(stream, "MAP_BYTES", 4096)
     a = counts(5, shape=(2, 40, 8, 10))
     head, tail = b"H" * 1000, b"T" * 5000
     (tmp_path / "x.s").write_bytes(head + a.tobytes() + tail)

@@ -1,0 +1,224 @@
+"""Finding and opening the preprocess stage's inputs: scan headers, flat files, ``.npy``
+volumes and their truth / target siblings (headers only: no data are read here)."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from badblock.errors import BadInputError
+from badblock.io.segments import Segment
+
+HEADER_SUFFIXES = (".hs", ".hdr", ".h33", ".mhdr")
+GLOB_CHARS = set("*?[")
+
+
+def sha256_small(path: Path) -> str:
+    """sha256 of a small file (a header, a mask), read whole."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Source:
+    """Where one input array lives and how it is laid out (no data read yet).
+
+    ``shape`` is ``[TOF, plane, view, bin]``; ``view_major`` means the file stores each
+    (TOF, segment) block as ``[view, plane, bin]`` (STIR's default) and is transposed while
+    streaming.
+    """
+
+    path: Path  # what the user named: a header, a flat file or a .npy
+    data_file: Path
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, int, int, int]
+    format: str
+    view_major: bool = False
+    segments: list[Segment] | None = None
+    tof_order: str = "none"
+    scanner: str | None = None
+    header_path: Path | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def fingerprint(self) -> dict:
+        st = self.data_file.stat()
+        out = {"path": os.fspath(self.path.resolve()), "data_file":
+               os.fspath(self.data_file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if self.header_path is not None and self.header_path != self.data_file:
+            out["header_sha256"] = sha256_small(self.header_path)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding inputs
+
+
+def _is_header_file(path: Path) -> bool:
+    from badblock.io.keys import looks_like_interfile
+
+    try:
+        with open(path, "rb") as fh:
+            return looks_like_interfile(fh.read(4096))
+    except OSError:
+        return False
+
+
+def is_truth_name(path: Path) -> bool:
+    return ".truth." in path.name or path.name.endswith(".truth")
+
+
+def _folder_inputs(folder: Path, kind: str, headerless: bool) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in files if not is_truth_name(p)]
+    headers = [p for p in files if p.suffix.lower() in HEADER_SUFFIXES and _is_header_file(p)]
+    if headers:
+        return headers
+    arrays = [p for p in files if p.suffix.lower() == ".npy"]
+    if arrays:
+        return arrays
+    if headerless:
+        return [p for p in files if p.suffix.lower() not in (".json", ".yaml", ".yml", ".txt")]
+    raise BadInputError(folder, "no scan headers (.hs, .s.hdr) or .npy files in this folder "
+                                "(headerless raw files need --set preprocess.shape=[...])")
+
+
+def _drop_data_of_headers(files: list[Path]) -> list[Path]:
+    """``dir/*`` matches headers and their data files alike: keep the headers only."""
+    heads = {(p.parent, p.name.partition(".")[0]) for p in files
+             if p.suffix.lower() in HEADER_SUFFIXES and _is_header_file(p)}
+    if not heads:
+        return files
+    return [p for p in files if (p.parent, p.name.partition(".")[0]) not in heads
+            or (p.suffix.lower() in HEADER_SUFFIXES and _is_header_file(p))]
+
+
+def resolve_inputs(patterns: list[str], root: str | os.PathLike = ".", kind: str = "sinogram",
+                   headerless: bool = False, what: str = "input") -> list[Path]:
+    """Files named by ``patterns`` (files, globs or folders; relative ones under ``root``).
+
+    Order is kept (globs and folders sorted), duplicates dropped. Raises on a missing file
+    or a glob that matched nothing.
+    """
+    out: list[Path] = []
+    for pat in patterns:
+        full = Path(root).joinpath(os.path.expanduser(pat))
+        if GLOB_CHARS & set(pat):
+            hits = sorted(Path(p) for p in glob.glob(os.fspath(full), recursive=True))
+            files = []
+            for hit in hits:
+                if hit.is_dir():
+                    files += _folder_inputs(hit, kind, headerless)
+                elif not is_truth_name(hit) and hit.suffix.lower() != ".json":
+                    files.append(hit)
+            files = _drop_data_of_headers(files)
+            if not files:
+                raise BadInputError(pat, f"no {what} files matched this pattern")
+            out += files
+        elif full.is_dir():
+            out += _folder_inputs(full, kind, headerless)
+        elif full.exists():
+            out.append(full)
+        else:
+            raise BadInputError(full, f"{what} file not found")
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def truth_sibling(path: Path) -> Path | None:
+    """``X.truth.hs`` for ``X.hs`` (also ``X.truth.s.hdr`` for ``X.s.hdr``), if it exists."""
+    name = path.name
+    stem, dot, rest = name.partition(".")
+    candidates = [path.with_name(f"{stem}.truth.{rest}")] if dot else []
+    candidates.append(path.with_name(f"{path.stem}.truth{path.suffix}"))
+    candidates.append(path.with_name(f"{name}.truth"))
+    for c in candidates:
+        if c.exists() and c != path:
+            return c
+    return None
+
+
+def scan_id(path: Path) -> str:
+    return path.name.partition(".")[0] or path.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening one input (header only)
+
+
+def _npy_source(path: Path, kind: str) -> Source:
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read(fh, max_header_size=1 << 20)
+            offset = fh.tell()
+    except (ValueError, OSError) as exc:
+        raise BadInputError(path, f"not a readable .npy file ({exc})") from None
+    if dtype.hasobject or dtype.kind not in "iuf":
+        raise BadInputError(path, f".npy holds {dtype}, not numbers (pickled data are refused)")
+    if fortran and len(shape) > 1:
+        raise BadInputError(path, "Fortran-ordered .npy cannot be streamed plane by plane; "
+                                  "save it in C order")
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        want = "[slice, H, W]" if kind == "image" else "[TOF, plane, view, bin]"
+        raise BadInputError(path, f"array of shape {list(shape)} is not {want}")
+    src = Source(path, path, offset, dtype, tuple(int(s) for s in shape), "npy")
+    _check_size(src, exact=True)
+    return src
+
+
+def _check_size(src: Source, exact: bool) -> None:
+    try:
+        size = src.data_file.stat().st_size
+    except FileNotFoundError:
+        raise BadInputError(src.path, f"data file {src.data_file} not found") from None
+    need = src.offset + src.nbytes
+    if size < need or (exact and size != need):
+        raise BadInputError(src.data_file, f"size {size} bytes does not match the declared shape "
+                                           f"{list(src.shape)} {src.dtype.name} at offset "
+                                           f"{src.offset} ({need} bytes)")
+
+
+def open_source(path: Path, kind: str, pre) -> Source:
+    """Parse ``path``'s header (or the flat layout from ``pre``, a PreprocessConfig)."""
+    from badblock.io import read_scan
+
+    if path.suffix.lower() == ".npy":
+        return _npy_source(path, kind)
+    overrides = {}
+    if not _is_header_file(path) and pre.shape:
+        shape = list(pre.shape)
+        if kind == "image" and len(shape) == 3:
+            shape = [1, *shape]
+        overrides = {"shape": shape, "dtype": pre.dtype, "byte_order": pre.byte_order,
+                     "offset": pre.offset}
+        if pre.tof_order != "auto":
+            overrides["tof_order"] = pre.tof_order
+    scan = read_scan(path, **overrides)
+    h = scan.header
+    del scan  # only the header is needed; the data are streamed with plain reads
+    src = Source(path, Path(h.data_file), int(h.data_offset), np.dtype(h.dtype), tuple(h.shape),
+                 h.format, view_major=bool(getattr(h, "view_major", False)),
+                 segments=list(h.segments) if h.segments else None, tof_order=h.tof_order,
+                 scanner=h.scanner, header_path=h.header_path)
+    if src.format == "flat" and pre.tof_order != "auto":
+        src.tof_order = pre.tof_order
+    return src
+
+
