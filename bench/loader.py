@@ -1,30 +1,35 @@
 """Input pipeline throughput: badblock's loader vs. the 2019 tutorial's, vs. the training step.
 
-Measures, on one store (a synthetic ``mini`` store built here unless ``--store`` is given):
+Measures, on one store (a synthetic Vision-sized store built here unless ``--store`` is given):
 
 - ``tutorial``: the tutorial's way (section 2.2): the whole padded arrays pickled and loaded
   into memory, then per sample a corrupted 5-plane stack + target put through an Augmentor
   ``DataPipeline`` (rotate p=0.7 +-10 deg -- ``rotate_without_crop``, as ``rotate`` fails on
-  64 x 520 planes -- and zoom p=0.5 x1.1-1.5, as in the tutorial) and
-  normalised by the stack maximum;
-- ``badblock``: :class:`badblock.data.dataset.PlaneDataset` (memory maps, context stacks with
-  the flipped-wrap view padding, per-block masks) through a DataLoader, plus the on-device part
-  (:func:`badblock.train.loop.prepare_batch`: thinning, sinogram augmentation, normalisation),
-  once with thinning in the loader (numpy, per sample) and once on the device in batches
-  (``torch.binomial``);
-Default store: Vision planes (815 x 50 x 520, one TOF bin), the size the method is for.
-
+  64 x 520 planes -- and zoom p=0.5 x1.1-1.5, as in the tutorial) and normalised by the stack
+  maximum. Timed per sample, without batching (generous to it: no collation counted);
+- ``badblock``: the training DataLoader exactly as the trainer builds it
+  (:func:`badblock.train.loop.train_loader`: whole batches fetched by
+  ``PlaneDataset.__getitems__``, memory maps, context stacks with the flipped-wrap view
+  padding, per-block masks), with the trainer's thread setting (``run.threads``, 0 = torch's
+  default), then the rest of the host's work on the CPU (:func:`badblock.train.loop
+  .prepare_batch`: thinning, sinogram augmentation, normalisation) -- once with thinning on the
+  "device" (torch, in batches; what ``data.thin_on: auto`` does) and once in the loader (numpy,
+  per sample). On a GPU machine everything after the loader runs on the GPU;
 - ``step``: training steps of the default UNet (``ModelConfig()`` defaults: width 64, depth 2,
   5 bottom convs) on batches of the same shape.
 
-Writes ``bench/results/loader.json``. Example (what docs/readme/train.md quotes)::
+The pipelines are measured round-robin (``--rounds``) and each reported by its median, so a
+load change on a shared machine does not favour whichever ran first. ``breakdown_ms_per_batch``
+says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. Example (what
+docs/readme/train.md quotes)::
 
-    python bench/loader.py --scale 2 --seconds 10 --workers 2
+    python bench/loader.py --seconds 4 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import platform
 import sys
@@ -120,84 +125,106 @@ def tutorial_pipeline(store: Store, tmp: Path, mask: np.ndarray, views_to: int, 
     return sample, load_s, held
 
 
+class OneByOne(torch.utils.data.Dataset):
+    """The dataset seen through ``__getitem__`` only (no whole-batch fetch)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i]
+
+
+def per_call_ms(fn, seconds: float) -> float:
+    """Milliseconds per call of ``fn`` (after one warm-up call)."""
+    return 1e3 * rate(fn, seconds, 1) ** -1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", help="an existing store (default: build a synthetic mini one)")
+    ap.add_argument("--store", help="an existing store (default: build a synthetic one)")
     ap.add_argument("--scale", type=int, default=2, help="training scans in the synthetic store")
     ap.add_argument("--scanner", default="vision", help="plane geometry of the synthetic store")
-    ap.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    ap.add_argument("--seconds", type=float, default=4.0, help="time per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (median kept)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0, help="data.workers")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="run.threads: torch intra-op threads (0 = torch's default, as the "
+                         "trainer)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from badblock.train.loop import build_data, prepare_batch
+    from badblock.data.augment import augment_batch
+    from badblock.data.corruption import thin
+    from badblock.data.dataset import EpochSampler
+    from badblock.data.stack import view_padding
+    from badblock.train.loop import build_data, prepare_batch, train_loader
+    from badblock.train.predictor import network_input, normalise_scale
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-loader-"))
     store_path = Path(args.store) if args.store else synthetic_store(tmp, args.scale + 1,
                                                                          args.scanner)
     store = Store.open(store_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = {"command": "python bench/loader.py " + " ".join(sys.argv[1:] if argv is None
-                                                              else argv),
-               "machine": f"{platform.processor() or platform.machine()}, "
-                          f"{torch.get_num_threads()} torch threads, device {device}",
-               "store": str(store_path), "shape": list(store.shape), "batch": args.batch}
 
     def cfg_for(thin_on: str):
         sets = [f"run.output={store_path.parent}", f"data.store={store_path}",
                 f"data.batch_size={args.batch}", f"data.workers={args.workers}",
                 f"data.thin_on={thin_on}", "data.epoch_size=1000000",
-                f"scanner.name={store.scanner}"]
+                f"scanner.name={store.scanner}", f"run.threads={args.threads}"]
         return load_config(None, sets, env={})
 
-    for thin_on in ("loader", "device"):
+    cfg = cfg_for("device")
+    if cfg.run.threads > 0:  # what Trainer.__init__ does
+        torch.set_num_threads(cfg.run.threads)
+    results = {"command": "python bench/loader.py " + " ".join(sys.argv[1:] if argv is None
+                                                              else argv),
+               "machine": f"{platform.processor() or platform.machine()}, "
+                          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+                          f"device {device}",
+               "load_average_before": list(os.getloadavg()),
+               "store": str(store_path), "shape": list(store.shape), "batch": args.batch,
+               "workers": args.workers}
+
+    pipelines = {}  # name -> (function, items per call)
+    for thin_on in ("device", "loader"):
         cfg = cfg_for(thin_on)
         train_ds, _, info = build_data(cfg, 2 ** cfg.model.depth)
-        from badblock.data.dataset import EpochSampler
-        from badblock.data.stack import view_padding
-
-        sampler = EpochSampler(cfg.data.epoch_size, args.batch)
-        loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch, sampler=sampler,
-                                             num_workers=args.workers)
+        loader = train_loader(train_ds, EpochSampler(cfg.data.epoch_size, args.batch),
+                              args.batch, args.workers, device)
         it = iter(loader)
         before, _ = view_padding(info["views"], info["views_to"])
         crop = (before, before + info["views"])
         gen = torch.Generator(device=device).manual_seed(0)
-
-        if thin_on == "device":
-            # what the DataLoader hands over (clean stacks + masks + targets): the host's share
-            # of the work when a GPU does the thinning and augmentation
-            results["badblock_loader_only_samples_per_s"] = rate(lambda it=it: next(it),
-                                                                 args.seconds, args.batch)
-            print(f"badblock loader alone (clean stacks + masks): "
-                  f"{results['badblock_loader_only_samples_per_s']:.1f} samples/s", flush=True)
 
         def one_batch(it=it, cfg=cfg, crop=crop, gen=gen):
             prepare_batch(next(it), cfg, device, gen, crop, augment=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
-        results[f"badblock_thin_{thin_on}_samples_per_s"] = rate(one_batch, args.seconds,
-                                                                 args.batch)
-        where = "numpy, in the loader" if thin_on == "loader" else f"torch, on {device}"
-        value = results[f"badblock_thin_{thin_on}_samples_per_s"]
-        print(f"badblock loader + thinning ({where}) + augmentation on {device}: "
-              f"{value:.1f} samples/s", flush=True)
+        pipelines[f"badblock_loader_thin_{thin_on}"] = (lambda it=it: next(it), args.batch)
+        if thin_on == "device":
+            # the previous way, for comparison: one sample at a time, stacked by default_collate
+            old = iter(torch.utils.data.DataLoader(
+                OneByOne(train_ds), batch_size=args.batch, num_workers=args.workers,
+                sampler=EpochSampler(cfg.data.epoch_size, args.batch)))
+            pipelines["per_sample_default_collate"] = (lambda old=old: next(old), args.batch)
+        pipelines[f"badblock_full_thin_{thin_on}"] = (one_batch, args.batch)
+        if thin_on == "device":
+            raw, dev_cfg, dev_crop = next(it), cfg, crop
 
     mask = dead_block_mask(get_scanner(store.scanner), [(3, 1)])
     sample, load_s, held = tutorial_pipeline(store, tmp, mask, info["views_to"])
-    results["tutorial_samples_per_s"] = rate(sample, args.seconds, 1)
     results["tutorial_pickle_load_s"] = load_s
     results["tutorial_bytes_in_memory"] = held
-    print(f"tutorial pipeline (pickle + Augmentor): {results['tutorial_samples_per_s']:.1f} "
-          f"samples/s (+{load_s:.2f} s to load {held / 2**20:.1f} MiB of pickles)", flush=True)
+    pipelines["tutorial"] = (sample, 1)
 
     from badblock.models import build_model
     from badblock.train.losses import build_loss
 
-    cfg = cfg_for("loader")
     model = build_model(cfg.model, 5).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     loss_fn = build_loss(cfg.loss)
@@ -214,19 +241,66 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    results["train_step_samples_per_s"] = rate(step, args.seconds, args.batch)
-    print(f"training step, default UNet: {results['train_step_samples_per_s']:.1f} samples/s",
-          flush=True)
-    full = max(results["badblock_thin_loader_samples_per_s"],
-               results["badblock_thin_device_samples_per_s"])
+    pipelines["train_step"] = (step, args.batch)
+
+    runs = {name: [] for name in pipelines}
+    for r in range(args.rounds):
+        for name, (fn, unit) in pipelines.items():
+            if name == "train_step" and r > 0 and device.type == "cpu":
+                continue  # seconds per step on a CPU: one round says enough
+            runs[name].append(rate(fn, args.seconds, unit))
+            print(f"round {r + 1}/{args.rounds} {name}: {runs[name][-1]:.1f} samples/s",
+                  flush=True)
+    for name, values in runs.items():
+        results[f"{name}_samples_per_s"] = float(np.median(values))
+        results[f"{name}_samples_per_s_all_rounds"] = values
+
+    # where the CPU pipeline's time goes, per batch (one fixed batch, thin_on: device)
+    d = dev_cfg.data
+    k = d.context
+    clean = raw["clean"].to(device).float()
+    mask_b = raw["mask"].to(device)
+    damaged = thin(clean, 1.0 - mask_b, gen)
+    target = raw["target"].to(device)
+
+    def aug():
+        augment_batch(damaged.clone(), target.clone(), mask_b.clone(), dev_cfg.augment, gen,
+                      real_views=dev_crop, target_mode="counts")
+
+    def norm():
+        scale = normalise_scale(damaged, d.normalise)
+        network_input(damaged, mask_b, scale, k, d.mask_channel)
+
+    t = max(1.0, args.seconds / 4)
+    results["breakdown_ms_per_batch"] = {
+        "loader (fetch a batch: stacks, padding, masks)":
+            1e3 * args.batch / results["badblock_loader_thin_device_samples_per_s"],
+        "counts to float32": per_call_ms(lambda: raw["clean"].to(device).float(), t),
+        "thinning (torch.binomial)": per_call_ms(lambda: thin(clean, 1.0 - mask_b, gen), t),
+        "augmentation (clones included)": per_call_ms(aug, t),
+        "normalisation + network input": per_call_ms(norm, t),
+        "training step": 1e3 * args.batch / results["train_step_samples_per_s"],
+    }
     tut = results["tutorial_samples_per_s"]
-    results["speedup_vs_tutorial_loader_only"] = results["badblock_loader_only_samples_per_s"] / tut
-    results["speedup_vs_tutorial_full"] = full / tut
-    results["full_pipeline_over_step"] = full / results["train_step_samples_per_s"]
-    print(f"badblock / tutorial: loader alone {results['speedup_vs_tutorial_loader_only']:.1f}x, "
-          f"with thinning + augmentation on {device} {results['speedup_vs_tutorial_full']:.1f}x "
-          f"(target >= 10x); full pipeline / training step: "
-          f"{results['full_pipeline_over_step']:.1f}x (target >= 2x)")
+    host = results["badblock_loader_thin_device_samples_per_s"]
+    full = max(results["badblock_full_thin_device_samples_per_s"],
+               results["badblock_full_thin_loader_samples_per_s"])
+    stepr = results["train_step_samples_per_s"]
+    results["loader_over_per_sample_default_collate"] = (
+        host / results["per_sample_default_collate_samples_per_s"])
+    results["loader_over_tutorial"] = host / tut
+    results["full_cpu_pipeline_over_tutorial"] = full / tut
+    results["full_cpu_pipeline_over_step"] = full / stepr
+    results["loader_over_step"] = host / stepr
+    results["load_average_after"] = list(os.getloadavg())
+    print(f"tutorial {tut:.1f} samples/s; badblock loader {host:.1f} "
+          f"({results['loader_over_tutorial']:.1f}x tutorial, target >= 10x); loader + "
+          f"thinning + augmentation on {device} {full:.1f} "
+          f"({results['full_cpu_pipeline_over_tutorial']:.1f}x tutorial); training step "
+          f"{stepr:.2f} samples/s (loader {results['loader_over_step']:.0f}x, full pipeline "
+          f"{results['full_cpu_pipeline_over_step']:.0f}x the step, target >= 2x)")
+    for what, ms in results["breakdown_ms_per_batch"].items():
+        print(f"  {what}: {ms:.1f} ms per batch of {args.batch}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from badblock.utils.atomic import atomic_write_json

@@ -24,12 +24,13 @@ memory maps, and empty planes (the store lists them) are never drawn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from badblock.data.stack import mask_stack, plane_stack, whole_axis_segments
+from badblock.data.stack import mask_stack_into, plane_stack_into, whole_axis_segments
 from badblock.errors import BadInputError
 
 
@@ -262,42 +263,100 @@ class PlaneDataset(torch.utils.data.Dataset):
                                      "blocks in 64 draws (is the mask empty or the data zero?)")
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, int(index)])
-        s, t, p, mask = self._pick(rng)
-        scan = self.scans[s]
-        k = self.spec.context
+        return self.__getitems__([index])[0]
+
+    def _count_dtype(self, scan) -> np.dtype:
         # counts travel in their own integer type (uint16: half of float32) when they fit
         raw = np.dtype(scan.data.dtype)
-        small = raw.kind in "ui" and raw.itemsize <= 2
-        clean = plane_stack(scan.data, t, p, k, self.segments, self.tof_order, self.views_to,
-                            dtype=np.int16 if small and raw.kind == "i" else
-                            np.uint16 if small else np.float32)
-        if self.spec.task == "paired":
-            source = self.targets[s].data if self.targets is not None else scan.target
-        elif self.spec.target == "truth":
-            source = scan.truth
-        else:
-            source = scan.data
-        target = plane_stack(source, t, p, 0, self.segments, self.tof_order, self.views_to)
+        if raw.kind in "ui" and raw.itemsize <= 2:
+            return np.dtype(np.int16 if raw.kind == "i" else np.uint16)
+        return np.dtype(np.float32)
+
+    def __getitems__(self, indices) -> SampleBatch:
+        """The samples of ``indices`` as one batch: what a DataLoader fetches per step.
+
+        Each sample is drawn as ``self[i]`` would be, but written straight into batch arrays
+        ``[N, ...]`` (:func:`~badblock.data.stack.plane_stack_into`), not built one by one and
+        stacked: stacking (``default_collate``) cost more than making the samples on a busy
+        CPU. Give the DataLoader ``collate_fn=collate_samples`` to take the batch as it is.
+        """
+        spec = self.spec
+        seed = spec.seed & 0xFFFFFFFF
+        picks = [self._pick(np.random.default_rng([seed, int(i)])) for i in indices]
+        n, k = len(picks), spec.context
         c = 2 * k + 1
-        if self.spec.task == "denoise":
-            m = np.full((c, self.views_to, self.n_bins), 1.0 - self.spec.keep_rate, np.float32)
-        elif self.spec.task == "paired" or mask is None:
-            m = np.zeros((c, self.views_to, self.n_bins), np.float32)
-        else:
-            m = mask_stack(mask, p, k, self.segments, self.views_to)
-        out = {"clean": torch.from_numpy(clean), "target": torch.from_numpy(target),
-               "mask": torch.from_numpy(m), "where": torch.tensor([s, t, p], dtype=torch.int64)}
-        if self.spec.thin_in_loader and self.spec.task != "paired":
-            # a stream of its own, so the sample drawn does not depend on where thinning runs
-            trng = np.random.default_rng([self.spec.seed & 0xFFFFFFFF, int(index), 1])
-            damaged = trng.binomial(clean.astype(np.int64), 1.0 - m).astype(clean.dtype)
-            out["damaged"] = torch.from_numpy(damaged)
-            del out["clean"]  # not needed any more: half the bytes to collate and move
-        if self.with_truth:
-            out["truth"] = torch.from_numpy(
-                plane_stack(scan.truth, t, p, 0, self.segments, self.tof_order, self.views_to))
-        return out
+        plane = (self.views_to, self.n_bins)
+        counts = np.result_type(*{self._count_dtype(self.scans[s]) for s, _, _, _ in picks})
+        clean = np.empty((n, c) + plane, counts)
+        target = np.empty((n, 1) + plane, np.float32)
+        m = np.empty((n, c) + plane, np.float32)
+        truth = np.empty((n, 1) + plane, np.float32) if self.with_truth else None
+        segs, tof = self.segments, self.tof_order
+        for i, (s, t, p, mask) in enumerate(picks):
+            scan = self.scans[s]
+            plane_stack_into(clean[i], scan.data, t, p, k, segs, tof)
+            if spec.task == "paired":
+                source = self.targets[s].data if self.targets is not None else scan.target
+            elif spec.target == "truth":
+                source = scan.truth
+            else:
+                source = scan.data
+            plane_stack_into(target[i], source, t, p, 0, segs, tof)
+            if spec.task == "denoise":
+                m[i] = np.float32(1.0 - spec.keep_rate)
+            elif spec.task == "paired" or mask is None:
+                m[i] = 0.0
+            else:
+                mask_stack_into(m[i], mask, p, k, segs)
+            if truth is not None:
+                plane_stack_into(truth[i], scan.truth, t, p, 0, segs, tof)
+        where = np.array([pick[:3] for pick in picks], np.int64).reshape(n, 3)
+        out = {"clean": clean, "target": target, "mask": m, "where": where}
+        if spec.thin_in_loader and spec.task != "paired":
+            for i, index in enumerate(indices):
+                # a stream of its own, so the sample drawn does not depend on where thinning runs
+                trng = np.random.default_rng([seed, int(index), 1])
+                clean[i] = trng.binomial(clean[i].astype(np.int64), 1.0 - m[i])
+            out["damaged"] = out.pop("clean")  # in place: half the bytes to move
+        if truth is not None:
+            out["truth"] = truth
+        return SampleBatch({key: torch.from_numpy(v) for key, v in out.items()})
+
+
+class SampleBatch(Sequence):
+    """``N`` samples fetched together (:meth:`PlaneDataset.__getitems__`).
+
+    ``tensors`` maps each key to a tensor ``[N, ...]``. As a sequence it is the ``N`` sample
+    dicts (views into those tensors), so code that expects a list of samples -- the default
+    collate -- still works; :func:`collate_samples` hands the tensors over without a copy.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+        self._n = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return {key: v[i] for key, v in self.tensors.items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(self._n))
+
+
+def collate_samples(batch) -> dict:
+    """``collate_fn`` for DataLoaders over :class:`PlaneDataset`: a :class:`SampleBatch` is
+    already a batch (returned as a dict of ``[N, ...]`` tensors, no copy); anything else
+    (e.g. a list of samples from a dataset without ``__getitems__``) goes to the default
+    collate."""
+    if isinstance(batch, SampleBatch):
+        return dict(batch.tensors)
+    return torch.utils.data.default_collate(batch)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -329,5 +388,5 @@ class EpochSampler(torch.utils.data.Sampler):
             yield base + j * self.world + self.rank
 
 
-__all__ = ["PlaneDataset", "EpochSampler", "SampleSpec", "BlockMasks", "BlockMask", "SparseMask",
-           "all_blocks", "parse_block_list"]
+__all__ = ["PlaneDataset", "EpochSampler", "SampleSpec", "SampleBatch", "collate_samples",
+           "BlockMasks", "BlockMask", "SparseMask", "all_blocks", "parse_block_list"]

@@ -41,7 +41,7 @@ def whole_axis_segments(n_planes: int) -> list[Segment]:
 
 def segment_bounds(segments: list[Segment], p: int) -> tuple[int, int]:
     """``[start, stop)`` of the stored plane range of the segment that holds plane ``p``."""
-    offs = segment_offsets(segments)
+    offs = _offsets(tuple(segments))
     i = int(np.searchsorted(offs, p, side="right")) - 1
     if i < 0 or i >= len(segments):
         raise IndexError(f"plane {p} is outside the {int(offs[-1])} planes of the segments")
@@ -52,6 +52,13 @@ def context_planes(p: int, context: int, segments: list[Segment]) -> np.ndarray:
     """Plane indices ``p-k .. p+k`` clamped into p's segment: int64 ``[2k+1]``."""
     lo, hi = segment_bounds(segments, p)
     return np.clip(np.arange(p - context, p + context + 1), lo, hi - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _offsets(segments: tuple[Segment, ...]) -> np.ndarray:
+    offs = segment_offsets(list(segments))
+    offs.flags.writeable = False
+    return offs
 
 
 @functools.lru_cache(maxsize=32)
@@ -116,5 +123,89 @@ def mask_stack(mask: np.ndarray, p: int, context: int, segments: list[Segment] |
     return np.ascontiguousarray(pad_views(stack, partner, before, after), dtype=np.float32)
 
 
-__all__ = ["plane_stack", "mask_stack", "padded_views", "view_padding", "context_planes",
-           "segment_bounds", "whole_axis_segments"]
+@functools.lru_cache(maxsize=32)
+def _stack_tables(segments: tuple[Segment, ...], n_tof: int, tof_order: str):
+    """(first plane [P], stop plane [P] of each plane's segment, TOF partner [T], plane
+    partner [P]): one cache look-up per stack instead of one per helper."""
+    offs = _offsets(segments)
+    seg = np.searchsorted(offs, np.arange(int(offs[-1])), side="right") - 1
+    tmap, pmap = _partner_table(segments, n_tof, tof_order)
+    return offs[seg], offs[seg + 1], tmap, pmap
+
+
+def _planes_and_partners(segments, n_planes: int, n_tof: int, tof_order: str, p: int,
+                         context: int):
+    lo, hi, tmap, pmap = _stack_tables(tuple(segments or whole_axis_segments(n_planes)),
+                                       int(n_tof), str(tof_order))
+    if not 0 <= p < len(lo):
+        raise IndexError(f"plane {p} is outside the {len(lo)} planes of the segments")
+    planes = np.clip(np.arange(p - context, p + context + 1), lo[p], hi[p] - 1)
+    return planes, tmap, pmap[planes]
+
+
+def _plain(a):
+    # np.memmap's __getitem__ costs more than the small reads it does here; same buffer
+    return a.view(np.ndarray) if isinstance(a, np.memmap) else a
+
+
+def plane_stack_into(out: np.ndarray, data: np.ndarray, t: int, p: int, context: int,
+                     segments: list[Segment] | None, tof_order: str) -> np.ndarray:
+    """:func:`plane_stack` written into ``out`` ``[2k+1, views_to, bin]`` (its dtype and view
+    count say what to make); returns ``out``.
+
+    The same values as ``plane_stack(data, t, p, context, segments, tof_order, views_to,
+    dtype=out.dtype)``, without its temporaries: the real views are copied (and cast) straight
+    from ``data`` into place, and of the wrap partner only the views the padding shows are read.
+    The batch loader fills preallocated batch buffers with it.
+    """
+    from badblock.physics.wrap import pad_plan, radial_index
+
+    n_tof, n_planes, n_views, n_bins = data.shape
+    data = _plain(data)
+    planes, tmap, partners = _planes_and_partners(segments, n_planes, n_tof, tof_order, p,
+                                                  context)
+    before, after = view_padding(n_views, out.shape[-2])
+    out[:, before:before + n_views] = data[t, planes]
+    same_to, same_from, flip_to, flip_from = pad_plan(n_views, before, after)
+    if same_to.size:
+        out[:, same_to] = out[:, before + same_from]
+    if flip_to.size:
+        tp = int(tmap[t])
+        if tp == t and np.array_equal(partners, planes):  # own partners: already in place
+            part = out[:, before + flip_from]
+        else:
+            part = data[tp, partners[:, None], flip_from[None, :]]  # [2k+1, n, bin]
+        out[:, flip_to] = part[..., radial_index(n_bins)]
+    return out
+
+
+def mask_stack_into(out: np.ndarray, mask, p: int, context: int,
+                    segments: list[Segment] | None) -> np.ndarray:
+    """:func:`mask_stack` written into ``out`` float32 ``[2k+1, views_to, bin]``; returns it.
+
+    ``mask`` is asked for the same plane lists as :func:`mask_stack` asks (so a computed mask,
+    e.g. :class:`badblock.data.dataset.BlockMask`, gives bitwise the same values).
+    """
+    from badblock.physics.wrap import pad_plan, radial_index
+
+    n_planes, n_views, n_bins = mask.shape
+    mask = _plain(mask)
+    planes, _, pp = _planes_and_partners(segments, n_planes, 1, "none", p, context)
+    before, after = view_padding(n_views, out.shape[-2])
+    out[:, before:before + n_views] = mask[planes]
+    same_to, same_from, flip_to, flip_from = pad_plan(n_views, before, after)
+    if same_to.size:
+        out[:, same_to] = out[:, before + same_from]
+    if flip_to.size:
+        if np.array_equal(pp, planes):  # own partners (e.g. segment 0): already in place
+            part = out[:, before + flip_from]
+        elif isinstance(mask, np.ndarray):
+            part = mask[pp[:, None], flip_from[None, :]]
+        else:
+            part = np.asarray(mask[pp])[:, flip_from]
+        out[:, flip_to] = part[..., radial_index(n_bins)]
+    return out
+
+
+__all__ = ["plane_stack", "mask_stack", "plane_stack_into", "mask_stack_into", "padded_views",
+           "view_padding", "context_planes", "segment_bounds", "whole_axis_segments"]

@@ -101,12 +101,37 @@ def pad_views(stack: np.ndarray, partner: np.ndarray | None, before: int, after:
         raise BadInputError("pad_views", f"partner shape {partner.shape} != {stack.shape}")
     if before < 0 or after < 0:
         raise BadInputError("pad_views", "pad widths must be >= 0")
-    n_views = stack.shape[-2]
+    n_views, n_bins = stack.shape[-2], stack.shape[-1]
+    same_to, same_from, flip_to, flip_from = pad_plan(n_views, int(before), int(after))
+    out = np.empty(stack.shape[:-2] + (n_views + before + after, n_bins), dtype=stack.dtype)
+    out[..., before:before + n_views, :] = stack
+    if same_to.size:
+        out[..., same_to, :] = stack[..., same_from, :]
+    if flip_to.size:
+        out[..., flip_to, :] = partner[..., flip_from, :][..., radial_index(n_bins)]
+    return out
+
+
+@lru_cache(maxsize=64)
+def pad_plan(n_views: int, before: int, after: int):
+    """Index tables of :func:`pad_views` (int64, read-only): ``(same_to, same_from, flip_to,
+    flip_from)``. Output view ``before + j`` is input view ``j``; beyond that, output views
+    ``same_to`` are the plane's own views ``same_from`` (whole turns, only for pads longer than
+    ``n_views``) and output views ``flip_to`` the partner's views ``flip_from``, radially
+    flipped. Cached because the loader pads thousands of stacks of the same shape."""
     u = np.arange(-before, n_views + after)
     turns, view = np.divmod(u, n_views)
     flip = turns % 2 == 1
-    out = np.empty(stack.shape[:-2] + (len(u), stack.shape[-1]), dtype=stack.dtype)
-    out[..., ~flip, :] = stack[..., view[~flip], :]
-    if flip.any():
-        out[..., flip, :] = radial_flip(partner[..., view[flip], :])
-    return out
+    same = ~flip & (turns != 0)
+    tables = (np.flatnonzero(same), view[same], np.flatnonzero(flip), view[flip])
+    for a in tables:
+        a.flags.writeable = False
+    return tables
+
+
+@lru_cache(maxsize=16)
+def radial_index(n_bins: int) -> np.ndarray:
+    """int64 ``[n_bins]``: ``x[..., radial_index(n)]`` equals :func:`radial_flip` ``(x)``."""
+    idx = np.concatenate([[n_bins - 1], np.arange(n_bins - 1, 0, -1)]).astype(np.int64)
+    idx.flags.writeable = False
+    return idx

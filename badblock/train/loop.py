@@ -195,6 +195,20 @@ class _TargetView:
             raise BadInputError("store", f"paired store scan {scan.id} has no target")
 
 
+def train_loader(ds, sampler, batch_size: int, workers: int,
+                 device: torch.device) -> torch.utils.data.DataLoader:
+    """The training DataLoader (also what ``bench/loader.py`` measures). Whole batches are
+    fetched at once (``PlaneDataset.__getitems__``) and passed through as they are
+    (``collate_samples``): no per-sample tensors to stack."""
+    from badblock.data.dataset import collate_samples
+
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=collate_samples, pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        drop_last=False)
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """A 63-bit seed per (run seed, rank, step)."""
     return ((int(seed) * 1_000_003 + int(rank)) * 1_000_033 + int(step)) % (2**63 - 1)
@@ -285,6 +299,8 @@ class Trainer:
             raise BadInputError("train.epochs", f"must be >= 1, got {t.epochs}")
         if t.max_steps < 0:
             raise BadInputError("train.max_steps", f"must be >= 0, got {t.max_steps}")
+        if not 0.0 <= t.ema < 1.0:
+            raise BadInputError("train.ema", f"must be in [0, 1), got {t.ema}")
         if t.val_batches < 1:
             raise BadInputError("train.val_batches", f"must be >= 1, got {t.val_batches}")
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -307,7 +323,16 @@ class Trainer:
         self.crop = view_padding(self.info["views"], self.info["views_to"])
         self.crop = (self.crop[0], self.crop[0] + self.info["views"])
         in_channels = 2 * cfg.data.context + 1 + int(cfg.data.mask_channel)
-        self.model = build_model(cfg.model, in_channels).to(self.device)
+        sens = self._sensitivity_map() if cfg.model.sensitivity_channel else None
+        if cfg.model.sensitivity_per_lor and sens is None:
+            raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
+        self.model = build_model(cfg.model, in_channels,
+                                 None if sens is None else tuple(sens.shape),
+                                 2 * cfg.data.context + 1 if cfg.model.sensitivity_per_lor else 0)
+        if sens is not None:
+            with torch.no_grad():
+                self.model.sensitivity.copy_(torch.from_numpy(sens)[None, None])
+        self.model = self.model.to(self.device)
         self.channels_last = cfg.train.channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -321,6 +346,16 @@ class Trainer:
         self.gen = _device_generator(self.device, cfg.run.seed * 1000 + self.env.rank)
         self.state = TrainState()
         self.net = self.model
+        # Exponential moving average of the weights (train.ema > 0): with noisy measured targets
+        # the last steps' weights scatter around the optimum; their average sits closer to it.
+        # Validation, the best/final checkpoints and so repair use the averaged weights.
+        self.ema_model = None
+        if cfg.train.ema > 0:
+            import copy
+
+            self.ema_model = copy.deepcopy(_unwrap(self.model)).eval()
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
         if self.env.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -329,11 +364,32 @@ class Trainer:
         if cfg.train.compile:
             self.net = torch.compile(self.net)
 
+    def _sensitivity_map(self) -> np.ndarray:
+        """float32 ``[views_to, bin]``: the share of real LORs in each bin of the scanner's
+        transaxial layout (0 in gap-crystal bins; every plane has this pattern, scaled by its
+        ring-pair count), views padded with the flipped wrap like the data."""
+        from badblock.data.stack import view_padding
+        from badblock.physics.geometry import transaxial_pairs
+        from badblock.physics.scanners import get_scanner
+        from badblock.physics.wrap import pad_views
+
+        cfg = self.cfg
+        if cfg.data.task != "inpaint" or not self.info.get("scanner"):
+            raise BadInputError("model.sensitivity_channel", "needs the inpaint task on a "
+                                                             "scanner's sinograms")
+        a = cfg.augment
+        if a.enabled and (a.view_roll > 0 or a.radial_flip > 0):
+            raise BadInputError("model.sensitivity_channel", "the fixed sensitivity map needs "
+                                "augment.view_roll = 0 and augment.radial_flip = 0 (they move "
+                                "the data against the map)")
+        scanner = get_scanner(self.info["scanner"])
+        _, _, valid = transaxial_pairs(scanner)  # [view, mash, bin]
+        share = valid.sum(axis=1).astype(np.float32) / float(valid.shape[1])
+        before, after = view_padding(self.info["views"], self.info["views_to"])
+        return np.ascontiguousarray(pad_views(share, None, before, after), dtype=np.float32)
+
     def _loader(self, ds, sampler, workers: int):
-        return torch.utils.data.DataLoader(
-            ds, batch_size=self.cfg.data.batch_size, sampler=sampler, num_workers=workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None, drop_last=False)
+        return train_loader(ds, sampler, self.cfg.data.batch_size, workers, self.device)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -342,7 +398,9 @@ class Trainer:
         s = self.state
         return {
             "format": FORMAT,
-            "model": _unwrap(self.model).state_dict(),
+            "model": (self.ema_model or _unwrap(self.model)).state_dict(),
+            # with train.ema the raw weights go on training after a resume
+            **({"model_raw": _unwrap(self.model).state_dict()} if self.ema_model else {}),
             "model_config": dict(_unwrap(self.model).config),
             "data": {"context": cfg.data.context, "normalise": cfg.data.normalise,
                      "mask_channel": cfg.data.mask_channel, "multiple": 2 ** cfg.model.depth,
@@ -376,7 +434,9 @@ class Trainer:
                   f"processes, resuming with {self.env.world_size}: samples per rank change",
                   file=sys.stderr)
         try:
-            _unwrap(self.model).load_state_dict(ck["model"])
+            _unwrap(self.model).load_state_dict(ck.get("model_raw", ck["model"]))
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(ck["model"])
         except RuntimeError as exc:
             raise BadInputError(path, f"checkpoint does not fit the configured model "
                                       f"({str(exc).splitlines()[0]}); use another train.run "
@@ -521,26 +581,43 @@ class Trainer:
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         opt.step()
+        if self.ema_model is not None:
+            self._update_ema()
         return value
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # the usual warm-up: early on the average follows the weights closely
+        step = self.state.step
+        decay = min(self.cfg.train.ema, (1.0 + step) / (10.0 + step))
+        raw = _unwrap(self.model).state_dict()
+        for key, value in self.ema_model.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(decay).add_(raw[key].to(value.dtype), alpha=1.0 - decay)
+            else:
+                value.copy_(raw[key])
 
     @torch.no_grad()
     def validate(self) -> dict:
         """Validation loss and damaged-bin NRMSE of the network and of the baseline."""
         from torch.utils.data import DataLoader
 
+        from badblock.data.dataset import collate_samples
+
         cfg = self.cfg
         self.model.eval()
         n = len(self.val_ds)
         idx = list(range(self.env.rank, n, self.env.world_size))
         loader = DataLoader(torch.utils.data.Subset(self.val_ds, idx),
-                            batch_size=cfg.data.batch_size, num_workers=0)
+                            batch_size=cfg.data.batch_size, num_workers=0,
+                            collate_fn=collate_samples)
         gen = _device_generator(self.device, cfg.run.seed + 104729 + self.env.rank)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         for raw in loader:
             b = prepare_batch(raw, cfg, self.device, gen, self.crop, augment=False)
             x = b.x.contiguous(memory_format=torch.channels_last) if self.channels_last else b.x
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = self.model(x)
+                pred = (self.ema_model or self.model)(x)
             a, c = self.crop
             pred = pred.float()[..., a:c, :]
             loss = self.loss_fn(pred, b.target, b.damage)
