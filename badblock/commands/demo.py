@@ -1,8 +1,9 @@
 """Run the whole chain on built-in simulated data: simulate -> preprocess -> train -> repair ->
 evaluate, ending in a report (report.png, metrics.json, report.md) under the output folder.
 
-  badblock demo -o demo-output            # about 5 minutes on 2 CPU cores
-  badblock demo -o /tmp/d --fast          # a minute: tiny data, few steps (what CI runs)
+  badblock demo -o demo-output            # about 1.5 minutes on 2 CPU cores (3 with
+                                          # --also-truth)
+  badblock demo -o /tmp/d --fast          # seconds: tiny data, few steps (what CI runs)
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ class ModelConfig:
     softplus_beta: float = 5.0
     out_channels: int = 1
     up_norm: bool = False  # norms in the up blocks (the tutorial's forward has none there)
+    # Feed the scanner's real-LOR pattern per (view, bin) (gap crystals) as a fixed extra input
+    # channel, stored with the weights. Inpaint task only; needs augment.view_roll and
+    # augment.radial_flip = 0 (they would move the data against the fixed map).
+    sensitivity_channel: bool = False
+    # With it: work per real LOR (count planes divided by the map, output multiplied by it).
+    sensitivity_per_lor: bool = False
+    # With both and data.mask_channel: add the in-plane normalised-convolution estimate of the
+    # centre plane as an input channel, Gaussian sigmas (views, bins); empty = off.
+    prior_sigma: list[float] = field(default_factory=list)
+    prior_residual: bool = False  # the network corrects that estimate instead of replacing it
 
 
 @dataclass
@@ -65,6 +75,8 @@ class LossConfig:
     # Weighted sum of terms: l1, mse, poisson, ssim, msssim.
     terms: dict = field(default_factory=lambda: {"mse": 1.0})
     damaged_weight: float = 1.0  # extra weight of damaged bins (1 = none)
+    # Pixel-wise terms over the damaged bins (f > 0) only: the bins repair takes from the network.
+    damaged_only: bool = False
     ssim_win: int = 3
 
 
@@ -98,4 +110,8 @@ class TrainConfig:
     tensorboard: bool = True
     requeue: bool = True  # under Slurm: scontrol requeue on SIGUSR2/SIGTERM
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
+    # Decay per optimiser step of an exponential moving average of the weights, which is then
+    # validated and checkpointed (what repair uses); 0 = off. The decay used at step s is
+    # min(ema, (1 + s) / (10 + s)) (the usual warm-up): short runs average over fewer steps.
+    ema: float = 0.0
     collapse_warmup: int = 2  # epochs before "network worse than the baseline" is flagged

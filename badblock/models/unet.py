@@ -14,6 +14,25 @@ The default configuration is the tutorial's network exactly as its ``forward`` r
   forward does not use them (``up_norm=True`` adds them);
 - two final 3x3 convs (ReLU between, the last with bias) and softplus with beta 5.
 
+Optional (``sensitivity_shape=(H, W)``, off by default): a fixed map ``[H, W]`` held as a buffer
+(saved with the weights, filled by the trainer with the scanner's real-LOR pattern per bin) and
+fed as one more input channel. Gap crystals give sinograms a fine pattern of zero- and
+half-sensitivity bins that the dead region hides; it is the same in every plane and known from
+the geometry, so the network is told rather than left to guess it. The input must then have
+exactly ``H x W`` (views padded as in training) and never be rolled or flipped against it.
+With ``per_lor_channels = n`` as well, the network works per real LOR, as the classical
+baselines do: the first ``n`` input channels (the count planes) are divided by the map where it
+is > 0 and the output is multiplied by it, so gap-crystal bins come out exactly 0 and the
+network only has to fill in a smooth per-LOR distribution. ``prior_sigma = (sv, sb)`` (per-LOR
+only; the input channel right after the ``n`` count planes must be the centre plane's lost
+fraction f, the data's mask channel) adds one more input channel: the normalised convolution of
+the centre plane per LOR -- ``G * counts / G * ((1 - f) sens)`` with a Gaussian ``G`` of sigmas
+``sv`` views and ``sb`` bins, 0 where nothing is near -- the classical gap-filling estimate
+(``baselines.normconv`` within the plane), which the network then corrects. The division a
+ReLU network would otherwise have to approximate is done exactly. ``prior_residual``: the
+network's last layer adds to that estimate (before the softplus) instead of replacing it, so
+training starts from the classical estimate and learns the correction.
+
 The tutorial's module also registers layers its forward never calls (the stride-2 conv of the
 first down block, the up blocks' and last norms); they hold parameters but do nothing, so they
 are left out here and :func:`parameter_count` counts only what runs.
@@ -109,7 +128,10 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 5, out_channels: int = 1, width: int = 64,
                  depth: int = 2, bottom_convs: int = 5, kernel_size: int = 3,
                  norm: str = "batch", upsample: int = 1, refine_blocks: int = 0,
-                 softplus_beta: float = 5.0, up_norm: bool = False):
+                 softplus_beta: float = 5.0, up_norm: bool = False,
+                 sensitivity_shape: tuple[int, int] | list[int] | None = None,
+                 per_lor_channels: int = 0, prior_sigma: tuple[float, float] | None = None,
+                 prior_residual: bool = False):
         super().__init__()
         _check("model.in_planes", in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
         _check("model.out_channels", out_channels >= 1, f"must be >= 1, got {out_channels}")
@@ -123,15 +145,51 @@ class UNet(nn.Module):
                f"must be 1 (transposed conv), 2 (nearest) or 3 (area), got {upsample!r}")
         _check("model.refine_blocks", refine_blocks >= 0, f"must be >= 0, got {refine_blocks}")
         _check("model.softplus_beta", softplus_beta > 0, f"must be > 0, got {softplus_beta}")
+        if sensitivity_shape is not None:
+            sensitivity_shape = [int(v) for v in sensitivity_shape]
+            _check("model.sensitivity_shape", len(sensitivity_shape) == 2 and
+                   min(sensitivity_shape) >= 1, f"must be [H, W], got {sensitivity_shape}")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, width=width,
                            depth=depth, bottom_convs=bottom_convs, kernel_size=kernel_size,
                            norm=norm, upsample=upsample, refine_blocks=refine_blocks,
                            softplus_beta=softplus_beta, up_norm=up_norm)
+        if sensitivity_shape is not None:
+            # only when used, so checkpoints of plain UNets keep their exact config
+            self.config["sensitivity_shape"] = sensitivity_shape
+            _check("model.per_lor_channels", 0 <= per_lor_channels <= in_channels,
+                   f"must be in 0..{in_channels}, got {per_lor_channels}")
+            if per_lor_channels:
+                self.config["per_lor_channels"] = int(per_lor_channels)
+            if prior_sigma:
+                prior_sigma = [float(v) for v in prior_sigma]
+                _check("model.prior_sigma", len(prior_sigma) == 2 and min(prior_sigma) > 0
+                       and 0 < per_lor_channels < in_channels,
+                       "needs two sigmas > 0 (views, bins), the per-LOR mode and a mask channel "
+                       f"after the count planes; got {prior_sigma}")
+                self.config["prior_sigma"] = prior_sigma
+                if prior_residual:
+                    self.config["prior_residual"] = True
+            self.register_buffer("sensitivity", torch.zeros(1, 1, *sensitivity_shape))
+        else:
+            self.sensitivity = None
+            _check("model.per_lor_channels", per_lor_channels == 0,
+                   "needs the sensitivity map (sensitivity_shape)")
+        self.per_lor = int(per_lor_channels) if sensitivity_shape is not None else 0
+        self.prior_sigma = self.config.get("prior_sigma")
+        _check("model.prior_residual", not prior_residual or bool(self.prior_sigma),
+               "needs model.prior_sigma")
+        self.prior_residual = bool(prior_residual)
+        if self.prior_sigma:
+            for i, sigma in enumerate(self.prior_sigma):
+                r = max(1, int(round(3 * sigma)))
+                g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+                self.register_buffer(f"_prior_g{i}", g / g.sum(), persistent=False)
         self.depth = depth
         k = kernel_size
         widths = [width * 2**i for i in range(depth + 1)]
+        first = in_channels + int(sensitivity_shape is not None) + int(bool(self.prior_sigma))
         self.downs = nn.ModuleList(
-            DownBlock(in_channels if i == 0 else widths[i - 1], widths[i], i > 0, k, norm)
+            DownBlock(first if i == 0 else widths[i - 1], widths[i], i > 0, k, norm)
             for i in range(depth + 1))
         self.bottom = ConvStack(widths[-1], widths[-1], bottom_convs, k, norm)
         self.ups = nn.ModuleList(
@@ -142,6 +200,21 @@ class UNet(nn.Module):
         self.last_conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.last_conv2 = nn.Conv2d(width, out_channels, 3, padding=1)
         self.softplus = nn.Softplus(beta=softplus_beta)
+
+    def _smooth(self, x: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian over views and bins of ``[N, 1, H, W]`` (zero padding)."""
+        g0, g1 = self._prior_g0.to(x.dtype), self._prior_g1.to(x.dtype)
+        x = F.conv2d(x, g0.view(1, 1, -1, 1), padding=(g0.numel() // 2, 0))
+        return F.conv2d(x, g1.view(1, 1, 1, -1), padding=(0, g1.numel() // 2))
+
+    def _prior(self, x: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+        """Normalised convolution of the centre plane per LOR ``[N, 1, H, W]`` (``x``: input
+        with the count planes already per LOR)."""
+        n = self.per_lor
+        centre = x[:, n // 2:n // 2 + 1] * sens  # counts again (per-LOR times the map)
+        keep = (1.0 - x[:, n:n + 1]).clamp(0.0, 1.0) * sens
+        num, den = self._smooth(centre), self._smooth(keep)
+        return torch.where(den > 1e-3, num / den.clamp(min=1e-3), torch.zeros_like(num))
 
     @property
     def multiple(self) -> int:
@@ -158,6 +231,20 @@ class UNet(nn.Module):
             raise BadInputError("model input", f"plane size {h}x{w} is not divisible by "
                                 f"2**depth = {m} (pad the views, e.g. with data views_to, or lower "
                                 "model.depth)")
+        if self.sensitivity is not None:
+            if tuple(x.shape[-2:]) != tuple(self.sensitivity.shape[-2:]):
+                raise BadInputError("model input", f"plane size {h}x{w} differs from the "
+                                    f"sensitivity map {list(self.sensitivity.shape[-2:])} the "
+                                    "network was trained with")
+            sens = self.sensitivity.to(x.dtype)
+            if self.per_lor:
+                inv = torch.where(sens > 0, 1.0 / sens.clamp(min=1e-6), torch.zeros_like(sens))
+                x = torch.cat([x[:, :self.per_lor] * inv, x[:, self.per_lor:]], 1)
+            extra = [sens.expand(x.shape[0], -1, -1, -1)]
+            if self.prior_sigma:
+                prior = self._prior(x, sens)
+                extra.append(prior)
+            x = torch.cat([x] + extra, 1)
         skips = []
         for block in self.downs:
             x = block(x)
@@ -167,7 +254,12 @@ class UNet(nn.Module):
             x = block(skip, x)
         x = self.refine(x)
         x = self.last_conv2(F.relu(self.last_conv1(x)))
-        return self.softplus(x)
+        if self.prior_residual:
+            x = x + prior
+        x = self.softplus(x)
+        if self.per_lor:
+            x = x * self.sensitivity.to(x.dtype)
+        return x
 
     def describe(self) -> str:
         """One line for logs: the configuration and the parameter count."""
@@ -176,7 +268,11 @@ class UNet(nn.Module):
         return (f"UNet {c['in_channels']}->{c['out_channels']} width {c['width']} depth "
                 f"{c['depth']} bottom {c['bottom_convs']} kernel {c['kernel_size']} norm "
                 f"{c['norm']} up {up}{' +norm' if c['up_norm'] else ''} refine "
-                f"{c['refine_blocks']} softplus(beta={c['softplus_beta']:g}): "
+                f"{c['refine_blocks']} softplus(beta={c['softplus_beta']:g})"
+                f"{' +sensitivity channel' if self.sensitivity is not None else ''}"
+                f"{f' (per LOR, {self.per_lor} planes)' if self.per_lor else ''}"
+                f"{f' +prior sigma {self.prior_sigma}' if self.prior_sigma else ''}"
+                f"{' (residual)' if self.prior_residual else ''}: "
                 f"{parameter_count(self):,} parameters; input sides multiple of {self.multiple}")
 
 
@@ -190,11 +286,18 @@ def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_model(cfg, in_channels: int | None = None) -> UNet:
+def build_model(cfg, in_channels: int | None = None,
+                sensitivity_shape: tuple[int, int] | None = None,
+                per_lor_channels: int = 0) -> UNet:
     """A :class:`UNet` from a ``ModelConfig``; ``in_channels`` (2k+1 planes, +1 with the mask
-    channel) overrides ``cfg.in_planes``."""
+    channel) overrides ``cfg.in_planes``; ``sensitivity_shape`` ``(H, W)`` adds the fixed
+    sensitivity channel (its values are set by the caller), ``per_lor_channels`` the per-LOR
+    working of the first that many channels."""
     return UNet(in_channels=cfg.in_planes if in_channels is None else in_channels,
                 out_channels=getattr(cfg, "out_channels", 1), width=cfg.width, depth=cfg.depth,
                 bottom_convs=cfg.bottom_convs, kernel_size=cfg.kernel_size, norm=cfg.norm,
                 upsample=cfg.upsample, refine_blocks=cfg.refine_blocks,
-                softplus_beta=cfg.softplus_beta, up_norm=getattr(cfg, "up_norm", False))
+                softplus_beta=cfg.softplus_beta, up_norm=getattr(cfg, "up_norm", False),
+                sensitivity_shape=sensitivity_shape, per_lor_channels=per_lor_channels,
+                prior_sigma=list(getattr(cfg, "prior_sigma", None) or []) or None,
+                prior_residual=getattr(cfg, "prior_residual", False))

@@ -92,11 +92,15 @@ class Loss(nn.Module):
 
     ``damaged_weight`` w: pixel-wise terms (l1, mse, poisson) weight each bin by
     ``1 + (w - 1) * damage`` (damage = lost fraction) and divide by the summed weights; SSIM terms
-    are whole-plane measures and stay unweighted. SSIM terms enter as ``1 - index`` with
-    ``data_range`` = the target batch's range (inputs are normalised, not 0..255).
+    are whole-plane measures and stay unweighted. ``damaged_only``: pixel-wise terms average over
+    the bins with damage > 0 only -- exactly the bins repair takes from the network (data
+    consistency copies the others), so no gradient is spent on copying undamaged bins. SSIM
+    terms enter as ``1 - index`` with ``data_range`` = the target batch's range (inputs are
+    normalised, not 0..255).
     """
 
-    def __init__(self, terms: dict, damaged_weight: float = 1.0, ssim_win: int = 3):
+    def __init__(self, terms: dict, damaged_weight: float = 1.0, ssim_win: int = 3,
+                 damaged_only: bool = False):
         super().__init__()
         if not terms:
             raise BadInputError("loss.terms", "no loss terms given")
@@ -113,6 +117,7 @@ class Loss(nn.Module):
             raise BadInputError("loss.ssim_win", f"must be odd and >= 1, got {ssim_win}")
         self.terms = {k: float(v) for k, v in terms.items()}
         self.damaged_weight = float(damaged_weight)
+        self.damaged_only = bool(damaged_only)
         self.ssim_win = ssim_win
         self.last_levels: int | None = None
         self.last_terms: dict[str, float] = {}
@@ -130,9 +135,12 @@ class Loss(nn.Module):
     def _total(self, pred: torch.Tensor, target: torch.Tensor,
                damage: torch.Tensor | None) -> torch.Tensor:
         weight = None
-        if damage is not None and self.damaged_weight != 1.0:
-            if damage.ndim == pred.ndim - 1:
-                damage = damage.unsqueeze(1)
+        if damage is not None and damage.ndim == pred.ndim - 1:
+            damage = damage.unsqueeze(1)
+        if damage is not None and self.damaged_only:
+            # a batch without damaged bins (denoise/paired data) falls back to every bin
+            weight = (damage > 0).float().expand_as(pred) if bool((damage > 0).any()) else None
+        elif damage is not None and self.damaged_weight != 1.0:
             weight = (1.0 + (self.damaged_weight - 1.0) * damage.float()).expand_as(pred)
 
         def mean(per_bin: torch.Tensor) -> torch.Tensor:
@@ -175,7 +183,9 @@ class Loss(nn.Module):
         """One line for logs; ``plane=(V, B)`` names the MS-SSIM scales used for that size."""
         sum_text = " + ".join(f"{w:g}*{k}" for k, w in self.terms.items())
         text = f"loss {sum_text}"
-        if self.damaged_weight != 1.0:
+        if self.damaged_only:
+            text += "; pixel-wise terms over damaged bins only"
+        elif self.damaged_weight != 1.0:
             text += f"; damaged bins weighted x{self.damaged_weight:g} (pixel-wise terms)"
         if any(k in self.terms for k in ("ssim", "msssim")):
             text += f"; SSIM window {self.ssim_win} (Gaussian sigma 1.5), data range = target range"
@@ -193,4 +203,5 @@ class Loss(nn.Module):
 
 def build_loss(cfg) -> Loss:
     """A :class:`Loss` from a ``LossConfig``."""
-    return Loss(dict(cfg.terms), damaged_weight=cfg.damaged_weight, ssim_win=cfg.ssim_win)
+    return Loss(dict(cfg.terms), damaged_weight=cfg.damaged_weight, ssim_win=cfg.ssim_win,
+                damaged_only=getattr(cfg, "damaged_only", False))

@@ -108,3 +108,58 @@ def test_channels_last_gives_the_same_output():
     ref = model(x)
     cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+
+
+def _sensitivity_unet(**kw) -> UNet:
+    net = UNet(in_channels=6, width=4, depth=2, bottom_convs=1, sensitivity_shape=(12, 16),
+               per_lor_channels=5, **kw)
+    with torch.no_grad():
+        net.sensitivity.fill_(1.0)
+        net.sensitivity[..., ::4] = 0.0  # "gap crystal" columns
+        net.sensitivity[..., 1::4] = 0.5
+    return net.eval()
+
+
+def test_sensitivity_map_travels_with_the_weights_and_gaps_come_out_zero():
+    net = _sensitivity_unet(prior_sigma=(1.5, 1.0), prior_residual=True)
+    x = torch.rand(2, 6, 12, 16)
+    x[:, 5] = 0.0
+    x[:, 5, 3:7, 4:10] = 1.0  # the mask channel: a dead patch
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (2, 1, 12, 16)
+    assert torch.all(y[..., ::4] == 0) and torch.all(y[..., 2::4] > 0)
+    again = UNet(**net.config)  # as Predictor.from_checkpoint builds it
+    again.load_state_dict(net.state_dict())
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), y)
+    assert again.config["sensitivity_shape"] == [12, 16]
+    assert "sensitivity channel" in again.describe() and "residual" in again.describe()
+    with pytest.raises(BadInputError, match="sensitivity map"):
+        net(torch.rand(1, 6, 8, 16))
+
+
+def test_prior_is_the_in_plane_normalised_convolution():
+    net = _sensitivity_unet(prior_sigma=(1.0, 1.0))
+    sens = net.sensitivity
+    level = 3.0
+    counts = level * sens.expand(1, 5, -1, -1).clone()  # a flat per-LOR activity of 3
+    mask = torch.zeros(1, 1, 12, 16)
+    mask[..., 4:8, 6:10] = 1.0  # a dead patch: those counts are gone
+    counts[:, 2:3] = counts[:, 2:3] * (1 - mask)
+    x = torch.cat([counts / sens.clamp(min=1e-6) * (sens > 0), mask], 1)
+    prior = net._prior(x, sens)
+    # a flat activity is recovered exactly wherever anything is near, the dead patch included
+    torch.testing.assert_close(prior, torch.full_like(prior, level), rtol=1e-4, atol=1e-4)
+
+
+def test_per_lor_and_prior_options_are_checked():
+    with pytest.raises(BadInputError, match="per_lor"):
+        UNet(in_channels=6, per_lor_channels=5)  # no sensitivity map
+    with pytest.raises(BadInputError, match="prior_sigma"):
+        UNet(in_channels=5, sensitivity_shape=(12, 16), per_lor_channels=5, prior_sigma=(1, 1))
+    with pytest.raises(BadInputError, match="prior_residual"):
+        UNet(in_channels=6, sensitivity_shape=(12, 16), per_lor_channels=5, prior_residual=True)
+    plain = UNet(in_channels=5, width=4)
+    assert "sensitivity_shape" not in plain.config and plain.sensitivity is None

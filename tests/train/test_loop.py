@@ -129,3 +129,42 @@ def test_restarting_a_finished_run_changes_nothing(tmp_path, store_dir):
     ref = torch.load(__import__("io").BytesIO(before), weights_only=True)
     for k, v in ref["model"].items():
         assert torch.equal(v, after["model"][k])
+
+
+def test_sensitivity_prior_and_ema_train_and_repair_alike(tmp_path, store_dir):
+    # the demo's network: fixed gap-crystal map, per-LOR working, in-plane prior (residual),
+    # loss on damaged bins only, averaged weights
+    sets = {"train.epochs": 2, "data.mask_channel": True, "data.normalise": "mean",
+            "model.sensitivity_channel": True, "model.sensitivity_per_lor": True,
+            "model.prior_sigma": [1.5, 1.0], "model.prior_residual": True,
+            "loss.damaged_only": True, "train.ema": 0.9,
+            "augment.view_roll": 0.0, "augment.radial_flip": 0.0}
+    run = _run(tmp_path, store_dir, **sets)
+    rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["nrmse_net"]) and np.isfinite(rec["train_loss"])
+    ck = load_checkpoint(run / "checkpoint_final.pt")
+    assert ck["model_config"]["sensitivity_shape"] == [36, 64]
+    assert ck["model_config"]["per_lor_channels"] == 5
+    # the map is the mini scanner's real-LOR share: gap-crystal bins 0, at most 1
+    sens = ck["model"]["sensitivity"]
+    assert float(sens.min()) == 0.0 and float(sens.max()) == 1.0
+    # the averaged weights are what is saved for repair; the raw ones ride along for resume
+    assert "model_raw" in ck
+    assert any(not torch.equal(ck["model"][k], ck["model_raw"][k]) for k in ck["model"]
+               if ck["model"][k].dtype.is_floating_point and k != "sensitivity")
+    pred = Predictor.from_checkpoint(run / "checkpoint_final.pt", "cpu")
+    rng = np.random.default_rng(1)
+    stacks = rng.poisson(5.0, size=(2, 5, 36, 64)).astype(np.float32)
+    masks = np.zeros_like(stacks)
+    masks[:, :, 10:20, 20:30] = 1.0
+    out = pred(stacks, masks)
+    # per-LOR working: bins without real LORs come out exactly 0
+    gaps = (sens[0, 0] == 0).numpy()
+    assert gaps.any() and np.all(out[:, gaps] == 0)
+
+
+def test_sensitivity_channel_refuses_geometric_augmentation(tmp_path, store_dir):
+    with pytest.raises(BadInputError, match="view_roll"):
+        _run(tmp_path, store_dir, **{"train.epochs": 1, "model.sensitivity_channel": True})
+    with pytest.raises(BadInputError, match="train.ema"):
+        train(tiny_config(tmp_path, **{"train.ema": 1.0}))

@@ -121,3 +121,21 @@ def test_loss_is_fp32_under_bf16_autocast():
         auto = Loss({"l1": 1.0, "msssim": 1.0})(noisy.bfloat16(), truth)
     assert auto.dtype == torch.float32
     torch.testing.assert_close(auto, plain, rtol=1e-2, atol=1e-2)
+
+
+def test_damaged_only_scores_only_damaged_bins():
+    target, pred = planes(seed=1)
+    damage = torch.zeros_like(pred)
+    damage[..., 10:20, 5:25] = 0.3
+    loss = Loss({"mse": 1.0}, damaged_only=True)
+    sel = damage > 0
+    expected = ((pred - target) ** 2)[sel].mean()
+    torch.testing.assert_close(loss(pred, target, damage), expected)
+    # undamaged bins do not matter at all
+    changed = torch.where(sel, pred, pred + 5.0)
+    torch.testing.assert_close(loss(changed, target, damage), expected)
+    # no damaged bin in the batch (denoise data): the whole plane counts
+    torch.testing.assert_close(loss(pred, target, torch.zeros_like(pred)),
+                               ((pred - target) ** 2).mean())
+    assert "damaged bins only" in loss.describe()
+    assert build_loss(load_config(None, ["loss.damaged_only=true"], env={}).loss).damaged_only
