@@ -187,3 +187,39 @@ def augmentor_pipeline(cfg) -> Callable[..., list[np.ndarray]]:
 
     apply.operations = [type(op).__name__ for op in operations]
     return apply
+
+
+_PIPELINES: dict = {}
+
+
+def augment_images(inp: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """Image-domain batch augmentation with the tutorial's Augmentor pipeline.
+
+    ``inp`` ``[N, C, H, W]``, ``target`` ``[N, 1, H, W]``, ``mask`` ``[N, C, H, W]``: every plane
+    of one sample gets the same random zoom / flip / rotation (one Augmentor ``DataPipeline``
+    draw, seeded from ``generator``, so a run is reproducible); samples differ. Runs on the CPU
+    in float32 (Augmentor works on PIL images) and returns tensors on the inputs' device.
+    Sinogram-aware augmentation (:func:`augment_batch`) would be wrong for images: an image has
+    no flipped wrap.
+    """
+    key = tuple(sorted(vars(cfg).items()))
+    apply = _PIPELINES.get(key)
+    if apply is None:
+        apply = _PIPELINES[key] = augmentor_pipeline(cfg)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    seeds = torch.randint(0, 2**31 - 1, (inp.shape[0],), generator=generator,
+                          device=gen_device).tolist()
+    parts = [inp, target, mask]
+    host = [t.detach().to("cpu", torch.float32).numpy() for t in parts]
+    sizes = [a.shape[1] for a in host]
+    out = [np.empty_like(a) for a in host]
+    for i, seed in enumerate(seeds):
+        planes = [np.ascontiguousarray(a[i, c]) for a in host for c in range(a.shape[1])]
+        done = apply(planes, seed=seed)
+        j = 0
+        for o, n in zip(out, sizes):
+            for c in range(n):
+                o[i, c] = done[j]
+                j += 1
+    return tuple(torch.from_numpy(o).to(t.device, t.dtype) for o, t in zip(out, parts))

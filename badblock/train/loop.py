@@ -131,6 +131,11 @@ def build_data(cfg: Config, multiple: int):
                                          "or paired")
     n_views = store.shape[2]
     views_to = d.views_to or padded_views(n_views, multiple)
+    if store.kind == "image" and views_to != n_views:
+        # The flipped wrap pads sinograms; an image's rows do not continue that way.
+        raise BadInputError(store.path, f"image height {n_views} is not a multiple of "
+                                        f"2**model.depth = {multiple}: crop or pad the volumes "
+                                        "(or lower model.depth)")
     if views_to < n_views or views_to % multiple:
         raise BadInputError("data.views_to", f"{views_to} must be >= {n_views} views and a "
                                              f"multiple of 2**model.depth = {multiple}")
@@ -177,7 +182,8 @@ def build_data(cfg: Config, multiple: int):
     n_val = max(1, cfg.train.val_batches) * d.batch_size
     val_ds = PlaneDataset(val_scans, val_spec, masks=val_mask, targets=targets_val,
                           length=n_val, with_truth=True, **common)
-    info = {"store": os.fspath(store.path), "views": n_views, "views_to": views_to,
+    info = {"store": os.fspath(store.path), "kind": store.kind, "views": n_views,
+            "views_to": views_to,
             "bins": store.shape[3], "scanner": None if scanner is None else scanner.name,
             "train_scans": len(train_scans), "val_scans": len(val_scans),
             "reference": "truth" if all(s.truth is not None for s in val_scans) and
@@ -248,9 +254,13 @@ def _counts_to(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def prepare_batch(raw: dict, cfg: Config, device: torch.device, gen: torch.Generator,
-                  crop: tuple[int, int], augment: bool) -> Batch:
-    """Thin, augment, normalise a loader batch on ``device`` (all randomness from ``gen``)."""
-    from badblock.data.augment import augment_batch
+                  crop: tuple[int, int], augment: bool, image: bool = False) -> Batch:
+    """Thin, augment, normalise a loader batch on ``device`` (all randomness from ``gen``).
+
+    ``image``: image-domain data (a store of kind 'image'): Augmentor instead of the
+    sinogram-aware augmentation, when ``augment.augmentor`` is on.
+    """
+    from badblock.data.augment import augment_batch, augment_images
     from badblock.data.corruption import thin
 
     d = cfg.data
@@ -262,7 +272,10 @@ def prepare_batch(raw: dict, cfg: Config, device: torch.device, gen: torch.Gener
     else:
         clean = _counts_to(raw["clean"], device)
         inp = clean if d.task == "paired" else thin(clean, 1.0 - mask, gen)
-    if augment and cfg.augment.enabled:
+    if augment and cfg.augment.enabled and image:
+        if cfg.augment.augmentor:
+            inp, target, mask = augment_images(inp, target, mask, cfg.augment, gen)
+    elif augment and cfg.augment.enabled:
         inp, target, mask = augment_batch(
             inp, target, mask, cfg.augment, gen, real_views=crop,
             target_mode="mean" if d.target == "truth" else "counts")
@@ -560,7 +573,8 @@ class Trainer:
         # Re-seeding per step makes every batch's damage a function of (seed, rank, step): a
         # resumed run, or any rank of a resumed DDP job, draws exactly what it would have drawn.
         self.gen.manual_seed(step_seed(cfg.run.seed, self.env.rank, self.state.step))
-        b = prepare_batch(raw, cfg, self.device, self.gen, self.crop, augment=True)
+        b = prepare_batch(raw, cfg, self.device, self.gen, self.crop, augment=True,
+                          image=self.info["kind"] == "image")
         x = b.x.contiguous(memory_format=torch.channels_last) if self.channels_last else b.x
         opt = self.schedule.optimizer
         opt.zero_grad(set_to_none=True)
