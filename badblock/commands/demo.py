@@ -1,7 +1,7 @@
 """Run the whole chain on built-in simulated data: simulate -> preprocess -> train -> repair ->
 evaluate, ending in a report (report.png, metrics.json, report.md) under the output folder.
 
-  badblock demo -o demo-output            # about 1.5 minutes on 2 CPU cores (3 with
+  badblock demo -o demo-output            # about 1 minute on 2 CPU cores (3 with
                                           # --also-truth)
   badblock demo -o /tmp/d --fast          # seconds: tiny data, few steps (what CI runs)
 """

@@ -13,6 +13,9 @@ class DataConfig:
     task: Literal["inpaint", "denoise", "paired"] = "inpaint"
     context: int = 2  # k: the input holds 2k+1 neighbouring planes
     mask_channel: bool = False  # add the mask as an extra input channel
+    # With mask_channel: pass the mask of every one of the 2k+1 planes (how much each
+    # neighbouring plane lost), not only the centre plane's.
+    mask_stack: bool = False
     # Dead-block positions drawn per sample for the inpaint task ("T:A"); empty = all blocks.
     train_blocks: list[str] = field(default_factory=list)
     blocks_per_sample: int = 1
@@ -65,7 +68,8 @@ class ModelConfig:
     # With it: work per real LOR (count planes divided by the map, output multiplied by it).
     sensitivity_per_lor: bool = False
     # With both and data.mask_channel: add the in-plane normalised-convolution estimate of the
-    # centre plane as an input channel, Gaussian sigmas (views, bins); empty = off.
+    # centre plane as an input channel, Gaussian sigmas (views, bins); empty = off. Three sigmas
+    # (planes, views, bins) with data.mask_stack: the estimate across the stack's planes.
     prior_sigma: list[float] = field(default_factory=list)
     prior_residual: bool = False  # the network corrects that estimate instead of replacing it
 

@@ -33,6 +33,15 @@ ReLU network would otherwise have to approximate is done exactly. ``prior_residu
 network's last layer adds to that estimate (before the softplus) instead of replacing it, so
 training starts from the classical estimate and learns the correction.
 
+``mask_planes = n`` (default 1): the input carries the lost fraction of every one of the ``n``
+count planes (right after them), not only the centre plane's. Then ``prior_sigma = (sp, sv,
+sb)`` makes the estimate 3-D, as ``baselines.normconv`` is: every plane's counts and its own
+``(1 - f) sens`` are smoothed in-plane and summed over planes with Gaussian weights of sigma
+``sp`` planes. Neighbouring planes of a compressed sinogram hold different numbers of ring
+pairs (and a slightly different object), so each plane's counts are first brought to the
+centre plane's level: scaled by the ratio of the centre plane's counts to its own, summed over
+the bins that neither plane lost (per LOR).
+
 The tutorial's module also registers layers its forward never calls (the stride-2 conv of the
 first down block, the up blocks' and last norms); they hold parameters but do nothing, so they
 are left out here and :func:`parameter_count` counts only what runs.
@@ -130,8 +139,8 @@ class UNet(nn.Module):
                  norm: str = "batch", upsample: int = 1, refine_blocks: int = 0,
                  softplus_beta: float = 5.0, up_norm: bool = False,
                  sensitivity_shape: tuple[int, int] | list[int] | None = None,
-                 per_lor_channels: int = 0, prior_sigma: tuple[float, float] | None = None,
-                 prior_residual: bool = False):
+                 per_lor_channels: int = 0, prior_sigma: tuple[float, ...] | None = None,
+                 prior_residual: bool = False, mask_planes: int = 1):
         super().__init__()
         _check("model.in_planes", in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
         _check("model.out_channels", out_channels >= 1, f"must be >= 1, got {out_channels}")
@@ -160,12 +169,20 @@ class UNet(nn.Module):
                    f"must be in 0..{in_channels}, got {per_lor_channels}")
             if per_lor_channels:
                 self.config["per_lor_channels"] = int(per_lor_channels)
+            if mask_planes != 1:
+                _check("data.mask_stack", mask_planes == per_lor_channels > 0
+                       and in_channels >= 2 * per_lor_channels,
+                       f"{mask_planes} mask planes need as many per-LOR count planes before them")
+                self.config["mask_planes"] = int(mask_planes)
             if prior_sigma:
                 prior_sigma = [float(v) for v in prior_sigma]
-                _check("model.prior_sigma", len(prior_sigma) == 2 and min(prior_sigma) > 0
+                _check("model.prior_sigma", len(prior_sigma) in (2, 3) and min(prior_sigma) > 0
                        and 0 < per_lor_channels < in_channels,
-                       "needs two sigmas > 0 (views, bins), the per-LOR mode and a mask channel "
-                       f"after the count planes; got {prior_sigma}")
+                       "needs two sigmas > 0 (views, bins) or three (planes, views, bins), the "
+                       f"per-LOR mode and a mask channel after the count planes; got {prior_sigma}")
+                _check("model.prior_sigma", len(prior_sigma) == 2 or mask_planes > 1,
+                       "three sigmas (planes, views, bins) need the mask of every plane "
+                       "(data.mask_stack)")
                 self.config["prior_sigma"] = prior_sigma
                 if prior_residual:
                     self.config["prior_residual"] = True
@@ -175,15 +192,21 @@ class UNet(nn.Module):
             _check("model.per_lor_channels", per_lor_channels == 0,
                    "needs the sensitivity map (sensitivity_shape)")
         self.per_lor = int(per_lor_channels) if sensitivity_shape is not None else 0
+        self.mask_planes = int(self.config.get("mask_planes", 1))
         self.prior_sigma = self.config.get("prior_sigma")
         _check("model.prior_residual", not prior_residual or bool(self.prior_sigma),
                "needs model.prior_sigma")
         self.prior_residual = bool(prior_residual)
         if self.prior_sigma:
-            for i, sigma in enumerate(self.prior_sigma):
+            # in-plane kernels _prior_g0 (views), _prior_g1 (bins); 3-D: plane weights too
+            for i, sigma in enumerate(self.prior_sigma[-2:]):
                 r = max(1, int(round(3 * sigma)))
                 g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
                 self.register_buffer(f"_prior_g{i}", g / g.sum(), persistent=False)
+            if len(self.prior_sigma) == 3:
+                off = torch.arange(self.per_lor, dtype=torch.float32) - self.per_lor // 2
+                w = torch.exp(-0.5 * (off / self.prior_sigma[0]) ** 2)
+                self.register_buffer("_prior_gp", w.view(1, -1, 1, 1), persistent=False)
         self.depth = depth
         k = kernel_size
         widths = [width * 2**i for i in range(depth + 1)]
@@ -208,12 +231,26 @@ class UNet(nn.Module):
         return F.conv2d(x, g1.view(1, 1, 1, -1), padding=(0, g1.numel() // 2))
 
     def _prior(self, x: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-        """Normalised convolution of the centre plane per LOR ``[N, 1, H, W]`` (``x``: input
-        with the count planes already per LOR)."""
-        n = self.per_lor
-        centre = x[:, n // 2:n // 2 + 1] * sens  # counts again (per-LOR times the map)
-        keep = (1.0 - x[:, n:n + 1]).clamp(0.0, 1.0) * sens
-        num, den = self._smooth(centre), self._smooth(keep)
+        """Normalised convolution per LOR ``[N, 1, H, W]`` of the centre plane, or across the
+        planes with three sigmas (``x``: input with the count planes already per LOR)."""
+        n, c = self.per_lor, self.per_lor // 2
+        if len(self.prior_sigma) == 2:
+            counts = x[:, c:c + 1] * sens  # counts again (per-LOR times the map)
+            keep = (1.0 - x[:, n + self.mask_planes // 2:][:, :1]).clamp(0.0, 1.0) * sens
+            num, den = self._smooth(counts), self._smooth(keep)
+        else:
+            counts = x[:, :n] * sens  # [N, n, H, W]
+            kept = (1.0 - x[:, n:2 * n]).clamp(0.0, 1.0)
+            # each plane's level against the centre plane's, over bins neither plane lost
+            both = (kept >= 1.0) & (kept[:, c:c + 1] >= 1.0)
+            own = (counts * both).sum(dim=(2, 3), keepdim=True)
+            ref = (counts[:, c:c + 1] * both).sum(dim=(2, 3), keepdim=True)
+            gain = torch.where(own > 0, ref / own.clamp(min=1e-6), torch.ones_like(own))
+            gain = torch.where(ref > 0, gain, torch.ones_like(gain))
+            w = self._prior_gp.to(x.dtype)
+            num = (w * gain * counts).sum(dim=1, keepdim=True)
+            den = (w * kept * sens).sum(dim=1, keepdim=True)
+            num, den = self._smooth(num), self._smooth(den)
         return torch.where(den > 1e-3, num / den.clamp(min=1e-3), torch.zeros_like(num))
 
     @property
@@ -271,6 +308,7 @@ class UNet(nn.Module):
                 f"{c['refine_blocks']} softplus(beta={c['softplus_beta']:g})"
                 f"{' +sensitivity channel' if self.sensitivity is not None else ''}"
                 f"{f' (per LOR, {self.per_lor} planes)' if self.per_lor else ''}"
+                f"{f' {self.mask_planes} mask planes' if self.mask_planes > 1 else ''}"
                 f"{f' +prior sigma {self.prior_sigma}' if self.prior_sigma else ''}"
                 f"{' (residual)' if self.prior_residual else ''}: "
                 f"{parameter_count(self):,} parameters; input sides multiple of {self.multiple}")
@@ -288,11 +326,12 @@ def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:
 
 def build_model(cfg, in_channels: int | None = None,
                 sensitivity_shape: tuple[int, int] | None = None,
-                per_lor_channels: int = 0) -> UNet:
+                per_lor_channels: int = 0, mask_planes: int = 1) -> UNet:
     """A :class:`UNet` from a ``ModelConfig``; ``in_channels`` (2k+1 planes, +1 with the mask
-    channel) overrides ``cfg.in_planes``; ``sensitivity_shape`` ``(H, W)`` adds the fixed
-    sensitivity channel (its values are set by the caller), ``per_lor_channels`` the per-LOR
-    working of the first that many channels."""
+    channel, +2k+1 with the mask stack) overrides ``cfg.in_planes``; ``sensitivity_shape``
+    ``(H, W)`` adds the fixed sensitivity channel (its values are set by the caller),
+    ``per_lor_channels`` the per-LOR working of the first that many channels, ``mask_planes``
+    the number of mask channels after them (1: the centre plane's only)."""
     return UNet(in_channels=cfg.in_planes if in_channels is None else in_channels,
                 out_channels=getattr(cfg, "out_channels", 1), width=cfg.width, depth=cfg.depth,
                 bottom_convs=cfg.bottom_convs, kernel_size=cfg.kernel_size, norm=cfg.norm,
@@ -300,4 +339,4 @@ def build_model(cfg, in_channels: int | None = None,
                 softplus_beta=cfg.softplus_beta, up_norm=getattr(cfg, "up_norm", False),
                 sensitivity_shape=sensitivity_shape, per_lor_channels=per_lor_channels,
                 prior_sigma=list(getattr(cfg, "prior_sigma", None) or []) or None,
-                prior_residual=getattr(cfg, "prior_residual", False))
+                prior_residual=getattr(cfg, "prior_residual", False), mask_planes=mask_planes)

@@ -280,7 +280,7 @@ def prepare_batch(raw: dict, cfg: Config, device: torch.device, gen: torch.Gener
             inp, target, mask, cfg.augment, gen, real_views=crop,
             target_mode="mean" if d.target == "truth" else "counts")
     scale = normalise_scale(inp, d.normalise)
-    x = network_input(inp, mask, scale, k, d.mask_channel)
+    x = network_input(inp, mask, scale, k, d.mask_channel, d.mask_stack)
     a, b = crop
     truth = raw.get("truth")
     return Batch(x=x, target=(target / scale)[..., a:b, :], damage=mask[:, k:k + 1, a:b, :],
@@ -335,13 +335,18 @@ class Trainer:
         self.train_ds, self.val_ds, self.info = build_data(cfg, multiple)
         self.crop = view_padding(self.info["views"], self.info["views_to"])
         self.crop = (self.crop[0], self.crop[0] + self.info["views"])
-        in_channels = 2 * cfg.data.context + 1 + int(cfg.data.mask_channel)
+        planes = 2 * cfg.data.context + 1
+        if cfg.data.mask_stack and not cfg.data.mask_channel:
+            raise BadInputError("data.mask_stack", "needs data.mask_channel")
+        mask_planes = (planes if cfg.data.mask_stack else 1) if cfg.data.mask_channel else 0
+        in_channels = planes + mask_planes
         sens = self._sensitivity_map() if cfg.model.sensitivity_channel else None
         if cfg.model.sensitivity_per_lor and sens is None:
             raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
+        per_lor = planes if cfg.model.sensitivity_per_lor else 0
         self.model = build_model(cfg.model, in_channels,
-                                 None if sens is None else tuple(sens.shape),
-                                 2 * cfg.data.context + 1 if cfg.model.sensitivity_per_lor else 0)
+                                 None if sens is None else tuple(sens.shape), per_lor,
+                                 mask_planes if per_lor and mask_planes > 1 else 1)
         if sens is not None:
             with torch.no_grad():
                 self.model.sensitivity.copy_(torch.from_numpy(sens)[None, None])
@@ -416,7 +421,8 @@ class Trainer:
             **({"model_raw": _unwrap(self.model).state_dict()} if self.ema_model else {}),
             "model_config": dict(_unwrap(self.model).config),
             "data": {"context": cfg.data.context, "normalise": cfg.data.normalise,
-                     "mask_channel": cfg.data.mask_channel, "multiple": 2 ** cfg.model.depth,
+                     "mask_channel": cfg.data.mask_channel, "mask_stack": cfg.data.mask_stack,
+                     "multiple": 2 ** cfg.model.depth,
                      "views_to": self.info["views_to"], "views": self.info["views"],
                      "bins": self.info["bins"], "task": cfg.data.task,
                      "target": cfg.data.target, "scanner": self.info["scanner"]},

@@ -36,14 +36,20 @@ def normalise_scale(inp: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def network_input(inp: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor,
-                  context: int, mask_channel: bool) -> torch.Tensor:
-    """``[N, 2k+1 (+1), V, B]``: normalised stack, plus the centre plane's mask when asked."""
+                  context: int, mask_channel: bool, mask_stack: bool = False) -> torch.Tensor:
+    """``[N, 2k+1 (+1 | +2k+1), V, B]``: normalised stack ``inp / scale``, plus the lost
+    fraction f of the centre plane (``mask_channel``) or of all 2k+1 planes (and
+    ``mask_stack``) from ``mask`` ``[N, 2k+1, V, B]``."""
     x = inp / scale
     if mask_channel:
         if mask is None:
             raise BadInputError("mask", "this checkpoint was trained with the mask channel: "
                                         "give the mask of the damaged scan")
-        x = torch.cat([x, mask[:, context:context + 1].to(x.dtype)], dim=1)
+        if mask_stack and mask.shape[1] != inp.shape[1]:
+            raise BadInputError("mask", f"expected {inp.shape[1]} mask planes (one per input "
+                                        f"plane), got {mask.shape[1]}")
+        m = mask if mask_stack else mask[:, context:context + 1]
+        x = torch.cat([x, m.to(x.dtype)], dim=1)
     return x
 
 
@@ -51,7 +57,8 @@ class Predictor:
     """A trained network ready for inference on one device.
 
     Attributes: ``context`` (k), ``multiple`` (view/bin sides must divide by it),
-    ``views_to`` (the padded view count used in training), ``mask_channel``, ``normalise``,
+    ``views_to`` (the padded view count used in training), ``mask_channel``, ``mask_stack``
+    (all 2k+1 mask planes; False for checkpoints from before the option), ``normalise``,
     ``model`` (eval mode), ``device``, ``data`` (the checkpoint's data dict).
     """
 
@@ -63,6 +70,7 @@ class Predictor:
         self.context = int(data["context"])
         self.normalise = str(data.get("normalise", "max"))
         self.mask_channel = bool(data.get("mask_channel", False))
+        self.mask_stack = bool(data.get("mask_stack", False))
         self.multiple = int(data.get("multiple", 1))
         self.views_to = int(data.get("views_to", 0))
         self.amp = (self.device.type == "cuda") if amp is None else amp
@@ -100,7 +108,7 @@ class Predictor:
             m = torch.as_tensor(np.asarray(masks, np.float32) if isinstance(masks, np.ndarray)
                                 else masks).to(self.device, torch.float32)
         scale = normalise_scale(inp, self.normalise)
-        x = network_input(inp, m, scale, self.context, self.mask_channel)
+        x = network_input(inp, m, scale, self.context, self.mask_channel, self.mask_stack)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -163,6 +163,37 @@ def test_sensitivity_prior_and_ema_train_and_repair_alike(tmp_path, store_dir):
     assert gaps.any() and np.all(out[:, gaps] == 0)
 
 
+def test_mask_stack_and_3d_prior_reach_the_checkpoint_and_the_predictor(tmp_path, store_dir):
+    sets = {"train.epochs": 1, "data.mask_channel": True, "data.mask_stack": True,
+            "data.normalise": "mean", "model.sensitivity_channel": True,
+            "model.sensitivity_per_lor": True, "model.prior_sigma": [0.7, 1.5, 1.0],
+            "model.prior_residual": True, "loss.damaged_only": True,
+            "augment.view_roll": 0.0, "augment.radial_flip": 0.0}
+    run = _run(tmp_path, store_dir, **sets)
+    rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(rec["nrmse_net"]) and np.isfinite(rec["train_loss"])
+    ck = load_checkpoint(run / "checkpoint_final.pt")
+    assert ck["data"]["mask_stack"] is True and ck["data"]["mask_channel"] is True
+    assert ck["model_config"]["in_channels"] == 10 and ck["model_config"]["mask_planes"] == 5
+    assert ck["model_config"]["prior_sigma"] == [0.7, 1.5, 1.0]
+    pred = Predictor.from_checkpoint(run / "checkpoint_final.pt", "cpu")
+    assert pred.mask_stack
+    rng = np.random.default_rng(1)
+    stacks = rng.poisson(5.0, size=(2, 5, 36, 64)).astype(np.float32)
+    masks = np.zeros_like(stacks)
+    masks[:, 2, 10:20, 20:30] = 1.0
+    out = pred(stacks, masks)
+    # the neighbouring planes' masks matter: the same counts with another plane damaged differ
+    other = masks.copy()
+    other[:, 1, 10:20, 20:30] = 1.0
+    assert out.shape == (2, 36, 64) and not np.allclose(out, pred(stacks, other))
+
+
+def test_mask_stack_needs_the_mask_channel(tmp_path, store_dir):
+    with pytest.raises(BadInputError, match="mask_stack"):
+        _run(tmp_path, store_dir, **{"train.epochs": 1, "data.mask_stack": True})
+
+
 def test_sensitivity_channel_refuses_geometric_augmentation(tmp_path, store_dir):
     with pytest.raises(BadInputError, match="view_roll"):
         _run(tmp_path, store_dir, **{"train.epochs": 1, "model.sensitivity_channel": True})
