@@ -42,12 +42,15 @@ def train_blocks(scanner, test_blocks: list[tuple[int, int]]) -> list[str]:
 
 def scan_headers(folder: Path) -> list[Path]:
     """The prompt scans of a simulation folder (truth sidecars left out), sorted."""
-    return sorted(p for p in folder.glob("scan_*.hs") if ".truth." not in p.name)
+    from badblock.data.sources import is_truth_name
+
+    return sorted(p for p in folder.glob("scan_*.hs") if not is_truth_name(p))
 
 
 def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the demo under ``cfg.run.output``; returns the evaluation metrics dict."""
     from badblock.data.preprocess import preprocess
+    from badblock.data.sources import scan_id
     from badblock.evaluate import evaluate_files, format_table, write_damaged
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
     from badblock.physics.simulate import simulate
@@ -120,7 +123,7 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
 
     # normconv's widths are tuned on the store's validation scans, never on the test scans.
     val_ids = set(store.val)
-    tune = [p for p in scan_headers(sim_train) if p.name.split(".")[0] in val_ids]
+    tune = [p for p in scan_headers(sim_train) if scan_id(p) in val_ids]
     result = evaluate_files(complete, mask, out / "report", damaged=damaged, repaired=repaired,
                             tune=tune, seed=cfg.evaluate.seed,
                             baselines=cfg.evaluate.baselines, widths=cfg.evaluate.widths or None,

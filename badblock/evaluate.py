@@ -28,6 +28,7 @@ import numpy as np
 
 from badblock import baselines as bl
 from badblock import metrics
+from badblock.data.sources import scan_id, truth_sibling
 from badblock.errors import BadInputError
 from badblock.io.segments import Segment
 from badblock.utils.atomic import atomic_write_json
@@ -275,12 +276,10 @@ def truth_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".truth" + path.suffix)
 
 
-def scan_name(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".s.hdr", ".hs", ".s", ".hdr", ".npy", ".json"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+def _load_truth(path) -> tuple[np.ndarray | None, Path | None]:
+    """The noiseless truth beside a simulated scan (float32) and its path, or (None, None)."""
+    tp = truth_sibling(Path(path))
+    return (None, None) if tp is None else (_load(tp)[0].astype(np.float32), tp)
 
 
 def _load(path) -> tuple[np.ndarray, object]:
@@ -348,14 +347,13 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
                                       f"match the mask {mask.shape}")
         segments = header.segments
         tof_order = header.tof_order
-        tp = truth_path(path)
-        truth = _load(tp)[0].astype(np.float32) if tp.exists() else None
+        truth, tp = _load_truth(path)
         if damaged is not None:
             dam = _load(damaged[i])[0]
         else:
             dam = thin_scan(measured, mask, rng)
         reps = {k: _load(v[i])[0] for k, v in (repaired or {}).items()}
-        cases.append(EvalCase(scan_name(path), dam, measured, truth, reps))
+        cases.append(EvalCase(scan_id(Path(path)), dam, measured, truth, reps))
         inputs["complete"].append(str(path))
         inputs["truth"].append(str(tp) if truth is not None else None)
         inputs["damaged"].append(str(damaged[i]) if damaged is not None else
@@ -375,8 +373,8 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     pairs = []
     for path in tune:
         measured, _ = _load(path)
-        tp = truth_path(path)
-        ref = _load(tp)[0].astype(np.float32) if tp.exists() else measured
+        truth, _ = _load_truth(path)
+        ref = measured if truth is None else truth
         pairs.append((thin_scan(measured, mask, rng), ref))
     more = {"inputs": inputs, "tune_scans": [str(p) for p in tune], "sensitivity": sens_from}
     more.update(dict(extra or {}))
