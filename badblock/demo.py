@@ -52,9 +52,10 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
     from badblock.data.preprocess import preprocess
     from badblock.data.sources import scan_id
     from badblock.evaluate import evaluate_files, format_table, write_damaged
+    from badblock.inference import load_predictor
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
     from badblock.physics.simulate import simulate
-    from badblock.repair import load_predictor, repair_files
+    from badblock.repair import repair_files
     from badblock.train.loop import train
 
     out = Path(cfg.run.output)

@@ -66,24 +66,6 @@ def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike)
     return mask
 
 
-def load_predictor(checkpoint: str | os.PathLike, device: str = "auto", threads: int = 0):
-    """The checkpoint's :class:`~badblock.train.predictor.Predictor` on ``device``.
-
-    ``auto`` picks this process's GPU (by local rank under torchrun/Slurm) when CUDA is there,
-    else the CPU; ``threads`` > 0 sets torch's intra-op threads.
-    """
-    import torch
-
-    from badblock.train.distributed import detect_env, select_device
-    from badblock.train.predictor import Predictor
-
-    if not Path(checkpoint).is_file():
-        raise BadInputError(checkpoint, "checkpoint not found")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(checkpoint, select_device(device, detect_env()))
-
-
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
@@ -117,7 +99,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
     ``predictor``: callable ``(stacks [N, 2k+1, Vp, B], masks [N, 2k+1, Vp, B] | None) ->
-    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.train.predictor.Predictor`;
+    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.inference.Predictor`;
     ``context`` (k), ``views_to`` (Vp; 0 = the next multiple of ``predictor.multiple``) and
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for

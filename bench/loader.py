@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     from badblock.data.corruption import thin
     from badblock.data.dataset import EpochSampler
     from badblock.data.stack import view_padding
+    from badblock.inference.layout import network_input, normalise_scale
     from badblock.train.loop import build_data, prepare_batch, train_loader
-    from badblock.train.predictor import network_input, normalise_scale
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-loader-"))
     store_path = Path(args.store) if args.store else synthetic_store(tmp, args.scale + 1,

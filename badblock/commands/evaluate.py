@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--checkpoint", "give either --repaired scans or a --checkpoint "
                                             "to make them, not both")
     if cfg.repair.checkpoint:
-        from badblock.repair import load_predictor, repair_files
+        from badblock.inference import load_predictor
+        from badblock.repair import repair_files
 
         if damaged is None:
             damaged = write_damaged(complete, mask, out / "damaged", seed=ev.seed)

@@ -57,7 +57,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from badblock.config import save_resolved
-    from badblock.repair import SUMMARY_NAME, build_mask, load_predictor, output_for, repair_files
+    from badblock.inference import load_predictor
+    from badblock.repair import SUMMARY_NAME, build_mask, output_for, repair_files
     from badblock.utils.atomic import atomic_write_json
     from badblock.utils.memory import peak_rss_mb
 

@@ -29,16 +29,16 @@ import torch
 from badblock.config import Config, save_resolved
 from badblock.config.loader import to_dict
 from badblock.errors import BadInputError
+from badblock.inference.layout import ChannelLayout, network_input, normalise_scale
 from badblock.train import distributed as D
-from badblock.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from badblock.train.predictor import network_input, normalise_scale
+from badblock.train.rng import capture_rng, restore_rng
+from badblock.utils.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from badblock.utils.memory import peak_rss_mb
 from badblock.utils.progress import progress
 
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
 FINAL = "checkpoint_final.pt"
-FORMAT = "badblock-checkpoint"
 
 
 class TrainingError(Exception):
@@ -335,11 +335,9 @@ class Trainer:
         self.train_ds, self.val_ds, self.info = build_data(cfg, multiple)
         self.crop = view_padding(self.info["views"], self.info["views_to"])
         self.crop = (self.crop[0], self.crop[0] + self.info["views"])
-        planes = 2 * cfg.data.context + 1
-        if cfg.data.mask_stack and not cfg.data.mask_channel:
-            raise BadInputError("data.mask_stack", "needs data.mask_channel")
-        mask_planes = (planes if cfg.data.mask_stack else 1) if cfg.data.mask_channel else 0
-        in_channels = planes + mask_planes
+        layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
+        planes, mask_planes = layout.count_planes, layout.mask_planes
+        in_channels = layout.in_channels
         sens = self._sensitivity_map() if cfg.model.sensitivity_channel else None
         if cfg.model.sensitivity_per_lor and sens is None:
             raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
