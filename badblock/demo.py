@@ -42,7 +42,7 @@ def train_blocks(scanner, test_blocks: list[tuple[int, int]]) -> list[str]:
 
 def scan_headers(folder: Path) -> list[Path]:
     """The prompt scans of a simulation folder (truth sidecars left out), sorted."""
-    from badblock.data.sources import is_truth_name
+    from badblock.io.naming import is_truth_name
 
     return sorted(p for p in folder.glob("scan_*.hs") if not is_truth_name(p))
 
@@ -50,9 +50,9 @@ def scan_headers(folder: Path) -> list[Path]:
 def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the demo under ``cfg.run.output``; returns the evaluation metrics dict."""
     from badblock.data.preprocess import preprocess
-    from badblock.data.sources import scan_id
     from badblock.evaluate import evaluate_files, format_table, write_damaged
     from badblock.inference import load_predictor
+    from badblock.io.naming import scan_id
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
     from badblock.physics.simulate import simulate
     from badblock.repair import repair_files

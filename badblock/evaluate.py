@@ -28,8 +28,8 @@ import numpy as np
 
 from badblock import baselines as bl
 from badblock import metrics
-from badblock.data.sources import scan_id, truth_sibling
 from badblock.errors import BadInputError
+from badblock.io.naming import scan_id, truth_sibling
 from badblock.io.segments import Segment
 from badblock.utils.atomic import atomic_write_json
 from badblock.utils.progress import progress

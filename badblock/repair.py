@@ -2,7 +2,7 @@
 
 Only planes the mask touches go through the network; every other plane, and every bin of a
 repaired plane with f = 0, is copied from the input unchanged (data consistency). Planes are
-streamed in batches of context stacks (:func:`badblock.data.stack.plane_stack`), so memory does
+streamed in batches of context stacks (:func:`badblock.physics.stack.plane_stack`), so memory does
 not grow with the scan, and written into a memory-mapped output that becomes visible (data and
 header) only when complete (:func:`badblock.io.open_scan_writer`).
 """
@@ -107,8 +107,8 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     input. Integer outputs are rounded and clipped to the dtype's range. Returns a summary dict
     (also what ``badblock repair`` writes as JSON).
     """
-    from badblock.data.stack import mask_stack, padded_views, plane_stack, view_padding
     from badblock.io import open_scan_writer
+    from badblock.physics.stack import mask_stack, padded_views, plane_stack, view_padding
 
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()

@@ -160,8 +160,8 @@ def main(argv=None) -> int:
     from badblock.data.augment import augment_batch
     from badblock.data.corruption import thin
     from badblock.data.dataset import EpochSampler
-    from badblock.data.stack import view_padding
     from badblock.inference.layout import network_input, normalise_scale
+    from badblock.physics.stack import view_padding
     from badblock.train.loop import build_data, prepare_batch, train_loader
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-loader-"))

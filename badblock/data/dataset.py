@@ -5,7 +5,7 @@ the training device in batches (``badblock.train.loop``), where they are cheapes
 
 - ``clean``  ``[2k+1, Vp, B]``: the complete counts of the ``2k+1`` neighbouring planes
   of one TOF bin of one scan (clamped inside the segment), views padded to ``Vp`` with the
-  flipped wrap (:func:`badblock.data.stack.plane_stack`); uint16 / int16 when the store holds
+  flipped wrap (:func:`badblock.physics.stack.plane_stack`); uint16 / int16 when the store holds
   16-bit counts (half the bytes of float32 to collate and move), else float32;
 - ``target`` float32 ``[1, Vp, B]``: the complete centre plane (measured counts), the store's
   noiseless ``truth`` (``data.target = truth``), or the other store's plane (``paired``);
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from badblock.data.stack import mask_stack_into, plane_stack_into, whole_axis_segments
 from badblock.errors import BadInputError
+from badblock.physics.stack import mask_stack_into, plane_stack_into, whole_axis_segments
 
 
 class SparseMask:
@@ -276,7 +276,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         """The samples of ``indices`` as one batch: what a DataLoader fetches per step.
 
         Each sample is drawn as ``self[i]`` would be, but written straight into batch arrays
-        ``[N, ...]`` (:func:`~badblock.data.stack.plane_stack_into`), not built one by one and
+        ``[N, ...]`` (:func:`~badblock.physics.stack.plane_stack_into`), not built one by one and
         stacked: stacking (``default_collate``) cost more than making the samples on a busy
         CPU. Give the DataLoader ``collate_fn=collate_samples`` to take the batch as it is.
         """

@@ -27,14 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from badblock.data.sources import (
-    Source,
-    open_source,
-    resolve_inputs,
-    scan_id,
-    sha256_small,
-    truth_sibling,
-)
+from badblock.data.sources import Source, open_source, resolve_inputs, sha256_small
 from badblock.data.store import (
     MANIFEST,
     Store,
@@ -43,6 +36,7 @@ from badblock.data.store import (
 )
 from badblock.data.stream import CHECKSUM, checksum_file, stream_source
 from badblock.errors import BadInputError
+from badblock.io.naming import scan_id, truth_sibling
 
 # The settings that make two stores built from the same files differ (idempotence check).
 SETTINGS_KEYS = ("kind", "shape", "dtype", "byte_order", "offset", "copy", "val_fraction",

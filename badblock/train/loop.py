@@ -114,7 +114,7 @@ def build_data(cfg: Config, multiple: int):
         all_blocks,
         parse_block_list,
     )
-    from badblock.data.stack import padded_views
+    from badblock.physics.stack import padded_views
 
     d = cfg.data
     if d.context < 0:
@@ -323,8 +323,8 @@ class Trainer:
 
     def build(self) -> None:
         from badblock.data.dataset import EpochSampler
-        from badblock.data.stack import view_padding
         from badblock.models import build_model
+        from badblock.physics.stack import view_padding
         from badblock.train.losses import build_loss
         from badblock.train.schedules import Schedule
 
@@ -384,9 +384,9 @@ class Trainer:
         """float32 ``[views_to, bin]``: the share of real LORs in each bin of the scanner's
         transaxial layout (0 in gap-crystal bins; every plane has this pattern, scaled by its
         ring-pair count), views padded with the flipped wrap like the data."""
-        from badblock.data.stack import view_padding
         from badblock.physics.geometry import transaxial_pairs
         from badblock.physics.scanners import get_scanner
+        from badblock.physics.stack import view_padding
         from badblock.physics.wrap import pad_views
 
         cfg = self.cfg

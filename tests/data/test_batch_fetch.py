@@ -20,10 +20,10 @@ from badblock.data.dataset import (
     SparseMask,
     collate_samples,
 )
-from badblock.data.stack import mask_stack, plane_stack
 from badblock.data.store import Store, write_store
 from badblock.physics.mask import dead_block_mask
 from badblock.physics.scanners import get_scanner
+from badblock.physics.stack import mask_stack, plane_stack
 from badblock.train.loop import train_loader
 from tests.train.trainer_store import synthetic_scan
 
