@@ -53,7 +53,8 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
     from badblock.evaluate import evaluate_files, format_table, write_damaged
     from badblock.inference import load_predictor
     from badblock.io.naming import scan_id
-    from badblock.physics import dead_block_mask, get_scanner, parse_blocks
+    from badblock.physics import get_scanner, parse_blocks
+    from badblock.physics.mask import resolve_mask
     from badblock.physics.simulate import simulate
     from badblock.repair import repair_files
     from badblock.train.loop import train
@@ -107,7 +108,8 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
         checkpoints[label] = best if best.exists() else Path(folder) / "checkpoint_final.pt"
     lap("train")
 
-    mask = dead_block_mask(scanner, test_blocks)
+    mask = resolve_mask(cfg.scanner, scanner=scanner.name, dead_blocks=test_blocks,
+                        dead_crystals=()).mask
     test_dir = out / "test"
     test_dir.mkdir(exist_ok=True)
     atomic_save_npy(test_dir / "mask.npy", mask)

@@ -57,16 +57,17 @@ class EvalCase:
 
 
 def thin_scan(counts: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A damaged version of a complete scan: each count survives with probability ``1 - f``.
+    """A damaged version of a complete scan ``[TOF, plane, view, bin]``: each count survives
+    with probability ``1 - f``, ``f`` from ``mask`` ``[plane, view, bin]``
+    (:func:`badblock.data.corruption.thin`, drawn from ``rng``).
 
-    Integer counts keep their dtype; float counts are rounded to whole counts first.
+    Integer counts keep their dtype; float counts are rounded to whole counts first and come
+    back as float32.
     """
+    from badblock.data.corruption import thin
+
     counts = np.asarray(counts)
-    n = np.rint(counts).astype(np.int64) if counts.dtype.kind == "f" else counts.astype(np.int64)
-    if n.min(initial=0) < 0:
-        raise BadInputError("counts", "negative counts cannot be thinned")
-    survive = np.broadcast_to(np.clip(1.0 - np.asarray(mask, np.float64), 0.0, 1.0), n.shape)
-    out = rng.binomial(n, survive)
+    out = thin(counts, 1.0 - np.asarray(mask, np.float64), rng)
     return out.astype(counts.dtype if counts.dtype.kind in "iu" else np.float32)
 
 

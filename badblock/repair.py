@@ -26,37 +26,6 @@ SUMMARY_NAME = "repair_summary.json"
 SCAN_SUFFIXES = (".hs", ".hdr", ".s", ".v", ".raw", ".bin", ".dat", ".sino")
 
 
-def build_mask(scanner_cfg, *, mask_path: str | os.PathLike | None = None,
-               scanner: str | None = None, dead_blocks: str | Sequence | None = None,
-               dead_crystals: str | Sequence | None = None, data_root: str | os.PathLike = "."
-               ) -> tuple[np.ndarray, str]:
-    """The dead-block mask ``[plane, view, bin]`` (fraction lost) and a description of it.
-
-    Precedence: ``mask_path`` > ``scanner`` (with ``dead_blocks``) > ``scanner_cfg.mask`` >
-    ``scanner_cfg.name`` with ``scanner_cfg.dead_blocks`` (the ``scanner`` config section).
-    """
-    from badblock.physics import dead_block_mask, get_scanner, load_mask, parse_blocks
-    from badblock.physics.mask import parse_crystals
-
-    path = mask_path if mask_path is not None else (None if scanner else scanner_cfg.mask)
-    if path is not None:
-        path = Path(data_root) / path if not Path(path).is_absolute() else Path(path)
-        return load_mask(path), f"mask {path}"
-    sc = get_scanner(scanner or scanner_cfg.name)
-    blocks = dead_blocks if dead_blocks is not None else scanner_cfg.dead_blocks
-    crystals = dead_crystals if dead_crystals is not None else scanner_cfg.dead_crystals
-    blocks = parse_blocks(blocks, "dead blocks") if not isinstance(blocks, str) or blocks \
-        else []
-    crystals = parse_crystals(crystals, "dead crystals") if crystals else []
-    if not blocks and not crystals:
-        raise BadInputError("scanner.dead_blocks", "no dead blocks or crystals given (and no "
-                                                   "--mask)")
-    what = f"{sc.name} dead blocks " + ",".join(f"{t}:{a}" for t, a in blocks)
-    if crystals:
-        what += " crystals " + ",".join(f"{c}:{r}" for c, r in crystals)
-    return dead_block_mask(sc, blocks, crystals), what
-
-
 def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike) -> np.ndarray:
     """``mask`` as float32 ``[plane, view, bin]``, checked against a scan's ``[T, P, V, B]``."""
     mask = np.asarray(mask, dtype=np.float32)

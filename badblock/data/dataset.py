@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from badblock.data.corruption import thin
 from badblock.errors import BadInputError
 from badblock.physics.stack import mask_stack_into, plane_stack_into, whole_axis_segments
 
@@ -316,7 +317,7 @@ class PlaneDataset(torch.utils.data.Dataset):
             for i, index in enumerate(indices):
                 # a stream of its own, so the sample drawn does not depend on where thinning runs
                 trng = np.random.default_rng([seed, int(index), 1])
-                clean[i] = trng.binomial(clean[i].astype(np.int64), 1.0 - m[i])
+                clean[i] = thin(clean[i], 1.0 - m[i], trng)
             out["damaged"] = out.pop("clean")  # in place: half the bytes to move
         if truth is not None:
             out["truth"] = truth

@@ -76,23 +76,6 @@ class PreprocessResult:
 # The stage
 
 
-def _load_mask(path: Path, shape) -> np.ndarray:
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise BadInputError(path, "mask file not found") from None
-    except (ValueError, OSError) as exc:
-        raise BadInputError(path, f"not a readable .npy mask ({exc})") from None
-    want = tuple(shape[1:])
-    if mask.shape != want:
-        raise BadInputError(path, f"mask shape {list(mask.shape)} does not match the scans' "
-                                  f"[plane, view, bin] {list(want)}")
-    mask = mask.astype(np.float32)
-    if not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
-        raise BadInputError(path, "mask values must be fractions in 0..1")
-    return mask
-
-
 def _choose_split(ids: list[str], pre, seed: int) -> tuple[list[str], str]:
     if pre.val_scans:
         unknown = [v for v in pre.val_scans if v not in ids]
@@ -189,7 +172,9 @@ def gather(cfg) -> tuple[list[ScanInputs], np.ndarray | None, Path | None]:
     mask = None
     if cfg.scanner.mask:
         mask_path = cfg.data_path(cfg.scanner.mask)
-        mask = _load_mask(mask_path, first.shape)
+        from badblock.physics.mask import load_mask  # only when there is a mask: start-up
+
+        mask = load_mask(mask_path, shape=first.shape)
     return scans, mask, mask_path
 
 

@@ -90,19 +90,16 @@ def _scanner_for(cfg: Config, store):
 
 def _validation_mask(cfg: Config, store, scanner) -> np.ndarray:
     """The dead-block mask validation is scored with: scanner.mask file, the store's mask, or
-    the configured dead blocks / crystals."""
-    from badblock.physics.mask import dead_block_mask, load_mask, parse_blocks, parse_crystals
+    the configured dead blocks / crystals (on the store's scanner)."""
+    import dataclasses
 
-    if cfg.scanner.mask:
-        return load_mask(cfg.data_path(cfg.scanner.mask), scanner)
-    if store.mask is not None:
-        return np.asarray(store.mask, np.float32)
-    blocks = parse_blocks(cfg.scanner.dead_blocks, "scanner.dead_blocks")
-    crystals = parse_crystals(cfg.scanner.dead_crystals, "scanner.dead_crystals")
-    mask = dead_block_mask(scanner, blocks, crystals)
-    if not (mask > 0).any():
+    from badblock.physics.mask import resolve_mask
+
+    resolved = resolve_mask(dataclasses.replace(cfg.scanner, name=scanner.name),
+                            data_root=cfg.run.data, fallback=store.mask, check_shape=True)
+    if (resolved.blocks or resolved.crystals) and not (resolved.mask > 0).any():
         raise BadInputError("scanner.dead_blocks", "the validation mask touches no bin")
-    return mask
+    return resolved.mask
 
 
 def build_data(cfg: Config, multiple: int):
