@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from badblock.utils.atomic import atomic_path, atomic_write_text
+from badblock.utils.memory import peak_rss_mb
 
 LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
               "recon_loss.txt": "nrmse_net"}
@@ -30,6 +31,41 @@ LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
 
 def _fmt(v) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+
+
+def epoch_record(epoch: int, step: int, partial: bool, running: dict, val: dict, lr: float,
+                 collapse_warmup: int, device) -> dict:
+    """One epoch's line of the history (``epoch`` 1-based): training loss and throughput from
+    the ``running`` sums, the validation numbers ``val``, memory peaks, and ``collapse`` (past
+    ``train.collapse_warmup`` epochs, the network worse than the baseline)."""
+    import torch
+
+    r = running
+    rec = {"epoch": epoch, "step": step, "partial": partial,
+           "train_loss": r["loss_sum"] / max(r["batches"], 1), **val, "lr": lr,
+           "samples_per_s": r["samples"] / max(r["seconds"], 1e-9),
+           "epoch_time_s": r["seconds"], "peak_rss_mb": peak_rss_mb(),
+           "peak_gpu_mb": (torch.cuda.max_memory_allocated(device) / 2**20
+                           if device.type == "cuda" else 0.0)}
+    rec["collapse"] = bool(epoch > collapse_warmup and rec["nrmse_net"] > rec["nrmse_baseline"])
+    return rec
+
+
+def epoch_message(rec: dict, reset: bool) -> str:
+    """The line ``badblock train`` prints at the end of an epoch."""
+    return (f"epoch {rec['epoch']}: train {rec['train_loss']:.5g}  val "
+            f"{rec['val_loss']:.5g}  NRMSE damaged bins vs {rec['reference']}: network "
+            f"{rec['nrmse_net']:.4f}  baseline {rec['nrmse_baseline']:.4f}  lr "
+            f"{rec['lr']:.3g}  {rec['samples_per_s']:.1f} samples/s"
+            f"{'  (optimizer reset)' if reset else ''}")
+
+
+def collapse_warning(rec: dict) -> str:
+    """The warning printed when an epoch's record has ``collapse`` set."""
+    return ("WARNING: the network is WORSE than the simple baseline (divide by "
+            f"1 - f) after {rec['epoch']} epochs: NRMSE {rec['nrmse_net']:.4f} > "
+            f"{rec['nrmse_baseline']:.4f}. Training may have collapsed: check the "
+            "learning rate, the loss and the normalisation")
 
 
 class RunLog:

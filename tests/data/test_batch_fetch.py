@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from badblock.data.build import train_loader
 from badblock.data.dataset import (
     BlockMasks,
     EpochSampler,
@@ -24,7 +25,6 @@ from badblock.data.store import Store, write_store
 from badblock.physics.mask import dead_block_mask
 from badblock.physics.scanners import get_scanner
 from badblock.physics.stack import mask_stack, plane_stack
-from badblock.train.loop import train_loader
 from tests.train.trainer_store import synthetic_scan
 
 SC = get_scanner("mini")  # [3 TOF, 57 planes (23, 17, 17), 36 views, 64 bins]
