@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,21 +32,22 @@ from badblock.physics.scanners import get_scanner
 from badblock.physics.stack import padded_views
 
 
-def open_store(cfg: Config, key: str, value: str):
-    """The store ``value`` names: under ``run.output`` if a store is there, else under
-    ``run.data`` (a missing one raises the store's own clear error). ``key`` is the config key
-    that named it."""
-    candidates = [cfg.output_path(value), cfg.data_path(value)]
+def open_store(value: str | os.PathLike, output_root: str | os.PathLike,
+               data_root: str | os.PathLike):
+    """The store ``value`` names: under ``output_root`` (``run.output``) if a store is there,
+    else under ``data_root`` (``run.data``); absolute paths as they are. A missing one raises
+    the store's own clear error."""
+    candidates = [Path(output_root) / value, Path(data_root) / value]
     for path in candidates:
         if (path / "manifest.json").exists():
             return Store.open(path)
     return Store.open(candidates[0])  # raises the store's own clear error
 
 
-def scanner_for(cfg: Config, store):
-    """The scanner preset of ``store`` (its own, else ``scanner.name``), checked against the
-    store's planes x views x bins."""
-    name = store.scanner or cfg.scanner.name
+def scanner_for(store, default: str):
+    """The scanner preset of ``store`` (its own, else ``default``, the ``scanner.name``),
+    checked against the store's planes x views x bins."""
+    name = store.scanner or default
     try:
         scanner = get_scanner(name)
     except (KeyError, ValueError) as exc:
@@ -57,12 +59,12 @@ def scanner_for(cfg: Config, store):
     return scanner
 
 
-def validation_mask(cfg: Config, store, scanner) -> np.ndarray:
+def validation_mask(scanner_cfg, store, scanner, data_root: str | os.PathLike) -> np.ndarray:
     """The dead-block mask validation is scored with, float32 ``[plane, view, bin]``: the
-    scanner.mask file, else the store's mask, else the configured dead blocks / crystals (on
-    the store's scanner)."""
-    resolved = resolve_mask(dataclasses.replace(cfg.scanner, name=scanner.name),
-                            data_root=cfg.run.data, fallback=store.mask, check_shape=True)
+    ``scanner_cfg.mask`` file (under ``data_root``), else the store's mask, else the section's
+    dead blocks / crystals, on the store's ``scanner``."""
+    resolved = resolve_mask(dataclasses.replace(scanner_cfg, name=scanner.name),
+                            data_root=data_root, fallback=store.mask, check_shape=True)
     if (resolved.blocks or resolved.crystals) and not (resolved.mask > 0).any():
         raise BadInputError("scanner.dead_blocks", "the validation mask touches no bin")
     return resolved.mask
@@ -87,7 +89,7 @@ def build_data(cfg: Config, multiple: int):
         raise BadInputError("data.epoch_size", f"must be >= data.batch_size ({d.batch_size})")
     if not 0.0 < d.keep_rate <= 1.0:
         raise BadInputError("data.keep_rate", f"must be in (0, 1], got {d.keep_rate}")
-    store = open_store(cfg, "data.store", d.store)
+    store = open_store(d.store, cfg.run.output, cfg.run.data)
     if store.kind == "image" and d.task == "inpaint":
         raise BadInputError("data.task", "an image store has no detector blocks: use denoise "
                                          "or paired")
@@ -107,7 +109,7 @@ def build_data(cfg: Config, multiple: int):
     targets_train = targets_val = None
     if d.task == "paired":
         if d.target_store:
-            tstore = open_store(cfg, "data.target_store", d.target_store)
+            tstore = open_store(d.target_store, cfg.run.output, cfg.run.data)
             by_id = {s.id: s for s in tstore.scans}
             missing = [s.id for s in store.scans if s.id not in by_id]
             if missing:
@@ -123,11 +125,11 @@ def build_data(cfg: Config, multiple: int):
     scanner = None
     train_masks = val_mask = None
     if d.task == "inpaint":
-        scanner = scanner_for(cfg, store)
+        scanner = scanner_for(store, cfg.scanner.name)
         blocks = parse_block_list(d.train_blocks, "data.train_blocks") or all_blocks(scanner)
         train_masks = BlockMasks(scanner, blocks)
         train_masks.check(0)  # the factorised masks agree with physics.dead_block_mask
-        val_mask = validation_mask(cfg, store, scanner)
+        val_mask = validation_mask(cfg.scanner, store, scanner, cfg.run.data)
     spec = SampleSpec(task=d.task, context=d.context, views_to=views_to, target=d.target,
                       keep_rate=d.keep_rate, seed=cfg.run.seed,
                       thin_in_loader=d.thin_on == "loader")

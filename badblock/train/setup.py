@@ -38,15 +38,15 @@ def real_views(info: dict) -> tuple[int, int]:
     return before, before + info["views"]
 
 
-def sensitivity_for(cfg, info: dict) -> np.ndarray:
+def sensitivity_for(task: str, augment_cfg, info: dict) -> np.ndarray:
     """The fixed sensitivity map float32 ``[views_to, bin]`` of the run's scanner (checks that
-    the task and augmentations allow one)."""
+    the ``data.task`` and the ``augment`` section allow one)."""
     from badblock.physics.mask import sensitivity_map
 
-    if cfg.data.task != "inpaint" or not info.get("scanner"):
+    if task != "inpaint" or not info.get("scanner"):
         raise BadInputError("model.sensitivity_channel", "needs the inpaint task on a "
                                                          "scanner's sinograms")
-    a = cfg.augment
+    a = augment_cfg
     if a.enabled and (a.view_roll > 0 or a.radial_flip > 0):
         raise BadInputError("model.sensitivity_channel", "the fixed sensitivity map needs "
                             "augment.view_roll = 0 and augment.radial_flip = 0 (they move "
@@ -61,7 +61,8 @@ def build_network(cfg, info: dict, device: torch.device) -> tuple[torch.nn.Modul
 
     layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
     planes, mask_planes = layout.count_planes, layout.mask_planes
-    sens = sensitivity_for(cfg, info) if cfg.model.sensitivity_channel else None
+    sens = (sensitivity_for(cfg.data.task, cfg.augment, info)
+            if cfg.model.sensitivity_channel else None)
     if cfg.model.sensitivity_per_lor and sens is None:
         raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
     per_lor = planes if cfg.model.sensitivity_per_lor else 0
