@@ -1,4 +1,4 @@
-"""Score repairs and classical baselines against the truth (SPEC §8): ``badblock evaluate``.
+"""Score repairs and classical baselines against the truth: ``badblock evaluate``.
 
 For each test scan we have the complete measured scan, for simulated data its noiseless truth,
 a damaged version (the complete scan thinned by the mask), and zero or more repairs of it (the

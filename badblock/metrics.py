@@ -1,4 +1,4 @@
-"""Scores of a repaired scan against a reference (SPEC §8).
+"""Scores of a repaired scan against a reference.
 
 Arrays are scans ``[TOF, plane, view, bin]`` or ``[plane, view, bin]``; ``mask`` is the dead-block
 mask ``[plane, view, bin]`` (fraction of LORs lost, 0..1). The *damaged bins* are those with

@@ -1,4 +1,4 @@
-"""Repair whole damaged scans with a trained network and write them in their own format (SPEC §7).
+"""Repair whole damaged scans with a trained network and write them in their own format.
 
 Only planes the mask touches go through the network; every other plane, and every bin of a
 repaired plane with f = 0, is copied from the input unchanged (data consistency). Planes are

@@ -1,7 +1,7 @@
 """Training samples drawn from a store: clean context stacks, targets and dead-block masks.
 
 The loader only reads and pads; damage (binomial thinning with the mask) and augmentation run on
-the training device in batches (``badblock.train.loop``), where they are cheapest. One sample:
+the training device in batches (``badblock.train.batch``), where they are cheapest. One sample:
 
 - ``clean``  ``[2k+1, Vp, B]``: the complete counts of the ``2k+1`` neighbouring planes
   of one TOF bin of one scan (clamped inside the segment), views padded to ``Vp`` with the

@@ -1,4 +1,4 @@
-"""The training store: a folder of memory-mappable scans plus a JSON manifest (SPEC §5).
+"""The training store: a folder of memory-mappable scans plus a JSON manifest.
 
 Layout of a store folder::
 

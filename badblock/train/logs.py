@@ -1,4 +1,5 @@
-"""Training logs: the tutorial's plain loss files, JSON lines, progress.png, TensorBoard, visdom.
+"""Training logs: plain loss files (as the original scripts wrote them), JSON lines,
+progress.png, TensorBoard, visdom; and the per-epoch record and messages.
 
 Everything is rewritten from the run's history (kept in the checkpoint) each epoch, so a resumed
 run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
@@ -6,7 +7,7 @@ run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
 Files in the run folder:
 - ``train_loss.txt``, ``test_loss.txt``, ``recon_loss.txt``: one value per epoch and line
   (``np.loadtxt``): mean training loss, validation loss, and validation NRMSE of the network's
-  repair on damaged bins (the tutorial's "recon" curve).
+  repair on damaged bins (the original scripts' "recon" curve).
 - ``log.jsonl``: one JSON object per epoch (losses, lr, samples/s, epoch time, peak RSS and GPU
   memory, network and baseline NRMSE, collapse flag).
 - ``progress.png``: loss curves and NRMSE of network vs. baseline.
