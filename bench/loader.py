@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from badblock.config import load_config  # noqa: E402
-from badblock.data.store import Store, write_store  # noqa: E402
+from badblock.data.store import Store  # noqa: E402
+from badblock.data.store_writer import write_store  # noqa: E402
 from badblock.physics.mask import dead_block_mask  # noqa: E402
 from badblock.physics.scanners import get_scanner  # noqa: E402
 

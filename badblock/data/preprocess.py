@@ -28,12 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from badblock.data.sources import Source, open_source, resolve_inputs, sha256_small
-from badblock.data.store import (
-    MANIFEST,
-    Store,
-    StoreWriter,
-    npy_header,
-)
+from badblock.data.store import MANIFEST, Store
+from badblock.data.store_writer import StoreWriter, npy_header
 from badblock.data.stream import CHECKSUM, checksum_file, stream_source
 from badblock.errors import BadInputError
 from badblock.io.naming import scan_id, truth_sibling
@@ -240,7 +236,7 @@ def _same_inputs(old: dict, new_sources: list[tuple[str, str, Source]],
 def _refresh_times(store_path: Path, manifest: dict, touched: dict[int, int]) -> None:
     """Record the new modification times of raw files that were touched but not changed, so
     that the reader's size + time check accepts them again (manifest rewritten atomically)."""
-    from badblock.data.store import manifest_json
+    from badblock.data.store_writer import manifest_json
     from badblock.utils.atomic import atomic_write_text
 
     rows = manifest["fingerprint"]["inputs"]

@@ -21,7 +21,8 @@ from badblock.data.dataset import (
     SparseMask,
     collate_samples,
 )
-from badblock.data.store import Store, write_store
+from badblock.data.store import Store
+from badblock.data.store_writer import write_store
 from badblock.physics.mask import dead_block_mask
 from badblock.physics.scanners import get_scanner
 from badblock.physics.stack import mask_stack, plane_stack

@@ -13,7 +13,8 @@ from badblock.data.dataset import (
     SampleSpec,
     SparseMask,
 )
-from badblock.data.store import Store, write_store
+from badblock.data.store import Store
+from badblock.data.store_writer import write_store
 from badblock.physics.mask import dead_block_mask
 from badblock.physics.scanners import get_scanner
 from tests.train.trainer_store import synthetic_scan
