@@ -14,7 +14,8 @@ own), on the same random phantom with attenuation:
     python bench/bench_simulate.py                   # mini + Vision; writes simulate.json
     python bench/bench_simulate.py --tiny            # seconds: mini + a 10-ring Vision, 1 view
 
-Prints a table and ratios; writes ``bench/results/simulate.json`` (``simulate_tiny.json`` with
+Peak RSS of the whole ``simulate`` includes the memory-mapped output files' pages. Prints a
+table and ratios; writes ``bench/results/simulate.json`` (``simulate_tiny.json`` with
 ``--tiny``). Not a test: absolute times are noisy on a shared machine; the ratios are measured in
 the same run and the load average at the start is recorded. On a machine that other jobs keep
 busy, OpenMP's spinning barriers slow every small torch operation several-fold
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -94,8 +96,18 @@ def child(task: dict) -> dict:
         out["seconds"] = time.perf_counter() - t0
         out["views"] = len(views)
         out["seconds_per_scan"] = out["seconds"] * scanner.n_views / len(views)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = usage.ru_utime + usage.ru_stime  # all threads: the work, without the waits
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() \
+            else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def run_child(task: dict) -> dict:
@@ -106,14 +118,14 @@ def run_child(task: dict) -> dict:
         raise SystemExit(f"measurement {task} failed:\n{res.stderr}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     print(f"  {task['scanner']:12s} {task['kind']:8s} {out['seconds']:8.1f} s  "
-          f"(peak RSS {out['peak_rss_mb']:.0f} MB)", flush=True)
+          f"(CPU {out['cpu_s']:.1f} s, peak RSS {out['peak_rss_mb']:.0f} MB)", flush=True)
     return {"task": task, **out}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="seconds: mini + a 10-ring Vision")
-    ap.add_argument("--mini-scans", type=int, default=4, help="scans per mini simulate run")
+    ap.add_argument("--scans", type=int, default=4, help="scans per mini simulate run")
     ap.add_argument("--vision-views", type=int, default=1,
                     help="views the reference projects for its Vision extrapolation")
     ap.add_argument("--vision-counts", type=float, default=5e8, help="expected prompts")
@@ -125,7 +137,7 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     big = "vision-short" if args.tiny else "vision"
-    scans = 1 if args.tiny else args.mini_scans
+    scans = 1 if args.tiny else args.scans
     load = os.getloadavg()[0]
     print(f"load average at start {load:.2f} on {os.cpu_count()} CPUs")
     sims = {kind: run_child({"kind": "simulate", "scanner": "mini", "overrides": [
@@ -137,8 +149,8 @@ def main() -> None:
         "simulate.scans=1", "simulate.projector=fast", f"simulate.counts={args.vision_counts}"]})
     result = {
         "command": "python bench/bench_simulate.py" + (" --tiny" if args.tiny else ""),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"load average {load:.2f} at start (shared machine)",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, load average {load:.2f} at start, "
+                   f"{os.getloadavg()[0]:.2f} at the end (shared machine)",
         "mini": {
             "simulate_s_per_scan": {k: v["seconds"] / scans for k, v in sims.items()},
             "simulate_speedup_fast_vs_exact": sims["exact"]["seconds"] / sims["fast"]["seconds"],
@@ -156,6 +168,7 @@ def main() -> None:
             "projection_speedup": ref["seconds_per_scan"] / fast["seconds_per_scan"],
             "fast_options": fast["options"],
             "simulate_fast_s": whole["seconds"],
+            "simulate_fast_cpu_s": whole["cpu_s"],
             "outside_projector_s": whole["seconds"] - fast["seconds"],
             "target_s": TARGET_VISION_S if big == "vision" else None,
             "peak_rss_mb": {"exact_projection": ref["peak_rss_mb"],

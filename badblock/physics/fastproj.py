@@ -129,6 +129,7 @@ class FastProjector:
         self._fine_keep = tensor(self._fine_keep_np, torch.bool)
         self._plane_index = tensor(groups["plane"], torch.int64)
         self._count = tensor(groups["count"])
+
         # One tilt per plane in plane order: the tilts are the planes (no sum needed).
         self._sum_tilts = not np.array_equal(groups["plane"], np.arange(sc.n_planes))
         self._tof = None
@@ -136,7 +137,7 @@ class FastProjector:
             self._tof = TofKernel.from_ps(sc.n_tof, sc.tof_bin_ps,
                                           tof_fwhm_ps if tof_fwhm_ps > 0 else sc.tof_fwhm_ps)
         k_max = max(b[3] for b in self._buckets)
-        self._w_tof, self._w_line = self._weights(k_max, True), self._weights(k_max, False)
+        self._w_tof = self._weights(k_max)
         self._cache: dict = {}
         self._cache_left = float(cache_mb) * 2**20
         self._mu = None
@@ -157,8 +158,15 @@ class FastProjector:
         """Sinogram shape ``[n_tof, plane, view, bin]``."""
         return self.scanner.shape
 
+    def prepare(self, volume) -> torch.Tensor:
+        """A ``[z, y, x]`` volume as the ``[y * x, z]`` table step 1 reads whole rows of;
+        :meth:`forward` takes it in place of the volume (to project one volume in parts)."""
+        return self._volume(volume)
+
     def _volume(self, vol) -> torch.Tensor:
-        """A ``[z, y, x]`` volume as the ``[y * x, z]`` table step 1 reads whole rows of."""
+        nz, ny, nx = self.grid.shape
+        if torch.is_tensor(vol) and tuple(vol.shape) == (ny * nx, nz):
+            return vol.to(device=self.device, dtype=self.dtype)  # prepared already
         t = vol if torch.is_tensor(vol) else torch.as_tensor(np.asarray(vol))
         if tuple(t.shape) != tuple(self.grid.shape):
             raise BadInputError("volume", f"shape {tuple(t.shape)} is not the {self.scanner.name} "
@@ -197,11 +205,11 @@ class FastProjector:
         self._fine_t_np, self._fine_keep_np = np.concatenate(ts), np.concatenate(keep)
         self._off = off
 
-    def _weights(self, k: int, tof: bool) -> torch.Tensor:
+    def _weights(self, k: int) -> torch.Tensor:
         """``W [k, n_tof]`` (``[k, 1]`` for a plain line integral): the TOF bin of each 3-D
         sample times the fine step (step 1's pooled samples are sums of ``pool`` samples)."""
         x = (np.arange(k) - (k - 1) / 2) * self.dx_mm
-        if tof and self._tof is not None:
+        if self._tof is not None:
             kern = self._tof
             if self.pool > 1:  # the pooling's box filter already widens the kernel
                 sig = math.sqrt(max(kern.sigma_mm ** 2 - self.dx_mm ** 2 / 12.0, 1e-6))
@@ -211,9 +219,9 @@ class FastProjector:
             w = np.ones((k, 1))
         return torch.as_tensor(w * self.step_mm, dtype=self.dtype, device=self.device)
 
-    def _w(self, bi: int, tof: bool) -> torch.Tensor:
+    def _w(self, bi: int) -> torch.Tensor:
         k = self._buckets[bi][3]
-        full = self._w_tof if tof else self._w_line
+        full = self._w_tof
         k0 = (full.shape[0] - k) // 2
         return full[k0:k0 + k]
 
@@ -327,8 +335,9 @@ class FastProjector:
             f = self._count[:, None, None] * w
             if self._mu is not None:
                 cols = self._columns(self._mu, view)
-                for bi, (b0, b1, _, _) in enumerate(self._buckets):
-                    line = self._sample(self._bucket_cols(cols, bi), bi, self._w(bi, False))
+                for bi, (b0, b1, _, k) in enumerate(self._buckets):
+                    w = torch.full((k, 1), self.step_mm, dtype=self.dtype, device=self.device)
+                    line = self._sample(self._bucket_cols(cols, bi), bi, w)
                     f[:, b0:b1] *= torch.exp(-line[:, 0])
             return f
         return self._cached(("factor", view), make)
@@ -359,7 +368,8 @@ class FastProjector:
     @torch.no_grad()
     def forward(self, volume, views: Sequence[int] | None = None) -> torch.Tensor:
         """``A x``: ``[n_tof, plane, len(views), bin]`` (linear TOF order) of a volume
-        ``[z, y, x]``; ``views`` a sequence of view indices (default all)."""
+        ``[z, y, x]`` (or its :meth:`prepare` table); ``views`` a sequence of view indices
+        (default all)."""
         table = self._volume(volume)
         vlist = self._views(views)
         sc = self.scanner
@@ -370,7 +380,7 @@ class FastProjector:
             fac = self.factor(v)
             cols = self._columns(table, v)
             for bi, (b0, b1, _, _) in enumerate(self._buckets):
-                vals = self._sample(self._bucket_cols(cols, bi), bi, self._w(bi, True))
+                vals = self._sample(self._bucket_cols(cols, bi), bi, self._w(bi))
                 vals *= fac[:, None, b0:b1]
                 out[:, :, vi, b0:b1] = self._to_bins(vals).transpose(0, 1)
         return out
@@ -392,7 +402,7 @@ class FastProjector:
             fac = self.factor(v)
             for bi, (b0, b1, _, _) in enumerate(self._buckets):
                 g = self._from_bins(y[:, :, vi, b0:b1].transpose(0, 1)) * fac[:, None, b0:b1]
-                gc = self._sample_adjoint(g, bi, self._w(bi, True))
+                gc = self._sample_adjoint(g, bi, self._w(bi))
                 gcols[self._off[bi]:self._off[bi + 1]] = gc.reshape(-1, nz)
             table += self._columns_adjoint(gcols, v)
         return table.view(ny, nx, nz).permute(2, 0, 1).contiguous()
