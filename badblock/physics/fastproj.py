@@ -4,49 +4,54 @@ The same system model as :func:`badblock.physics.projector.project` (the LOR-by-
 sinogram ``[n_tof (linear TOF order), plane, view, bin]``, volume ``[z, y, x]`` on
 :func:`badblock.physics.projector.scanner_grid` (a slice on every ring and every ring midpoint),
 each bin the sum of its real LORs, each LOR weighted by its attenuation factor
-``a = exp(-integral of mu)`` (fixed, computed once per view from the mu-map along the same rays),
-TOF binned as :class:`~badblock.physics.projector.TofKernel` does. Gap-crystal bins are 0.
+``a = exp(-integral of mu)`` (fixed, computed once per view along the same rays), TOF binned as
+:class:`~badblock.physics.projector.TofKernel` does. Gap-crystal bins are 0. Volumes are taken
+as zero outside the support cylinder (``support_mm``, default the box's inscribed circle).
 
-How one view is projected (the design; see also the options below):
+How one view is projected:
 
-1. **Transaxial rays** of the view, one per real crystal pair of every sub-view
-   (``subviews="all"``) or one mean ray per (view, bin) (``"mean"``: the normalised mean
-   direction of the bin's real sub-view pairs, weighted by their number), are sampled every
-   ``step_mm`` along ``t`` (mm from the chord midpoint toward det2) in every slice at once:
-   ``grid_sample`` of the volume with its slices as channels (bilinear in x-y) gives, per ray, a
-   2-D image ``F(z, t)`` of the vertical plane through the ray. Samples outside the support
-   circle (``support_mm``, default the field of view) are zero.
-2. ``pool`` fine samples are averaged into one (a box filter along the ray; 1 = none).
-3. **Axial tilts**: every LOR of the ray is a line in ``F(z, t)``: ring pair ``(r1, r2)``
-   with ``d = r2 - r1`` runs through slice ``r1 + r2 + 2 d x / L3`` at 3-D distance ``x`` from
-   its midpoint (``L3`` = det-to-det length), at ``t = x Lxy / L3``. One bilinear
-   ``grid_sample`` per ray batch samples all tilts at the same 3-D positions
-   ``x_k = (k - (K-1)/2) * pool * step_mm``: per ring pair (``tilts="ring"``) or one mean tilt
-   per plane (``"plane"``: the mean ``d`` of its real ring pairs, weighted by their number).
-4. **TOF and line sum in one matmul**: ``[lor, x_k] @ W[x_k, n_tof]`` with
-   ``W = TofKernel.weights(x_k) * dx`` -- the same matrix for every ray and tilt because the
-   samples sit at the same 3-D positions. With ``pool > 1`` the box filter widens the timing
-   kernel by ``(pool * step_mm)^2 / 12`` in variance; W uses ``sigma^2`` minus that, so the total
-   stays the scanner's.
-5. Times the attenuation factor and the LOR count of each (ray, tilt), summed into the bins
-   (sub-views into their view, ring pairs into their plane).
+1. **Transaxial rays**: one per real crystal pair of every sub-view (``subviews="all"``) or
+   one mean ray per bin (``"mean"``: the normalised mean direction of the bin's real sub-view
+   pairs, standing for their number). Each is sampled every ``step_mm`` along ``t`` (mm from
+   its chord midpoint toward det2), bilinearly in x-y and in all slices at once: the volume is
+   a table ``[y * x, z]`` and ``embedding_bag`` sums, per sample, the 4 weighted rows (whole
+   columns of slices) -- per ray a 2-D image ``F(t, z)`` of the vertical plane through it.
+2. ``pool`` consecutive samples are summed in the same ``embedding_bag`` (a box filter along
+   the ray, ``dx = pool * step_mm``; anti-aliased, unlike sampling every ``dx``).
+3. **Axial tilts**: ring pair ``(r1, r2)``, ``d = r2 - r1``, runs through slice
+   ``r1 + r2 + 2 d x / L3`` at 3-D distance ``x`` from its midpoint (``L3`` det to det), at
+   ``t = x Lxy / L3``. One bilinear ``grid_sample`` per batch of bins samples every tilt at the
+   same 3-D positions ``x_k = (k - (K - 1) / 2) dx``: per ring pair (``tilts="ring"``) or ``n``
+   mean tilts per plane (``tilts=n``; the plane's pairs sorted by ``d`` in ``n`` runs, each its
+   mean ``d`` weighted by its size; ``"plane"`` = 1).
+4. **TOF and line sum in one matmul** with ``W[x_k, n_tof] = TofKernel.weights(x_k) * step``,
+   the same for every ray and tilt because the samples sit at the same 3-D positions. The
+   pooling's box widens the timing kernel by ``dx^2 / 12`` in variance; W's sigma is reduced by
+   that, so the total stays the scanner's.
+5. Times the LOR count and attenuation factor of each (tilt, ray); sub-views summed into their
+   view, tilts into their plane.
 
-The adjoint runs the same steps transposed (``W^T``, ``grid_sampler_2d_backward`` of both
-samplings, the pooling's transpose): it is the exact adjoint of the discrete forward operator,
-``<A x, y> = <x, A^T y>`` to rounding.
+The adjoint runs the same steps transposed (``W^T``, ``grid_sampler_2d_backward``, the
+transpose of the ``embedding_bag`` by autograd): the exact adjoint of the discrete forward,
+``<A x, y> = <x, A^T y>`` to rounding (1e-16 in float64).
 
-Accuracy against the reference (tests/physics/test_fastproj.py measures these on the ``mini``
-scanner and on a reduced Vision; docs/physics/projector.md lists the numbers):
-``subviews="all", tilts="ring", pool=1`` (the exact geometry; default for scanners with at most
-``EXACT_MAX_LORS`` LORs, such as ``mini``) agrees with the reference per bin to the difference of
-the two samplings of the same trilinear interpolant (about 1e-3 relative on a smooth volume).
-``"mean"/"plane"`` (default for the clinical presets) replaces a bin's LORs by their mean line:
-on smooth activity the bins agree to about 1 % (mean relative error), sharper edges blur a
-little more across the view's sub-view spread (8 x 0.23 degrees on the Vision).
+Accuracy against the reference (``bench/projector_accuracy.py``; relative L1 error over all
+bins, a random phantom, without / with its water mu-map):
 
-Speed: the work is ``views x bins x planes x samples`` bilinear samples in step 3 plus a
-matmul with ``n_tof`` columns; ``pool`` and ``"mean"/"plane"`` cut it by ``pool`` and by
-``mash x ring pairs per plane``. bench/bench_simulate.py measures it against the reference.
+- exact geometry (``subviews="all", tilts="ring", pool=1``, the default for scanners of at most
+  ``EXACT_MAX_LORS`` LORs such as ``mini``): 1.2e-3 / 1.1e-3 on mini, 1e-4 on a 10- and a
+  20-ring Vision -- the difference of two samplings of the same trilinear interpolant;
+- the clinical default (``"mean"``, 2 tilts per plane, ``dx`` about 6.5 mm: pool 4 on the
+  Vision): 0.46 % / 1.1 % on the 20-ring Vision with its span 19 (0.23 % / 0.40 % at span 7);
+  totals within 0.03 %. The error is the axial spread of a plane's tilts and the Jensen gap of
+  the attenuation averaged over them (one tilt per plane: 1.3 % / 3.1 %; every ring pair:
+  0.15 % / 0.27 %); the mean ray costs about 0.1 %.
+
+Speed (``bench/bench_simulate.py``): a whole Vision scan with attenuation in about 90 s on 2
+loaded cores, 440 x the reference (whose one view took 832 s, extrapolated to 11.6 h); the
+time is the step-3 ``grid_sample`` (55 %), the TOF matmul (15 %), the attenuation pass (which
+costs as much as a forward pass without TOF, once per view) and the rest. Cost grows with
+``views x bins x tilts x samples``: ``tilts`` and ``pool`` are the levers.
 """
 
 from __future__ import annotations
