@@ -47,11 +47,11 @@ bins, a random phantom, without / with its water mu-map):
   the attenuation averaged over them (one tilt per plane: 1.3 % / 3.1 %; every ring pair:
   0.15 % / 0.27 %); the mean ray costs about 0.1 %.
 
-Speed (``bench/bench_simulate.py``): a whole Vision scan with attenuation in about 90 s on 2
-loaded cores, 440 x the reference (whose one view took 832 s, extrapolated to 11.6 h); the
-time is the step-3 ``grid_sample`` (55 %), the TOF matmul (15 %), the attenuation pass (which
-costs as much as a forward pass without TOF, once per view) and the rest. Cost grows with
-``views x bins x tilts x samples``: ``tilts`` and ``pool`` are the levers.
+Speed (``bench/bench_simulate.py``): a whole Vision scan with attenuation in 90 s (48 s CPU) on
+2 loaded cores, 640 x the reference in the same run (one view took 1143 s, extrapolated x 50);
+the time is the step-3 ``grid_sample`` (about 55 %), the TOF matmul (15 %) and the attenuation
+pass (a projection without TOF, once per view: about 40 % of the total in a first pass). Cost
+grows with ``views x bins x tilts x samples``: ``tilts`` and ``pool`` are the levers.
 """
 
 from __future__ import annotations
