@@ -60,7 +60,7 @@ class Config:
 def load_config(config: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                 env: Mapping[str, str] | None = None) -> Config:
     """Defaults < ``config`` (file or preset name; else ``$BADBLOCK_CONFIG``) < env < overrides."""
-    return build(Config, layered(config, overrides, env))
+    return build(Config, layered(config, overrides, env, schema=Config))
 
 
 def config_to_yaml(cfg: Config) -> str:
