@@ -1,0 +1,246 @@
+"""The statistics that find dead blocks and crystals in a scan (for :mod:`badblock.physics.detect`).
+
+Physics. A dead crystal records nothing, so every LOR through it is lost in every TOF bin: bin
+``i`` keeps a fraction ``1 - f_i`` of its real LORs and its counts are Poisson with mean
+``lambda_i (1 - theta f_i)``, where ``f_i`` is the fraction of the bin's (still alive) LORs
+through the candidate (a block or one crystal, :mod:`badblock.physics.footprint`) and
+``theta`` is 1 if the candidate is dead, 0 if not. TOF is summed first: ``f`` is the same for
+all TOF bins, so the TOF sum is sufficient for ``theta``.
+
+Expected counts without the truth. ``lambda_i = mu_i * alive_i``: ``alive_i`` is the number of
+real LORs of the bin not through crystals already known dead, ``mu_i`` the counts per LOR, a
+smooth function estimated by normalised convolution of the scan itself,
+``mu = G * (w y) / G * (w alive)`` (Gaussian ``G`` across views, with the sinogram's flipped
+wrap at 180 degrees, and across bins; ``w`` the bins used). Gap crystals and known dead LORs
+drop out through ``alive``.
+
+The test. The one-step Poisson maximum-likelihood estimate of ``theta`` from ``theta = 0`` is
+``theta_hat = sum f (lambda - y) / sum f^2 lambda``, unbiased, with standard deviation
+``1 / sqrt(I)`` if alive, ``I = sum f^2 lambda`` the Fisher information. A candidate is
+
+- *dead* when ``theta_hat >= 1/2``, ``I >= 4 z^2`` (so 1/2 lies ``z`` standard deviations from
+  both 0 and 1; ``z = 5`` by default, for tens of thousands of candidates) and its fully dead
+  bins (``f = 1``) hold no count at all (under "dead" they hold exactly 0; any count refutes
+  it, whatever the estimate of ``lambda``);
+- *cannot decide* when ``I < 4 z^2``: its LORs see too few expected counts;
+- otherwise alive.
+
+The threshold 1/2 makes the decision robust to errors of the estimated ``lambda`` of up to
+about half the mean loss ``f`` of the candidate's bins. Search: all candidates are scored at
+once (the footprint sums, with ``mu`` from all bins); the most significant are verified one by
+one with the exact mask of the candidate and ``mu`` re-estimated *without* the candidate's
+bins (so a dead candidate's own deficit cannot hide it; where that leaves a hole wider than
+the kernel, wider kernels fill it, else those bins carry no information); each accepted
+candidate joins the known dead before the next search (so adjacent and several dead blocks are
+found). Blocks first, then single crystals outside the dead blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from badblock.physics.footprint import Footprint, block_footprint, crystal_footprint
+from badblock.physics.mask import real_lor_count
+from badblock.physics.scanners import Scanner
+from badblock.physics.wrap import pad_views, partner_planes
+
+Z_DEFAULT = 5.0
+# Gaussian sigmas (views, bins) of the expected-count estimate, chosen on validation seeds
+# (bench/detect.py --validate), not on the benchmark's.
+WIDTHS = (1.5, 1.0)
+# Candidates scored at least this dead are verified exactly, most significant first. Low on
+# purpose: the scores' expected counts include the candidate's own (thinned) bins, so a dead
+# candidate surrounded by dead neighbours scores well below 1 until verified.
+SCAN_THETA = 0.15
+MAX_TRIES = 6  # exact verifications per search round before giving up
+MIN_WEIGHT = 0.25  # a bin's estimate needs this share of the kernel weight of all bins
+FILL_SCALES = (1.0, 2.0, 4.0)  # kernel widths (times WIDTHS) tried in turn to fill holes
+FULL = 1.0 - 1e-6  # f at or above this: a fully dead bin
+
+
+class Model:
+    """The scan (TOF summed) and the smoothing that estimates its counts per LOR."""
+
+    def __init__(self, counts: np.ndarray, scanner: Scanner, widths=WIDTHS):
+        self.counts = counts
+        self.scanner = scanner
+        self.n = real_lor_count(scanner).astype(np.float32)
+        self.partners = partner_planes(list(scanner.segments))
+        self.widths = widths
+
+    def smooth(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """Separable Gaussian of ``x [plane, view, bin]`` (the widths times ``scale``): views
+        with the sinogram's flipped wrap at 180 degrees, bins reflected at the edges."""
+        from scipy.ndimage import gaussian_filter1d
+
+        s_view, s_bin = (w * scale for w in self.widths)
+        n_views = x.shape[1]
+        if s_view > 0:
+            pad = int(math.ceil(4 * s_view))
+            x = pad_views(x, x[self.partners], pad, pad)
+            x = gaussian_filter1d(x, s_view, axis=1, mode="nearest")[:, pad:pad + n_views]
+        if s_bin > 0:
+            x = gaussian_filter1d(x, s_bin, axis=2, mode="reflect")
+        return x
+
+    def mu(self, alive: np.ndarray, use: np.ndarray, scales: Sequence[float] = (1.0,)) \
+            -> tuple[np.ndarray, np.ndarray]:
+        """Counts per alive LOR estimated from the bins ``use``, and ``ok``: the bins whose
+        estimate rests on at least ``MIN_WEIGHT`` of the kernel weight that all alive bins
+        would give. Bins short of it at one width take the estimate of the next of ``scales``
+        (holes left by a candidate's own bins and its dead neighbours)."""
+        has = alive > 0
+        mu = np.zeros(alive.shape, dtype=np.float32)
+        ok = np.zeros(alive.shape, dtype=bool)
+        for scale in scales:
+            den_all = self.smooth(np.where(has, alive, 0).astype(np.float32), scale)
+            den = den_all if np.array_equal(use, has) else self.smooth(
+                np.where(use, alive, 0).astype(np.float32), scale)
+            num = self.smooth(np.where(use, self.counts, 0).astype(np.float32), scale)
+            good = ~ok & has & (den > 1e-6) & (den >= MIN_WEIGHT * den_all)
+            mu[good] = num[good] / den[good]
+            ok |= good
+            if ok[has].all():
+                break
+        return mu, ok
+
+
+@dataclass
+class Verdict:
+    """The evidence about one candidate: ``kind`` 'block' or 'crystal', ``index`` (T, A) or
+    (crystal, ring); ``theta`` the deadness estimate, ``info`` its Fisher information; the
+    fully dead bins it would have, the counts they hold and those expected if it were alive."""
+
+    kind: str
+    index: tuple[int, int]
+    theta: float
+    info: float
+    full_bins: int
+    full_counts: float
+    full_expected: float
+    z: float
+
+    @property
+    def decided(self) -> bool:
+        """Enough information: 1/2 lies ``z`` standard deviations from both 0 and 1."""
+        return self.info >= 4 * self.z * self.z
+
+    @property
+    def dead(self) -> bool:
+        return self.decided and self.theta >= 0.5 and self.full_counts == 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.index[0]}:{self.index[1]}"
+
+    def as_dict(self) -> dict:
+        sd = 1 / math.sqrt(self.info) if self.info > 0 else None
+        return {"kind": self.kind, "index": self.name, "theta": round(self.theta, 4),
+                "sd": None if sd is None else round(sd, 4), "info": round(self.info, 1),
+                "fully_dead_bins": self.full_bins, "counts_in_fully_dead_bins": self.full_counts,
+                "expected_there_if_alive": round(self.full_expected, 1)}
+
+
+def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
+            z: float) -> Verdict:
+    """Exact test of one candidate: ``lost1 - lost0`` are its LORs not already known dead."""
+    alive = model.n - lost0
+    extra = lost1 - lost0
+    has = alive > 0
+    f = np.divide(extra, alive, out=np.zeros_like(extra), where=has)
+    mu, ok = model.mu(alive, has & (extra <= 0), FILL_SCALES)  # its own bins left out
+    lam = mu * alive
+    fo, lo, yo = f[ok].astype(np.float64), lam[ok].astype(np.float64), model.counts[ok]
+    info = float((fo * fo * lo).sum())
+    theta = float((fo * (lo - yo)).sum() / info) if info > 0 else 0.0
+    full = has & (f >= FULL)
+    return Verdict(kind, tuple(int(i) for i in index), theta, info, int(full.sum()),
+                   float(model.counts[full].sum()), float(lam[full & ok].sum()), z)
+
+
+@dataclass
+class Search:
+    """What :func:`search` found: dead ``blocks`` (T, A) and ``crystals`` (crystal, ring), the
+    ``verdicts`` of the accepted ones (in the order found), and per kind the final scores of
+    every candidate (``theta``/``info`` ``[axial, transaxial]``) with ``undecided`` those whose
+    LORs saw too few counts to tell."""
+
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    crystals: list[tuple[int, int]] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    theta: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+    undecided: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+def _scores(fp: Footprint, model: Model, alive: np.ndarray, mu: np.ndarray,
+            ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """theta_hat and I of every candidate at once (footprint sums; ``mu`` from all bins)."""
+    safe = np.where(ok, alive, 1.0)
+    s_mu = fp.sums(np.where(ok, mu, 0))
+    s_y = fp.sums(np.where(ok, model.counts / safe, 0))
+    info = fp.sums(np.where(ok, mu / safe, 0), squared=True)
+    theta = np.divide(s_mu - s_y, info, out=np.zeros_like(info), where=info > 0)
+    return theta, info
+
+
+def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: bool = True,
+           z: float = Z_DEFAULT, skip_blocks: Sequence = ()) -> Search:
+    """Greedy search for dead blocks, then dead crystals. ``lost(blocks, crystals)`` gives the
+    LORs per bin lost by the known damage plus those candidates (float32 ``[plane, view, bin]``).
+    """
+    sc = model.scanner
+    out = Search()
+    kinds = [("block", block_footprint(sc))] + ([("crystal", crystal_footprint(sc))]
+                                                 if crystals else [])
+    for kind, fp in kinds:
+        found = out.blocks if kind == "block" else out.crystals
+        unsure: set[tuple[int, int]] = set()
+        while True:
+            lost0 = lost(out.blocks, out.crystals)
+            alive = model.n - lost0
+            mu, ok = model.mu(alive, alive > 0)
+            theta, info = _scores(fp, model, alive, mu, ok)
+            skip = ~fp.real
+            if kind == "block":
+                for t, a in list(out.blocks) + list(skip_blocks):
+                    skip[a, t] = True
+            else:
+                for t, a in out.blocks:
+                    skip[np.ix_(list(sc.block_rings(a)), list(sc.block_crystals(t)))] = True
+                for c, r in out.crystals:
+                    skip[r, c] = True
+            out.theta[kind], out.info[kind] = theta, info
+            undecided = (info < 4 * z * z) & ~skip
+            for t, a in unsure:  # verified, but too little information to tell
+                undecided[a, t] = True
+            out.undecided[kind] = [(int(t), int(a)) for a, t in zip(*np.nonzero(undecided))]
+            good = (~skip) & (theta >= SCAN_THETA) & (info >= 4 * z * z)
+            signif = np.where(good, theta * np.sqrt(np.maximum(info, 0)), -np.inf)
+            order = np.argsort(-signif, axis=None)[:MAX_TRIES]
+            accepted = None
+            for flat in order:
+                a, t = np.unravel_index(flat, theta.shape)
+                if not good[a, t]:
+                    break
+                cand = (int(t), int(a))
+                trial = (out.blocks + [cand], out.crystals) if kind == "block" else \
+                    (out.blocks, out.crystals + [cand])
+                v = verify(model, kind, cand, lost0, lost(*trial), z)
+                if v.dead:
+                    accepted = v
+                    break
+                if not v.decided and v.theta >= 0.5:
+                    unsure.add(cand)
+                elif v.decided:
+                    unsure.discard(cand)
+            if accepted is None:
+                break
+            found.append(accepted.index)
+            out.verdicts.append(accepted)
+            unsure.discard(accepted.index)
+    return out
