@@ -10,8 +10,8 @@ into "alive" verdicts and "cannot decide"), false positives (found but not dead)
 per alive candidate, and the share of scans with exactly the true blocks and crystals.
 
 Validation (``--validate``): the expected-count kernel widths are chosen on seeds 1000+ (never
-the benchmark's 0..N-1) by the fewest errors, then the fewest "cannot decide"; the result is
-bench/results/detect_validation.json and the choice is ``deadsearch.WIDTHS``.
+the benchmark's 0..N-1) by the fewest wrong verdicts, then misses, then "cannot decide"; the
+result is bench/results/detect_validation.json and the choice is ``deadsearch.WIDTHS``.
 
 Timing (``--timing``): a synthetic Vision scan [33, 815, 50, 520] uint16 (Poisson counts of a
 smooth activity per LOR, block 3:1 dead) is written to a temporary e7 file and memory-mapped;
@@ -147,7 +147,8 @@ def rates(seeds, levels, widths=None, log=print) -> dict:
 
 def totals(result: dict) -> dict:
     keys = ("missed_blocks", "false_blocks", "missed_crystals", "false_crystals",
-            "undecided_blocks", "undecided_crystals")
+            "undecided_true_blocks", "undecided_true_crystals", "undecided_blocks",
+            "undecided_crystals")
     return {k: sum(sc[k] for lvl in result.values() for sc in lvl.values()) for k in keys}
 
 
@@ -224,11 +225,12 @@ def main(argv=None) -> int:
             print(f"== widths {widths}")
             grid[str(list(widths))] = totals(rates(seeds, levels, widths))
 
-        def cost(k):
+        def cost(k):  # wrong verdicts, then misses of any kind, then "cannot decide"
             g = grid[k]
-            errors = g["missed_blocks"] + g["false_blocks"] + g["missed_crystals"] \
-                + g["false_crystals"]
-            return errors, g["undecided_blocks"] + g["undecided_crystals"]
+            missed = g["missed_blocks"] + g["missed_crystals"]
+            wrong = g["false_blocks"] + g["false_crystals"] + missed \
+                - g["undecided_true_blocks"] - g["undecided_true_crystals"]
+            return wrong, missed, g["undecided_blocks"] + g["undecided_crystals"]
 
         best = min(grid, key=cost)
         result = {**meta, "seeds": seeds, "grid": grid, "best": best}

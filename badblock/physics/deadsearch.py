@@ -15,18 +15,21 @@ wrap at 180 degrees, and across bins; ``w`` the bins used). Gap crystals and kno
 drop out through ``alive``.
 
 The test. The one-step Poisson maximum-likelihood estimate of ``theta`` from ``theta = 0`` is
-``theta_hat = sum f (lambda - y) / sum f^2 lambda``, unbiased, with standard deviation
-``1 / sqrt(I)`` if alive, ``I = sum f^2 lambda`` the Fisher information. A candidate is
+``theta_hat = sum f (lambda - y) / sum f^2 lambda``, unbiased, with Poisson standard deviation
+``1 / sqrt(I)`` if alive, ``I = sum f^2 lambda`` the Fisher information. An error ``eps`` of the
+estimated ``lambda`` (relative) moves ``theta_hat`` by ``eps / fbar``, ``fbar = sum f^2 lambda /
+sum f lambda`` the mean loss of the candidate's bins; ``eps`` is measured on the scan itself
+(:func:`count_error`) and both parts make the standard deviation ``sd``. A candidate is
 
-- *dead* when ``theta_hat >= 1/2``, ``I >= 4 z^2`` (so 1/2 lies ``z`` standard deviations from
-  both 0 and 1; ``z = 5`` by default, for tens of thousands of candidates) and its fully dead
-  bins (``f = 1``) hold no count at all (under "dead" they hold exactly 0; any count refutes
-  it, whatever the estimate of ``lambda``);
-- *cannot decide* when ``I < 4 z^2``: its LORs see too few expected counts;
+- *dead* when ``theta_hat >= 1/2``, ``sd <= 1 / (2 z)`` (1/2 lies ``z`` standard deviations
+  from both 0 and 1; ``z = 5`` by default, for tens of thousands of candidates) and its fully
+  dead bins (``f = 1``) hold no count at all (under "dead" they hold exactly 0; any count
+  refutes it, whatever the estimate of ``lambda``);
+- *cannot decide* when ``sd > 1 / (2 z)``: its LORs see too few expected counts, or it removes
+  too small a share of its bins' LORs to be told from the error of the expected counts;
 - otherwise alive.
 
-The threshold 1/2 makes the decision robust to errors of the estimated ``lambda`` of up to
-about half the mean loss ``f`` of the candidate's bins. Search: all candidates are scored at
+Search: all candidates are scored at
 once (the footprint sums, with ``mu`` from all bins); the most significant are verified one by
 one with the exact mask of the candidate and ``mu`` re-estimated *without* the candidate's
 bins (so a dead candidate's own deficit cannot hide it; where that leaves a hole wider than
@@ -51,7 +54,7 @@ from badblock.physics.wrap import pad_views, partner_planes
 Z_DEFAULT = 5.0
 # Gaussian sigmas (views, bins) of the expected-count estimate, chosen on validation seeds
 # (bench/detect.py --validate), not on the benchmark's.
-WIDTHS = (1.5, 1.0)
+WIDTHS = (2.0, 1.0)
 # Candidates scored at least this dead are verified exactly, most significant first. Low on
 # purpose: the scores' expected counts include the candidate's own (thinned) bins, so a dead
 # candidate surrounded by dead neighbours scores well below 1 until verified.
@@ -60,6 +63,9 @@ MAX_TRIES = 6  # exact verifications per search round before giving up
 MIN_WEIGHT = 0.25  # a bin's estimate needs this share of the kernel weight of all bins
 FILL_SCALES = (1.0, 2.0, 4.0)  # kernel widths (times WIDTHS) tried in turn to fill holes
 FULL = 1.0 - 1e-6  # f at or above this: a fully dead bin
+# The verification's expected counts interpolate over a hole (the candidate's own bins): their
+# relative error is taken as this many times the one measured on the scores of all candidates.
+SYS_FACTOR = 2.0
 
 
 class Model:
@@ -123,11 +129,21 @@ class Verdict:
     full_counts: float
     full_expected: float
     z: float
+    fbar: float = 1.0  # mean loss of the candidate's bins, sum f^2 lambda / sum f lambda
+    eps: float = 0.0  # relative error of the expected counts (see :func:`count_error`)
+
+    @property
+    def sd(self) -> float:
+        """Standard deviation of ``theta``: Poisson ``1/sqrt(I)`` and the expected counts'
+        error ``SYS_FACTOR * eps / fbar`` (an error eps of lambda moves theta by eps/fbar)."""
+        if self.info <= 0:
+            return math.inf
+        return math.sqrt(1 / self.info + (SYS_FACTOR * self.eps / max(self.fbar, 1e-12)) ** 2)
 
     @property
     def decided(self) -> bool:
-        """Enough information: 1/2 lies ``z`` standard deviations from both 0 and 1."""
-        return self.info >= 4 * self.z * self.z
+        """Enough evidence: 1/2 lies ``z`` standard deviations from both 0 and 1."""
+        return self.sd <= 1 / (2 * self.z)
 
     @property
     def dead(self) -> bool:
@@ -138,16 +154,18 @@ class Verdict:
         return f"{self.index[0]}:{self.index[1]}"
 
     def as_dict(self) -> dict:
-        sd = 1 / math.sqrt(self.info) if self.info > 0 else None
+        sd = self.sd if math.isfinite(self.sd) else None
         return {"kind": self.kind, "index": self.name, "theta": round(self.theta, 4),
                 "sd": None if sd is None else round(sd, 4), "info": round(self.info, 1),
+                "mean_loss": round(self.fbar, 4), "count_error": round(self.eps, 4),
                 "fully_dead_bins": self.full_bins, "counts_in_fully_dead_bins": self.full_counts,
                 "expected_there_if_alive": round(self.full_expected, 1)}
 
 
 def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
-            z: float) -> Verdict:
-    """Exact test of one candidate: ``lost1 - lost0`` are its LORs not already known dead."""
+           z: float, eps: float = 0.0) -> Verdict:
+    """Exact test of one candidate: ``lost1 - lost0`` are its LORs not already known dead;
+    ``eps`` the relative error of the expected counts (:func:`count_error`)."""
     alive = model.n - lost0
     extra = lost1 - lost0
     has = alive > 0
@@ -157,9 +175,10 @@ def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
     fo, lo, yo = f[ok].astype(np.float64), lam[ok].astype(np.float64), model.counts[ok]
     info = float((fo * fo * lo).sum())
     theta = float((fo * (lo - yo)).sum() / info) if info > 0 else 0.0
+    fbar = info / max(float((fo * lo).sum()), 1e-12)
     full = has & (f >= FULL)
     return Verdict(kind, tuple(int(i) for i in index), theta, info, int(full.sum()),
-                   float(model.counts[full].sum()), float(lam[full & ok].sum()), z)
+                   float(model.counts[full].sum()), float(lam[full & ok].sum()), z, fbar, eps)
 
 
 @dataclass
@@ -167,7 +186,8 @@ class Search:
     """What :func:`search` found: dead ``blocks`` (T, A) and ``crystals`` (crystal, ring), the
     ``verdicts`` of the accepted ones (in the order found), and per kind the final scores of
     every candidate (``theta``/``info`` ``[axial, transaxial]``) with ``undecided`` those whose
-    LORs saw too few counts to tell."""
+    LORs saw too few counts to tell, and ``eps`` the measured relative error of the expected
+    counts (:func:`count_error`)."""
 
     blocks: list[tuple[int, int]] = field(default_factory=list)
     crystals: list[tuple[int, int]] = field(default_factory=list)
@@ -175,17 +195,47 @@ class Search:
     theta: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, np.ndarray] = field(default_factory=dict)
     undecided: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    eps: dict[str, float] = field(default_factory=dict)
 
 
 def _scores(fp: Footprint, model: Model, alive: np.ndarray, mu: np.ndarray,
-            ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """theta_hat and I of every candidate at once (footprint sums; ``mu`` from all bins)."""
+            ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """theta_hat, I and the mean loss ``sum f^2 lambda / sum f lambda`` of every candidate at
+    once (footprint sums; ``mu`` from all bins)."""
     safe = np.where(ok, alive, 1.0)
     s_mu = fp.sums(np.where(ok, mu, 0))
     s_y = fp.sums(np.where(ok, model.counts / safe, 0))
     info = fp.sums(np.where(ok, mu / safe, 0), squared=True)
     theta = np.divide(s_mu - s_y, info, out=np.zeros_like(info), where=info > 0)
-    return theta, info
+    fbar = np.divide(info, s_mu, out=np.zeros_like(info), where=s_mu > 0)
+    return theta, info, fbar
+
+
+def count_error(theta: np.ndarray, info: np.ndarray, fbar: np.ndarray, use: np.ndarray) -> float:
+    """Relative error of the expected counts, measured on the candidates themselves.
+
+    Almost every candidate is alive, so ``theta * fbar`` (the relative count deficit of its
+    bins) scatters around 0 by the Poisson part ``fbar / sqrt(I)`` and by the error of the
+    estimated ``lambda``; the latter is what is left of the robust spread (1.4826 x MAD) after
+    the Poisson part. On the Vision a single crystal is about 1/70 of the LORs of its bins
+    (8 sub-views x up to 10 ring pairs): a 2 % error of ``lambda`` then moves ``theta`` by more
+    than 1, and this is what makes such crystals "cannot decide" rather than false positives.
+    """
+    use = use & (info > 0)
+    if use.sum() < 8:
+        return 0.0
+    r = (theta * fbar)[use]
+    spread = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    poisson = float(np.median((fbar[use] ** 2) / info[use]))
+    return math.sqrt(max(0.0, spread * spread - poisson))
+
+
+def block_count_error(model: Model, lost0: np.ndarray) -> float:
+    """:func:`count_error` measured on the scores of all blocks, ``lost0`` known lost."""
+    fp = block_footprint(model.scanner)
+    alive = model.n - lost0
+    mu, ok = model.mu(alive, alive > 0)
+    return count_error(*_scores(fp, model, alive, mu, ok), fp.real)
 
 
 def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: bool = True,
@@ -204,7 +254,7 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
             lost0 = lost(out.blocks, out.crystals)
             alive = model.n - lost0
             mu, ok = model.mu(alive, alive > 0)
-            theta, info = _scores(fp, model, alive, mu, ok)
+            theta, info, fbar = _scores(fp, model, alive, mu, ok)
             skip = ~fp.real
             if kind == "block":
                 for t, a in list(out.blocks) + list(skip_blocks):
@@ -215,11 +265,15 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
                 for c, r in out.crystals:
                     skip[r, c] = True
             out.theta[kind], out.info[kind] = theta, info
-            undecided = (info < 4 * z * z) & ~skip
+            eps = out.eps[kind] = count_error(theta, info, fbar, ~skip)
+            sd = np.sqrt(np.divide(1.0, info, out=np.full_like(info, np.inf), where=info > 0)
+                         + (SYS_FACTOR * eps / np.maximum(fbar, 1e-12)) ** 2)
+            decidable = sd <= 1 / (2 * z)
+            undecided = ~decidable & ~skip
             for t, a in unsure:  # verified, but too little information to tell
                 undecided[a, t] = True
             out.undecided[kind] = [(int(t), int(a)) for a, t in zip(*np.nonzero(undecided))]
-            good = (~skip) & (theta >= SCAN_THETA) & (info >= 4 * z * z)
+            good = (~skip) & (theta >= SCAN_THETA) & decidable
             signif = np.where(good, theta * np.sqrt(np.maximum(info, 0)), -np.inf)
             order = np.argsort(-signif, axis=None)[:MAX_TRIES]
             accepted = None
@@ -230,7 +284,7 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
                 cand = (int(t), int(a))
                 trial = (out.blocks + [cand], out.crystals) if kind == "block" else \
                     (out.blocks, out.crystals + [cand])
-                v = verify(model, kind, cand, lost0, lost(*trial), z)
+                v = verify(model, kind, cand, lost0, lost(*trial), z, eps)
                 if v.dead:
                     accepted = v
                     break

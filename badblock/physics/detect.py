@@ -11,7 +11,6 @@ Poisson test of each candidate against expected counts estimated from the scan i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +23,11 @@ from badblock.physics.deadsearch import (
     Z_DEFAULT,
     Model,
     Verdict,
+    block_count_error,
     search,
     verify,
 )
-from badblock.physics.footprint import block_footprint
+from badblock.physics.footprint import block_footprint, crystal_footprint
 from badblock.physics.mask import dead_block_mask, lost_lor_count
 from badblock.physics.scanners import PRESETS, Scanner, get_scanner
 
@@ -111,7 +111,7 @@ class Detection:
             "crystals_searched": und is not None,
             "undecided_crystals": None if und is None else len(und),
             "crystal_candidates": None if und is None else int(
-                self.scanner.n_rings * self.scanner.crystals_per_ring),
+                crystal_footprint(self.scanner).real.sum()),
         }
 
 
@@ -170,7 +170,7 @@ def _block_at(sc: Scanner, n: np.ndarray, mask: np.ndarray, p: int, v: int, e: i
 
 
 def _check_declared(model: Model, blocks: list, crystals: list, mask: np.ndarray, z: float,
-                    where: str) -> list[dict]:
+                    eps: float, where: str) -> list[dict]:
     """Verify each declared block and crystal with the others known dead (step 3)."""
     sc = model.scanner
     if np.abs(dead_block_mask(sc, blocks, crystals) - mask).max() > 1e-5:
@@ -183,12 +183,12 @@ def _check_declared(model: Model, blocks: list, crystals: list, mask: np.ndarray
         for item in items:
             others = ([b for b in blocks if b != item], crystals) if kind == "block" else \
                 (blocks, [c for c in crystals if c != item])
-            v = verify(model, kind, item, lost_lor_count(sc, *others), everything, z)
+            v = verify(model, kind, item, lost_lor_count(sc, *others), everything, z, eps)
             if v.decided and v.theta < 0.5:
                 raise BadInputError(where, f"declared dead {kind} {v.name} is alive in this scan: "
-                                    f"its bins hold {100 * (1 - v.theta):.0f}% of the counts "
-                                    f"expected if alive (deadness {v.theta:.2f} +- "
-                                    f"{1 / math.sqrt(v.info):.2f})")
+                                    f"its bins hold {100 * (1 - v.theta * v.fbar):.0f}% of the "
+                                    f"counts expected if alive (deadness {v.theta:.2f} +- "
+                                    f"{v.sd:.2f})")
             out.append(v.as_dict())
     return out
 
@@ -234,33 +234,33 @@ def check_mask(data, mask: np.ndarray, scanner: Scanner | str | None = None, *,
                             "mask does not fit this scan (wrong block?)")
     report = {"scanner": sc.name, "fully_dead_bins": int(full.sum()),
               "counts_in_fully_dead_bins": 0}
+    eps = block_count_error(model, n * mask)
     mu, ok = model.mu(n, (n > 0) & (mask <= 0), FILL_SCALES)  # from the bins the mask spares
     ok &= mask > 0
     f, lam, y = mask[ok].astype(np.float64), (mu * n)[ok].astype(np.float64), counts[ok]
     info = float((f * f * lam).sum())
-    theta = float((f * (lam - y)).sum() / info) if info > 0 else None
-    decided = info >= 4 * z * z
-    report.update(theta=None if theta is None else round(theta, 4), info=round(info, 1),
-                  thinning_decided=bool(decided))
-    if decided and theta < 0.5:
+    whole = Verdict("mask", (0, 0), float((f * (lam - y)).sum() / info) if info > 0 else 0.0,
+                    info, 0, 0.0, 0.0, z, info / max(float((f * lam).sum()), 1e-12), eps)
+    report.update(theta=round(whole.theta, 4) if info > 0 else None, info=round(info, 1),
+                  count_error=round(eps, 4), thinning_decided=whole.decided)
+    if whole.decided and whole.theta < 0.5:
         raise BadInputError(where, f"the bins the mask thins are not thinned in this scan: "
-                            f"deadness {theta:.2f} +- {1 / math.sqrt(info):.2f} (1 if the "
-                            "declared blocks are dead, 0 if not): the mask does not fit this scan")
+                            f"deadness {whole.theta:.2f} +- {whole.sd:.2f} (1 if the declared "
+                            "blocks are dead, 0 if not): the mask does not fit this scan")
     if blocks is not None or crystals is not None:
         report["declared"] = _check_declared(model, list(blocks or ()), list(crystals or ()),
-                                             mask, z, where)
+                                             mask, z, eps, where)
     if undeclared:
         lost_known = n * mask
         found = search(model, lambda b, c: lost_known + (1 - mask) * lost_lor_count(sc, b, c),
                        crystals=search_crystals, z=z)
         if found.verdicts:
             v = found.verdicts[0]
-            sd = 1 / math.sqrt(v.info)
             what = (f"its {v.full_bins} fully dead bins hold no count where "
                     f"{v.full_expected:.0f} were expected" if v.full_bins else
-                    f"its bins hold {100 * (1 - v.theta):.0f}% of the counts expected")
+                    f"its bins hold {100 * (1 - v.theta * v.fbar):.0f}% of the counts expected")
             raise BadInputError(where, f"the scan shows a dead {v.kind} {v.name} the mask does "
-                                f"not declare: {what} (deadness {v.theta:.2f} +- {sd:.2f})")
+                                f"not declare: {what} (deadness {v.theta:.2f} +- {v.sd:.2f})")
         report["undecided_blocks"] = _names(found.undecided["block"])
     report["undeclared_checked"] = bool(undeclared)
     return report
