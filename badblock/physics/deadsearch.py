@@ -35,7 +35,9 @@ one with the exact mask of the candidate and ``mu`` re-estimated *without* the c
 bins (so a dead candidate's own deficit cannot hide it; where that leaves a hole wider than
 the kernel, wider kernels fill it, else those bins carry no information); each accepted
 candidate joins the known dead before the next search (so adjacent and several dead blocks are
-found). Blocks first, then single crystals outside the dead blocks.
+found), and its neighbours are verified next whatever their scores (a dead neighbour's hole
+leaves a candidate little but its own thinned bins to score with). Blocks first, then single
+crystals outside the dead blocks.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from badblock.physics.wrap import pad_views, partner_planes
 Z_DEFAULT = 5.0
 # Gaussian sigmas (views, bins) of the expected-count estimate, chosen on validation seeds
 # (bench/detect.py --validate), not on the benchmark's.
-WIDTHS = (2.0, 1.0)
+WIDTHS = (1.0, 1.0)
 # Candidates scored at least this dead are verified exactly, most significant first. Low on
 # purpose: the scores' expected counts include the candidate's own (thinned) bins, so a dead
 # candidate surrounded by dead neighbours scores well below 1 until verified.
@@ -78,40 +80,57 @@ class Model:
         self.partners = partner_planes(list(scanner.segments))
         self.widths = widths
 
-    def smooth(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    def smooth(self, x: np.ndarray, scale: float = 1.0, partners=None) -> np.ndarray:
         """Separable Gaussian of ``x [plane, view, bin]`` (the widths times ``scale``): views
-        with the sinogram's flipped wrap at 180 degrees, bins reflected at the edges."""
+        with the sinogram's flipped wrap at 180 degrees (``partners[p]``: the row of plane p's
+        partner in ``x``), bins reflected at the edges. Planes are not mixed."""
         from scipy.ndimage import gaussian_filter1d
 
+        partners = self.partners if partners is None else partners
         s_view, s_bin = (w * scale for w in self.widths)
         n_views = x.shape[1]
         if s_view > 0:
             pad = int(math.ceil(4 * s_view))
-            x = pad_views(x, x[self.partners], pad, pad)
+            x = pad_views(x, x[partners], pad, pad)
             x = gaussian_filter1d(x, s_view, axis=1, mode="nearest")[:, pad:pad + n_views]
         if s_bin > 0:
             x = gaussian_filter1d(x, s_bin, axis=2, mode="reflect")
         return x
 
-    def mu(self, alive: np.ndarray, use: np.ndarray, scales: Sequence[float] = (1.0,)) \
-            -> tuple[np.ndarray, np.ndarray]:
+    def mu(self, alive: np.ndarray, use: np.ndarray, scales: Sequence[float] = (1.0,),
+           need: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Counts per alive LOR estimated from the bins ``use``, and ``ok``: the bins whose
         estimate rests on at least ``MIN_WEIGHT`` of the kernel weight that all alive bins
         would give. Bins short of it at one width take the estimate of the next of ``scales``
-        (holes left by a candidate's own bins and its dead neighbours)."""
+        (holes left by a candidate's own bins and its dead neighbours). With ``need`` (bool
+        ``[plane, view, bin]``) only the planes holding needed bins (and their wrap partners)
+        are estimated, and wider scales stop once every needed bin is ok."""
         has = alive > 0
         mu = np.zeros(alive.shape, dtype=np.float32)
         ok = np.zeros(alive.shape, dtype=bool)
+        rows, partners = slice(None), self.partners
+        if need is not None and not need.any():
+            return mu, ok
+        if need is not None:
+            planes = np.nonzero(need.any(axis=(1, 2)))[0]
+            rows = np.union1d(planes, self.partners[planes])
+            local = np.full(len(self.partners), -1)
+            local[rows] = np.arange(len(rows))
+            partners = local[self.partners[rows]]
+        a, u, y, h = alive[rows], use[rows], self.counts[rows], has[rows]
+        m, good_all = mu[rows], ok[rows]
+        target = h if need is None else need[rows]
         for scale in scales:
-            den_all = self.smooth(np.where(has, alive, 0).astype(np.float32), scale)
-            den = den_all if np.array_equal(use, has) else self.smooth(
-                np.where(use, alive, 0).astype(np.float32), scale)
-            num = self.smooth(np.where(use, self.counts, 0).astype(np.float32), scale)
-            good = ~ok & has & (den > 1e-6) & (den >= MIN_WEIGHT * den_all)
-            mu[good] = num[good] / den[good]
-            ok |= good
-            if ok[has].all():
+            den_all = self.smooth(np.where(h, a, 0).astype(np.float32), scale, partners)
+            den = den_all if np.array_equal(u, h) else self.smooth(
+                np.where(u, a, 0).astype(np.float32), scale, partners)
+            num = self.smooth(np.where(u, y, 0).astype(np.float32), scale, partners)
+            good = ~good_all & h & (den > 1e-6) & (den >= MIN_WEIGHT * den_all)
+            m[good] = num[good] / den[good]
+            good_all |= good
+            if good_all[target].all():
                 break
+        mu[rows], ok[rows] = m, good_all
         return mu, ok
 
 
@@ -170,7 +189,8 @@ def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
     extra = lost1 - lost0
     has = alive > 0
     f = np.divide(extra, alive, out=np.zeros_like(extra), where=has)
-    mu, ok = model.mu(alive, has & (extra <= 0), FILL_SCALES)  # its own bins left out
+    # its own bins left out; only its planes estimated
+    mu, ok = model.mu(alive, has & (extra <= 0), FILL_SCALES, need=has & (extra > 0))
     lam = mu * alive
     fo, lo, yo = f[ok].astype(np.float64), lam[ok].astype(np.float64), model.counts[ok]
     info = float((fo * fo * lo).sum())
@@ -238,6 +258,23 @@ def block_count_error(model: Model, lost0: np.ndarray) -> float:
     return count_error(*_scores(fp, model, alive, mu, ok), fp.real)
 
 
+def _neighbours(kind: str, sc: Scanner, index: tuple[int, int]) -> list[tuple[int, int]]:
+    """The transaxial (around the ring) and axial neighbours of a block or crystal."""
+    t, a = index
+    n_t, n_a = (sc.blocks_transaxial, sc.blocks_axial) if kind == "block" else \
+        (sc.crystals_per_ring, sc.n_rings)
+    return [((t - 1) % n_t, a), ((t + 1) % n_t, a)] + [(t, a + d) for d in (-1, 1)
+                                                       if 0 <= a + d < n_a]
+
+
+def _trial(model: Model, lost, out: Search, kind: str, cand: tuple[int, int],
+           lost0: np.ndarray, z: float, eps: float) -> Verdict:
+    """Verify ``cand`` with the damage found so far known."""
+    trial = (out.blocks + [cand], out.crystals) if kind == "block" else \
+        (out.blocks, out.crystals + [cand])
+    return verify(model, kind, cand, lost0, lost(*trial), z, eps)
+
+
 def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: bool = True,
            z: float = Z_DEFAULT, skip_blocks: Sequence = ()) -> Search:
     """Greedy search for dead blocks, then dead crystals. ``lost(blocks, crystals)`` gives the
@@ -249,7 +286,8 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
                                                  if crystals else [])
     for kind, fp in kinds:
         found = out.blocks if kind == "block" else out.crystals
-        unsure: set[tuple[int, int]] = set()
+        unsure: set[tuple[int, int]] = set()  # verified, but not decided
+        pending: set[tuple[int, int]] = set()  # to verify whatever their scores
         while True:
             lost0 = lost(out.blocks, out.crystals)
             alive = model.n - lost0
@@ -270,31 +308,44 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
                          + (SYS_FACTOR * eps / np.maximum(fbar, 1e-12)) ** 2)
             decidable = sd <= 1 / (2 * z)
             undecided = ~decidable & ~skip
-            for t, a in unsure:  # verified, but too little information to tell
-                undecided[a, t] = True
+            for t, a in unsure:
+                undecided[a, t] = not skip[a, t]
             out.undecided[kind] = [(int(t), int(a)) for a, t in zip(*np.nonzero(undecided))]
             good = (~skip) & (theta >= SCAN_THETA) & decidable
             signif = np.where(good, theta * np.sqrt(np.maximum(info, 0)), -np.inf)
-            order = np.argsort(-signif, axis=None)[:MAX_TRIES]
+            top = [(int(t), int(a)) for a, t in zip(*np.unravel_index(
+                np.argsort(-signif, axis=None)[:MAX_TRIES], theta.shape)) if good[a, t]]
+            # Neighbours of dead ones first: their scores are the least reliable (a dead
+            # neighbour's hole leaves a candidate's own thinned bins to estimate its counts).
+            queue = [c for c in sorted(pending) if not skip[c[1], c[0]]]
+            queue += [c for c in top if c not in pending]
+            def check(cand, kind=kind, lost0=lost0, eps=eps):
+                return _trial(model, lost, out, kind, cand, lost0, z, eps)
+
             accepted = None
-            for flat in order:
-                a, t = np.unravel_index(flat, theta.shape)
-                if not good[a, t]:
-                    break
-                cand = (int(t), int(a))
-                trial = (out.blocks + [cand], out.crystals) if kind == "block" else \
-                    (out.blocks, out.crystals + [cand])
-                v = verify(model, kind, cand, lost0, lost(*trial), z, eps)
+            for cand in queue:
+                pending.discard(cand)
+                v = check(cand)
                 if v.dead:
-                    accepted = v
-                    break
-                if not v.decided and v.theta >= 0.5:
-                    unsure.add(cand)
-                elif v.decided:
+                    # Neighbours share many of its bins (an axially adjacent crystal most): the
+                    # one that explains the deficit best is taken; if that one cannot be
+                    # decided, neither can this one.
+                    rivals = [check(nb) for nb in _neighbours(kind, sc, cand)
+                              if not skip[nb[1], nb[0]]]
+                    best = max([v] + rivals, key=lambda r: r.theta)
+                    if best.dead:
+                        accepted = best
+                        break
+                    v = best
+                    cand = best.index
+                if v.decided:
                     unsure.discard(cand)
+                else:
+                    unsure.add(cand)
             if accepted is None:
                 break
             found.append(accepted.index)
             out.verdicts.append(accepted)
             unsure.discard(accepted.index)
+            pending.update(_neighbours(kind, sc, accepted.index))
     return out

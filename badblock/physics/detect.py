@@ -133,7 +133,7 @@ def detect(data, scanner: Scanner | str | None = None, *, crystals: bool = True,
     for v in found.verdicts:
         if v.kind == "block":
             theta[v.index[1], v.index[0]], info[v.index[1], v.index[0]] = v.theta, v.info
-    return Detection(sc, found.blocks, found.crystals, found.verdicts, theta, info,
+    return Detection(sc, sorted(found.blocks), sorted(found.crystals), found.verdicts, theta, info,
                      found.undecided["block"], found.undecided.get("crystal"), z, model.counts)
 
 
@@ -235,7 +235,8 @@ def check_mask(data, mask: np.ndarray, scanner: Scanner | str | None = None, *,
     report = {"scanner": sc.name, "fully_dead_bins": int(full.sum()),
               "counts_in_fully_dead_bins": 0}
     eps = block_count_error(model, n * mask)
-    mu, ok = model.mu(n, (n > 0) & (mask <= 0), FILL_SCALES)  # from the bins the mask spares
+    # estimated from the bins the mask spares, on the planes it touches
+    mu, ok = model.mu(n, (n > 0) & (mask <= 0), FILL_SCALES, need=(n > 0) & (mask > 0))
     ok &= mask > 0
     f, lam, y = mask[ok].astype(np.float64), (mu * n)[ok].astype(np.float64), counts[ok]
     info = float((f * f * lam).sum())
