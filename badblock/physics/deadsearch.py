@@ -61,10 +61,13 @@ WIDTHS = (1.0, 1.0)
 # purpose: the scores' expected counts include the candidate's own (thinned) bins, so a dead
 # candidate surrounded by dead neighbours scores well below 1 until verified.
 SCAN_THETA = 0.15
-MAX_TRIES = 6  # exact verifications per search round before giving up
+MAX_TRIES = 6  # best-scored candidates verified per search round (neighbours come on top)
 MIN_WEIGHT = 0.25  # a bin's estimate needs this share of the kernel weight of all bins
 FILL_SCALES = (1.0, 2.0, 4.0)  # kernel widths (times WIDTHS) tried in turn to fill holes
 FULL = 1.0 - 1e-6  # f at or above this: a fully dead bin
+# Empty fully dead bins that would have held this many counts if alive (Poisson: e^-20 to see
+# none) prove a candidate dead without comparing it to its neighbours.
+FULL_PROOF = 20.0
 # The verification's expected counts interpolate over a hole (the candidate's own bins): their
 # relative error is taken as this many times the one measured on the scores of all candidates.
 SYS_FACTOR = 2.0
@@ -173,22 +176,30 @@ class Verdict:
         return f"{self.index[0]}:{self.index[1]}"
 
     def as_dict(self) -> dict:
-        sd = self.sd if math.isfinite(self.sd) else None
+        def num(x, digits):  # JSON has no inf or nan
+            return round(x, digits) if math.isfinite(x) else None
+
         return {"kind": self.kind, "index": self.name, "theta": round(self.theta, 4),
-                "sd": None if sd is None else round(sd, 4), "info": round(self.info, 1),
+                "sd": num(self.sd, 4), "info": num(self.info, 1),
                 "mean_loss": round(self.fbar, 4), "count_error": round(self.eps, 4),
                 "fully_dead_bins": self.full_bins, "counts_in_fully_dead_bins": self.full_counts,
-                "expected_there_if_alive": round(self.full_expected, 1)}
+                "expected_there_if_alive": num(self.full_expected, 1)}
 
 
 def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
            z: float, eps: float = 0.0) -> Verdict:
     """Exact test of one candidate: ``lost1 - lost0`` are its LORs not already known dead;
-    ``eps`` the relative error of the expected counts (:func:`count_error`)."""
+    ``eps`` the relative error of the expected counts (:func:`count_error`). A candidate whose
+    fully dead bins hold a count is alive for certain: ``theta`` 0 with infinite ``info``."""
     alive = model.n - lost0
     extra = lost1 - lost0
     has = alive > 0
     f = np.divide(extra, alive, out=np.zeros_like(extra), where=has)
+    full = has & (f >= FULL)
+    seen = float(model.counts[full].sum())
+    if seen > 0:  # a count where all LORs are its own proves it alive: no estimate needed
+        return Verdict(kind, tuple(int(i) for i in index), 0.0, math.inf, int(full.sum()),
+                       seen, math.nan, z)
     # its own bins left out; only its planes estimated
     mu, ok = model.mu(alive, has & (extra <= 0), FILL_SCALES, need=has & (extra > 0))
     lam = mu * alive
@@ -196,7 +207,6 @@ def verify(model: Model, kind: str, index, lost0: np.ndarray, lost1: np.ndarray,
     info = float((fo * fo * lo).sum())
     theta = float((fo * (lo - yo)).sum() / info) if info > 0 else 0.0
     fbar = info / max(float((fo * lo).sum()), 1e-12)
-    full = has & (f >= FULL)
     return Verdict(kind, tuple(int(i) for i in index), theta, info, int(full.sum()),
                    float(model.counts[full].sum()), float(lam[full & ok].sum()), z, fbar, eps)
 
@@ -275,10 +285,25 @@ def _trial(model: Model, lost, out: Search, kind: str, cand: tuple[int, int],
     return verify(model, kind, cand, lost0, lost(*trial), z, eps)
 
 
+def _skip(kind: str, fp: Footprint, sc: Scanner, out: Search, skip_blocks) -> np.ndarray:
+    """bool ``[axial, transaxial]``: not candidates (virtual, already dead, in a dead block)."""
+    skip = ~fp.real
+    if kind == "block":
+        for t, a in list(out.blocks) + list(skip_blocks):
+            skip[a, t] = True
+        return skip
+    for t, a in out.blocks:
+        skip[np.ix_(list(sc.block_rings(a)), list(sc.block_crystals(t)))] = True
+    for c, r in out.crystals:
+        skip[r, c] = True
+    return skip
+
+
 def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: bool = True,
            z: float = Z_DEFAULT, skip_blocks: Sequence = ()) -> Search:
     """Greedy search for dead blocks, then dead crystals. ``lost(blocks, crystals)`` gives the
-    LORs per bin lost by the known damage plus those candidates (float32 ``[plane, view, bin]``).
+    LORs per bin lost by the known damage plus those candidates (float32 ``[plane, view, bin]``);
+    ``skip_blocks`` are not candidates.
     """
     sc = model.scanner
     out = Search()
@@ -287,30 +312,17 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
     for kind, fp in kinds:
         found = out.blocks if kind == "block" else out.crystals
         unsure: set[tuple[int, int]] = set()  # verified, but not decided
-        pending: set[tuple[int, int]] = set()  # to verify whatever their scores
+        pending: set[tuple[int, int]] = set()  # neighbours of dead ones, to verify regardless
         while True:
             lost0 = lost(out.blocks, out.crystals)
             alive = model.n - lost0
             mu, ok = model.mu(alive, alive > 0)
             theta, info, fbar = _scores(fp, model, alive, mu, ok)
-            skip = ~fp.real
-            if kind == "block":
-                for t, a in list(out.blocks) + list(skip_blocks):
-                    skip[a, t] = True
-            else:
-                for t, a in out.blocks:
-                    skip[np.ix_(list(sc.block_rings(a)), list(sc.block_crystals(t)))] = True
-                for c, r in out.crystals:
-                    skip[r, c] = True
-            out.theta[kind], out.info[kind] = theta, info
-            eps = out.eps[kind] = count_error(theta, info, fbar, ~skip)
+            skip = _skip(kind, fp, sc, out, skip_blocks)
+            eps = count_error(theta, info, fbar, ~skip)
             sd = np.sqrt(np.divide(1.0, info, out=np.full_like(info, np.inf), where=info > 0)
                          + (SYS_FACTOR * eps / np.maximum(fbar, 1e-12)) ** 2)
             decidable = sd <= 1 / (2 * z)
-            undecided = ~decidable & ~skip
-            for t, a in unsure:
-                undecided[a, t] = not skip[a, t]
-            out.undecided[kind] = [(int(t), int(a)) for a, t in zip(*np.nonzero(undecided))]
             good = (~skip) & (theta >= SCAN_THETA) & decidable
             signif = np.where(good, theta * np.sqrt(np.maximum(info, 0)), -np.inf)
             top = [(int(t), int(a)) for a, t in zip(*np.unravel_index(
@@ -319,33 +331,32 @@ def search(model: Model, lost: Callable[[list, list], np.ndarray], *, crystals: 
             # neighbour's hole leaves a candidate's own thinned bins to estimate its counts).
             queue = [c for c in sorted(pending) if not skip[c[1], c[0]]]
             queue += [c for c in top if c not in pending]
-            def check(cand, kind=kind, lost0=lost0, eps=eps):
-                return _trial(model, lost, out, kind, cand, lost0, z, eps)
-
             accepted = None
             for cand in queue:
                 pending.discard(cand)
-                v = check(cand)
-                if v.dead:
+                v = _trial(model, lost, out, kind, cand, lost0, z, eps)
+                if v.dead and v.full_expected < FULL_PROOF:
                     # Neighbours share many of its bins (an axially adjacent crystal most): the
                     # one that explains the deficit best is taken; if that one cannot be
-                    # decided, neither can this one.
-                    rivals = [check(nb) for nb in _neighbours(kind, sc, cand)
-                              if not skip[nb[1], nb[0]]]
-                    best = max([v] + rivals, key=lambda r: r.theta)
-                    if best.dead:
-                        accepted = best
-                        break
-                    v = best
-                    cand = best.index
-                if v.decided:
-                    unsure.discard(cand)
-                else:
-                    unsure.add(cand)
+                    # decided, neither can this one. Not needed when its own fully dead bins
+                    # prove it: they would have held many counts.
+                    rivals = [_trial(model, lost, out, kind, nb, lost0, z, eps)
+                              for nb in _neighbours(kind, sc, cand) if not skip[nb[1], nb[0]]]
+                    v = max([v] + rivals, key=lambda r: r.theta)
+                if v.dead:
+                    accepted = v
+                    break
+                (unsure.discard if v.decided else unsure.add)(v.index)
             if accepted is None:
                 break
             found.append(accepted.index)
             out.verdicts.append(accepted)
             unsure.discard(accepted.index)
             pending.update(_neighbours(kind, sc, accepted.index))
+        # the last round's scores: nothing more was found
+        undecided = ~decidable & ~skip
+        for t, a in unsure:
+            undecided[a, t] |= not skip[a, t]
+        out.theta[kind], out.info[kind], out.eps[kind] = theta, info, eps
+        out.undecided[kind] = [(int(t), int(a)) for a, t in zip(*np.nonzero(undecided))]
     return out

@@ -254,7 +254,7 @@ def check_mask(data, mask: np.ndarray, scanner: Scanner | str | None = None, *,
     if undeclared:
         lost_known = n * mask
         found = search(model, lambda b, c: lost_known + (1 - mask) * lost_lor_count(sc, b, c),
-                       crystals=search_crystals, z=z)
+                       crystals=search_crystals, z=z, skip_blocks=blocks or ())
         if found.verdicts:
             v = found.verdicts[0]
             what = (f"its {v.full_bins} fully dead bins hold no count where "

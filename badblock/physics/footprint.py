@@ -116,9 +116,3 @@ def block_footprint(scanner: Scanner) -> Footprint:
     return Footprint((fp.t1 @ mt).tocsr(), (fp.t2 @ mt).tocsr(), fp.a1 @ member_a,
                      fp.a2 @ member_a, np.ones((n_a, n_t), dtype=bool))
 
-
-def candidate_lors(fp: Footprint, a: int, t: int) -> np.ndarray:
-    """float64 ``[plane, view * bin]``: LORs of each bin through candidate ``(a, t)``."""
-    c1 = np.asarray(fp.t1[:, t].todense()).ravel()
-    c2 = np.asarray(fp.t2[:, t].todense()).ravel()
-    return np.outer(fp.a1[:, a], c1) + np.outer(fp.a2[:, a], c2)

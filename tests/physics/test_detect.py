@@ -16,7 +16,10 @@ from badblock.config import load_config
 from badblock.errors import BadInputError
 from badblock.io import read_scan, write_scan
 from badblock.physics.detect import check_mask, detect
+from badblock.physics.footprint import block_footprint, crystal_footprint
+from badblock.physics.geometry import transaxial_pairs
 from badblock.physics.mask import dead_block_mask
+from badblock.physics.scanners import PRESETS, get_scanner
 from badblock.physics.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +35,31 @@ def damaged(tmp_path, blocks=(), crystals=(), counts=DEMO_COUNTS, seed=0) -> np.
     out = simulate(cfg, tmp_path / f"sim{seed}")
     sub = out / "damaged" if (blocks or crystals) else out
     return np.asarray(read_scan(sub / "scan_000.hs").data)
+
+
+def test_footprints_count_the_lors_of_every_candidate():
+    # against the first-principles LOR enumeration of the mask tests (no shared code)
+    from tests.physics.test_mask import brute_force
+
+    sc = get_scanner("mini")
+    for fp, cand, blocks, crystals in ((block_footprint(sc), (1, 3), [(3, 1)], []),
+                                       (crystal_footprint(sc), (5, 20), [], [(20, 5)])):
+        a, t = cand
+        g = (np.outer(fp.a1[:, a], fp.t1[:, t].toarray().ravel())
+             + np.outer(fp.a2[:, a], fp.t2[:, t].toarray().ravel())).reshape(sc.shape[1:])
+        frac, total = brute_force(sc, blocks, crystals)
+        np.testing.assert_allclose(g, frac * total, atol=1e-9)
+        z = np.random.default_rng(0).random(sc.shape[1:])
+        np.testing.assert_allclose(fp.sums(z, chunk=7)[a, t], (g * z).sum())
+        np.testing.assert_allclose(fp.sums(z, squared=True)[a, t], (g * g * z).sum())
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_no_lor_has_both_ends_in_one_block(name):
+    # what lets a block's footprint add its crystals' (footprint.py relies on it)
+    sc = PRESETS[name]
+    det1, det2, valid = transaxial_pairs(sc)
+    assert not (valid & (det1 // sc.block_pitch == det2 // sc.block_pitch)).any()
 
 
 def pairs(names):
