@@ -19,7 +19,8 @@ smooth activity per LOR, block 3:1 dead) is written to a temporary e7 file and m
 against reading the scan once (TOF sum by plane, the floor), side by side in one run.
 
     python bench/detect.py --seeds 20 --timing        # -> bench/results/detect.json
-    python bench/detect.py --validate --seeds 6       # -> bench/results/detect_validation.json
+    python bench/detect.py --validate --seeds 8       # -> bench/results/detect_validation.json
+    python bench/detect.py --timing-only              # redo the Vision timing in detect.json
 """
 
 from __future__ import annotations
@@ -193,8 +194,11 @@ def timing(log=print) -> dict:
             result = fn()
             out[name] = {"seconds": round(time.perf_counter() - t0, 2)}
             if name.startswith("detect"):
-                out[name]["found"] = result.summary()["dead_blocks"] + \
-                    result.summary()["dead_crystals"]
+                summary = result.summary()
+                out[name]["found"] = summary["dead_blocks"] + summary["dead_crystals"]
+                out[name]["undecided_blocks"] = len(summary["undecided_blocks"])
+                out[name]["undecided_crystals"] = summary["undecided_crystals"]
+                out[name]["crystal_candidates"] = summary["crystal_candidates"]
             log(f"{name:28s} {out[name]['seconds']:7.2f} s")
         base = out["read_tof_sum"]["seconds"]
         for rec in out.values():
@@ -208,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--validate", action="store_true",
                     help="choose the kernel widths on validation seeds 1000+")
     ap.add_argument("--timing", action="store_true", help="also time a full-size Vision scan")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="time the Vision scan only, replacing that part of the results file")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -235,6 +241,10 @@ def main(argv=None) -> int:
         best = min(grid, key=cost)
         result = {**meta, "seeds": seeds, "grid": grid, "best": best}
         path = args.out or ROOT / "bench" / "results" / "detect_validation.json"
+    elif args.timing_only:
+        path = args.out or ROOT / "bench" / "results" / "detect.json"
+        result = json.loads(path.read_text()) if path.exists() else dict(meta)
+        result["vision_timing"] = timing()
     else:
         seeds = list(range(args.seeds))
         result = {**meta, "seeds": seeds, "levels": levels, "widths": list(WIDTHS),

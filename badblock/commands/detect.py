@@ -2,10 +2,12 @@
 
 No normalisation file and no truth: a dead crystal records nothing, so its bins are thinned
 (and those all of whose LORs it holds are empty) against counts estimated from the rest of the
-scan. Each block and crystal is dead, alive, or "cannot decide" when its LORs saw too few
-counts (said so, never guessed). For each scan writes OUT/<name>.mask.npy (the mask of what was
-found, float32 [plane, view, bin], as `badblock mask` writes it) and OUT/<name>.detect.png, and
-for all of them OUT/detect.json and the resolved config. Example:
+scan. Each block and crystal is dead, alive, or "cannot decide" when the evidence falls short
+of --z standard deviations: too few counts on its LORs, or too small a share of its bins' LORs
+to tell from the error of the estimate (said so, never guessed; docs/detect.md). For each scan
+writes OUT/<name>.mask.npy (the mask of what was found, float32 [plane, view, bin], as
+`badblock mask` writes it) and OUT/<name>.detect.png, and for all of them OUT/detect.json and
+the resolved config. Example:
 
     badblock detect --scanner vision scans/frame1.s.hdr -o detect/
 """
@@ -97,10 +99,10 @@ def _report(path: Path, det) -> list[str]:
                      f"{v['counts_in_fully_dead_bins']:.0f} counts "
                      f"({v['expected_there_if_alive']:.0f} expected if alive)")
     if s["undecided_blocks"]:
-        lines.append(f"  cannot decide (too few counts) for blocks: "
+        lines.append(f"  cannot decide (not enough evidence) for blocks: "
                      f"{', '.join(s['undecided_blocks'])}")
     if s["undecided_crystals"]:
-        lines.append(f"  cannot decide (too few counts) for {s['undecided_crystals']} of "
+        lines.append(f"  cannot decide (not enough evidence) for {s['undecided_crystals']} of "
                      f"{s['crystal_candidates']} crystals")
     return lines
 
