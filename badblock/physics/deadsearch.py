@@ -216,7 +216,7 @@ class Search:
     """What :func:`search` found: dead ``blocks`` (T, A) and ``crystals`` (crystal, ring), the
     ``verdicts`` of the accepted ones (in the order found), and per kind the final scores of
     every candidate (``theta``/``info`` ``[axial, transaxial]``) with ``undecided`` those whose
-    LORs saw too few counts to tell, and ``eps`` the measured relative error of the expected
+    evidence could not decide, and ``eps`` the measured relative error of the expected
     counts (:func:`count_error`)."""
 
     blocks: list[tuple[int, int]] = field(default_factory=list)

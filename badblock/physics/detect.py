@@ -81,8 +81,9 @@ class Detection:
     outside them; ``verdicts``: the evidence for each, in the order found;
     ``block_theta``/``block_info``: deadness estimate and its Fisher information of every
     block ``[axial, transaxial]`` (the found ones as verified); ``undecided_blocks`` and
-    ``undecided_crystals``: candidates whose LORs saw too few counts to tell (None for
-    crystals when they were not searched); ``counts``: the scan summed over TOF.
+    ``undecided_crystals``: candidates the evidence could not decide (too few counts, or too
+    small a share of their bins' LORs; None for crystals when they were not searched);
+    ``counts``: the scan summed over TOF.
     """
 
     scanner: Scanner
