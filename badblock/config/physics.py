@@ -26,3 +26,15 @@ class SimulateConfig:
     # Also write damaged/ copies with the LORs through these dead crystals removed ("T:A").
     dead_blocks: list[str] = field(default_factory=list)
     dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"
+
+
+@dataclass
+class DetectConfig:
+    # Evidence a verdict needs, in standard deviations of the deadness estimate: a candidate
+    # is decided only when 1/2 lies z of them from both "alive" (0) and "dead" (1).
+    z: float = 5.0
+    crystals: bool = True  # also search single dead crystals outside the dead blocks
+
+    def __post_init__(self):
+        if not self.z > 0:
+            raise ValueError(f"z must be positive, not {self.z}")
