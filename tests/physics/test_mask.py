@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from badblock.errors import BadInputError
-from badblock.physics.geometry import plane_ring_pairs
+from badblock.physics.geometry import plane_ring_pairs, transaxial_pairs
 from badblock.physics.mask import (
     dead_block_mask,
     load_mask,
