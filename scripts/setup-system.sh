@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the full test suite needs: Slurm + munge + MariaDB (a real single-node
 # cluster for the Slurm tests, sacct through slurmdbd), Docker (docker.io, with tini for
-# `docker run --init`) and debootstrap (the image tests' stand-in for NVIDIA's base image), and
-# shellcheck. Needs root; a no-op when everything is already installed. No daemon is started:
+# `docker run --init`), debootstrap (the image tests' stand-in for NVIDIA's base image) and
+# the shell linter. Needs root; a no-op when everything is already installed. No daemon is started:
 # tests/cluster/slurm-local.sh and tests/docker/docker-local.sh start their own.
 set -euo pipefail
 pkgs=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server docker.io tini debootstrap

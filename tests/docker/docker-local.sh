@@ -111,6 +111,8 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# --- base recipe: what the base image is made of (its hash decides whether to make it anew) ---
+
 # Rename the installed torch's version to NGC's kind: dist-info folder, METADATA, RECORD (the
 # rewritten files' hashes and sizes), torch/version.py. Python, because RECORD wants sha256.
 rename_torch() {  # rename_torch SITE_PACKAGES NEW_VERSION
@@ -152,8 +154,9 @@ base() {
   ngc=$(ngc_tag)
   [ -n "$ngc" ] || die "no 'ARG NGC_TAG=YY.MM' in $ROOT/Dockerfile"
   image=nvcr.io/nvidia/pytorch:$ngc-py3
-  # The image is kept while this script (its recipe) and the torch it holds are unchanged.
-  recipe=$(cat "$0" <(echo "$TORCH_SPEC $ngc") | sha256sum | cut -c1-16)
+  # The image is kept while its recipe (the part of this script marked so) and torch are unchanged.
+  recipe=$( (sed -n '/^# --- base recipe/,/^# --- end of base recipe/p' "$0"; echo "$TORCH_SPEC $ngc") \
+           | sha256sum | cut -c1-16)
   tag=$(dk image inspect -f '{{index .Config.Labels "badblock.base.recipe"}}' "$image" 2>/dev/null || true)
   if [ "$tag" = "$recipe" ]; then log "base $image is up to date"; return; fi
   command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
@@ -171,7 +174,8 @@ base() {
   local rootfs=$work/rootfs
   cp -r "$work/wheels" "$rootfs/tmp/wheels"
   # A clean environment: this machine's PIP_* settings name paths that the chroot does not have.
-  env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LC_ALL=C.UTF-8 chroot "$rootfs" python3 -m pip install -q --no-index --find-links /tmp/wheels \
+  chroot "$rootfs" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LC_ALL=C.UTF-8 \
+    python3 -m pip install -q --no-index --find-links /tmp/wheels \
     --break-system-packages --root-user-action=ignore --disable-pip-version-check "$TORCH_SPEC" \
     || die "pip install $TORCH_SPEC in the base failed"
   rm -rf "$rootfs/tmp/wheels" "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -221,6 +225,7 @@ EOF
   rm -rf "$work"
   log "base $image (torch $version) made in $((SECONDS - t0)) s"
 }
+# --- end of base recipe ---
 
 case "${1:-}" in
   start) start ;;
