@@ -7,7 +7,7 @@
 #   docker build --secret id=pipconf,src=$HOME/.config/pip/pip.conf \
 #                --secret id=pipcert,src=/etc/ssl/certs/site-ca.pem -t badblock .
 # (an HTTP proxy: --build-arg HTTPS_PROXY=http://proxy:3128, which Docker keeps out of the image).
-# Run: ./run-docker.sh, or Slurm with pyxis/enroot: docs/containers.md.
+# Run: ./run-docker.sh, or Slurm with pyxis/enroot: see docs/containers.md.
 ARG NGC_TAG=25.10
 ARG BASE_IMAGE=nvcr.io/nvidia/pytorch:${NGC_TAG}-py3
 FROM ${BASE_IMAGE}

@@ -124,6 +124,7 @@ badblock_main() {
       # NVIDIA driver: there, ask for no GPU.
       if [ -z "${NVIDIA_VISIBLE_DEVICES:-}" ] && ! command -v nvidia-smi >/dev/null; then
         export NVIDIA_VISIBLE_DEVICES=void
+        badblock_log "no NVIDIA driver on this node: NVIDIA_VISIBLE_DEVICES=void for enroot"
       fi
       # pyxis does not run the image's ENTRYPOINT unless asked: call both entrypoints by path,
       # NVIDIA's first (CUDA forward compatibility), as `docker run` does.
@@ -154,11 +155,15 @@ badblock_main() {
 
   preempted=""
   forwarded=""
+  step=""
   step_interrupted=0
-  "${cmd[@]}" &
-  step=$!
+  # The traps come first: Slurm's time-limit USR2 may arrive at any moment, even before the step
+  # starts (up to a minute early), and an untrapped USR2 would kill this shell, not requeue.
   trap 'badblock_forward USR2' USR2
   trap 'badblock_forward TERM' TERM
+  "${cmd[@]}" &
+  step=$!
+  for sig in $forwarded; do kill -s "$sig" "$step" 2>/dev/null || true; done
   local rc
   while :; do
     step_interrupted=0
@@ -191,6 +196,10 @@ badblock_forward() {
   case " $forwarded " in *" $sig "*) return 0 ;; esac
   forwarded+=" $sig"
   [ "$sig" != USR2 ] || preempted=$sig
+  if [ -z "$step" ]; then
+    badblock_log "caught SIG$sig before the step started: passing it on once it has"
+    return 0
+  fi
   badblock_log "caught SIG$sig: forwarding it to the step (pid $step)"
   kill -s "$sig" "$step" 2>/dev/null || true
 }
