@@ -18,14 +18,14 @@ import torch
 
 from badblock.train.checkpoint import load_checkpoint
 from badblock.train.loop import train
-from tests.cluster.conftest import (  # the local cluster's fixture and helpers
+from tests.cluster.conftest import (
     epoch_lines,
     in_queue,
     sbatch,
     scontrol_job,
+    slurm,  # noqa: F401 (the local cluster's fixture)
     wait_job,
 )
-from tests.cluster.conftest import slurm as _slurm_fixture  # noqa: F401 (provides `slurm`)
 from tests.train.trainer_store import make_store, overrides, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def test_sigusr2_then_resume_gives_identical_weights(tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_under_slurm_the_trainer_requeues_its_job(slurm, tmp_path):
+def test_under_slurm_the_trainer_requeues_its_job(slurm, tmp_path):  # noqa: F811
     """`badblock train` as the whole job (no template): USR2 to it (`scancel -b -s USR2`), it
     saves and runs the real `scontrol requeue`; Slurm starts the job again, which resumes and
     ends with the uninterrupted run's weights, every epoch logged once."""
