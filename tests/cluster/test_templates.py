@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_pyxis_command(folders):
         "--container-workdir=/output", "/opt/nvidia/nvidia_entrypoint.sh",
         "/opt/badblock/docker/entrypoint.sh", "train", "--set", "train.lr=0.01"]
     assert (t / "out" / "logs").is_dir()
+    # NGC's NVIDIA_VISIBLE_DEVICES=all would make enroot fail on a node without the driver.
+    no_driver = shutil.which("nvidia-smi") is None
+    assert ("NVIDIA_VISIBLE_DEVICES=void" in proc.stderr) == no_driver
 
 
 def test_docker_command(folders):

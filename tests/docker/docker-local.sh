@@ -98,6 +98,10 @@ stop() {
     sleep 0.2
   done
   rm -f "$STARTED"
+  # dockerd leaves its bind mount of the host's network namespace (exec/netns/default) behind:
+  # undo every mount under our own folder, deepest first, and only those.
+  awk -v dir="$DIR/" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r point; do umount "$point" 2>/dev/null || umount -l "$point" || true; done
   log "stopped"
 }
 
