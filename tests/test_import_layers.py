@@ -48,3 +48,15 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, contract):
     broken = [s for s in out.stdout.splitlines() if s.endswith("BROKEN")]
     assert any(contract in s for s in broken), out.stdout
     assert "badblock." + module.removesuffix(".py").replace("/", ".") in out.stdout
+
+
+def test_the_docs_layer_picture_is_the_contract():
+    """docs/development.md lists the layers of the contract, in its order."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c["layers"] for c in config["contracts"] if c["type"] == "layers")
+    want = [" | ".join(m.removeprefix("badblock.") for m in layer.split(" | "))
+            for layer in layers]
+    text = " ".join((ROOT / "docs" / "development.md").read_text().split())
+    picture = text.split("**layers**, top to bottom: ", 1)[1].split(" (`|`", 1)[0]
+    assert [item.strip("`") for item in picture.split("; ")] == want
