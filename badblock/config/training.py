@@ -85,7 +85,7 @@ class LossConfig:
     damaged_weight: float = 1.0  # extra weight of damaged bins (1 = none)
     # Pixel-wise terms over the damaged bins (f > 0) only: the bins repair takes from the network.
     damaged_only: bool = False
-    ssim_win: int = 3  # odd Gaussian window (sigma 1.5) of the SSIM and MS-SSIM terms
+    ssim_win: int = 3
 
 
 @dataclass
@@ -110,7 +110,7 @@ class TrainConfig:
     val_batches: int = 8
     amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on CUDA by default
     channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the model
+    compile: bool = False
     grad_clip: float = 0.0  # clip the gradient norm to this; 0 = off
     visdom: bool = False  # live plots on a visdom server (none running: one warning)
     visdom_server: str = "http://localhost"  # address of that server
