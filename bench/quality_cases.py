@@ -25,17 +25,19 @@ circle against the FBP of the truth).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from quality_data import Choices, Dataset, simulate_folder
+from quality_data import Choices, Dataset, simulate_folder, simulation_config
 from quality_suite import Suite, seeds_for
 
 from badblock import baselines as bl
 from badblock import metrics
+from badblock.physics.families import TRAINING_FAMILY
 
 UNET = "unet"
 ALL_BINS = "normconv, all bins (not data-consistent)"
@@ -51,6 +53,8 @@ class TestScan:
     measured: np.ndarray  # [TOF, plane, view, bin] in the scan's dtype
     truth: np.ndarray  # float32 noiseless expectation
     header: object
+    activity: np.ndarray | None = None  # the phantom [z, y, x] (relative units)
+    mu: np.ndarray | None = None  # its attenuation map, 1/mm
 
 
 def case_name(d: int, family: str, level: str, pattern: str) -> str:
@@ -65,17 +69,31 @@ def simulate_tests(suite: Suite, ds: Dataset, family: str, level: str, work: Pat
     from badblock.data.sources import scan_id, truth_sibling
     from badblock.demo import scan_headers
     from badblock.io import read_scan
+    from badblock.physics import get_scanner
+    from badblock.physics.projector import scanner_geometry
+    from badblock.physics.simulate import SIMULATION_JSON, make_sources
 
+    settings = dict(scans=suite.test_scans,
+                    counts=float(suite.count_levels[level]) * ds.cfg.simulate.counts,
+                    seed=seeds_for(suite, "test", ds.index, family),
+                    family=None if family == TRAINING_FAMILY else family,
+                    params=suite.families[family])
     folder = simulate_folder(ds.cfg, work / f"d{ds.index}" / "sim" / f"test-{family}@{level}",
-                             scans=suite.test_scans,
-                             counts=float(suite.count_levels[level]) * ds.cfg.simulate.counts,
-                             seed=seeds_for(suite, "test", ds.index, family),
-                             family=family, params=suite.families[family])
+                             **settings)
+    # The phantoms again, from the generator the simulation drew them with (same seeds).
+    cfg = simulation_config(ds.cfg, **settings)
+    geom = scanner_geometry(get_scanner(suite.scanner), tof_fwhm_ps=cfg.simulate.tof_fwhm_ps)
+    sources = make_sources(cfg, geom, suite.test_scans)
+    records = json.loads((folder / SIMULATION_JSON).read_text())["scans"]
     out = []
-    for path in scan_headers(folder):
+    for path, source, rec in zip(scan_headers(folder), sources, records):
+        if json.loads(json.dumps(source.params)) != rec["phantom"]:
+            raise RuntimeError(f"{folder}: the phantom regenerated for {path.name} is not the "
+                               "one simulated")
         scan = read_scan(path)
         truth = np.asarray(read_scan(truth_sibling(path)).data, np.float32)
-        out.append(TestScan(scan_id(path), path, np.asarray(scan.data), truth, scan.header))
+        out.append(TestScan(scan_id(path), path, np.asarray(scan.data), truth, scan.header,
+                            source.activity, source.mu))
     return out
 
 

@@ -107,14 +107,11 @@ def _config(suite: Suite, root: Path, seed: int, extra: Sequence[str] = ()):
                                       *extra])
 
 
-def simulate_folder(cfg, out: Path, *, scans: int, counts: float, seed: int,
-                    family: str | None = None, params: dict | None = None) -> Path:
-    """``badblock simulate`` into ``out`` (kept when complete: a rerun of the benchmark reuses
-    it); ``family``/``params`` select an activity family of :mod:`badblock.physics.families`."""
-    from badblock.physics.simulate import SIMULATION_JSON, simulate
-
-    if (out / SIMULATION_JSON).exists():
-        return out
+def simulation_config(cfg, *, scans: int, counts: float, seed: int, family: str | None = None,
+                      params: dict | None = None):
+    """``cfg`` with the simulate section a benchmark simulation uses: ``scans`` scans of
+    ``counts`` expected prompts, ``seed``, and ``family``/``params`` an activity family of
+    :mod:`badblock.physics.families` (None: the preset's own phantoms)."""
     c = copy.deepcopy(cfg)
     c.simulate.scans = scans
     c.simulate.counts = float(counts)
@@ -122,7 +119,17 @@ def simulate_folder(cfg, out: Path, *, scans: int, counts: float, seed: int,
     if family is not None:
         c.simulate.phantom = family
         c.simulate.phantom_params = dict(params or {})
-    return simulate(c, out, force=True)
+    return c
+
+
+def simulate_folder(cfg, out: Path, **settings) -> Path:
+    """``badblock simulate`` with :func:`simulation_config` ``(cfg, **settings)`` into ``out``
+    (kept when complete: a rerun of the benchmark reuses it)."""
+    from badblock.physics.simulate import SIMULATION_JSON, simulate
+
+    if (out / SIMULATION_JSON).exists():
+        return out
+    return simulate(simulation_config(cfg, **settings), out, force=True)
 
 
 def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequence[str] = (),
