@@ -42,7 +42,7 @@ def train_blocks(scanner, test_blocks: list[tuple[int, int]]) -> list[str]:
 
 def scan_headers(folder: Path) -> list[Path]:
     """The prompt scans of a simulation folder (truth sidecars left out), sorted."""
-    from badblock.data.sources import is_truth_name
+    from badblock.io.naming import is_truth_name
 
     return sorted(p for p in folder.glob("scan_*.hs") if not is_truth_name(p))
 
@@ -50,11 +50,13 @@ def scan_headers(folder: Path) -> list[Path]:
 def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the demo under ``cfg.run.output``; returns the evaluation metrics dict."""
     from badblock.data.preprocess import preprocess
-    from badblock.data.sources import scan_id
     from badblock.evaluate import evaluate_files, format_table, write_damaged
-    from badblock.physics import dead_block_mask, get_scanner, parse_blocks
+    from badblock.inference import load_predictor
+    from badblock.io.naming import scan_id
+    from badblock.physics import get_scanner, parse_blocks
+    from badblock.physics.mask import resolve_mask
     from badblock.physics.simulate import simulate
-    from badblock.repair import load_predictor, repair_files
+    from badblock.repair import repair_files
     from badblock.train.loop import train
 
     out = Path(cfg.run.output)
@@ -106,7 +108,8 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
         checkpoints[label] = best if best.exists() else Path(folder) / "checkpoint_final.pt"
     lap("train")
 
-    mask = dead_block_mask(scanner, test_blocks)
+    mask = resolve_mask(cfg.scanner, scanner=scanner.name, dead_blocks=test_blocks,
+                        dead_crystals=()).mask
     test_dir = out / "test"
     test_dir.mkdir(exist_ok=True)
     atomic_save_npy(test_dir / "mask.npy", mask)

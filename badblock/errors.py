@@ -9,7 +9,7 @@ class BadInputError(Exception):
     """Bad input from the user: a file, a value or a combination that cannot work.
 
     ``where`` names the file (or config key) at fault, ``problem`` says what is wrong.
-    The CLI prints ``badblock: error: <where>: <problem>`` and exits with code 2.
+    The CLI prints ``badblock <command>: error: <where>: <problem>`` and exits with code 2.
     """
 
     def __init__(self, where: str | os.PathLike | None, problem: str):

@@ -1,4 +1,4 @@
-"""Score repairs and classical baselines against the truth (SPEC §8): ``badblock evaluate``.
+"""Score repairs and classical baselines against the truth: ``badblock evaluate``.
 
 For each test scan we have the complete measured scan, for simulated data its noiseless truth,
 a damaged version (the complete scan thinned by the mask), and zero or more repairs of it (the
@@ -28,8 +28,8 @@ import numpy as np
 
 from badblock import baselines as bl
 from badblock import metrics
-from badblock.data.sources import scan_id, truth_sibling
 from badblock.errors import BadInputError
+from badblock.io.naming import scan_id, truth_sibling
 from badblock.io.segments import Segment
 from badblock.utils.atomic import atomic_write_json
 from badblock.utils.progress import progress
@@ -57,16 +57,17 @@ class EvalCase:
 
 
 def thin_scan(counts: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A damaged version of a complete scan: each count survives with probability ``1 - f``.
+    """A damaged version of a complete scan ``[TOF, plane, view, bin]``: each count survives
+    with probability ``1 - f``, ``f`` from ``mask`` ``[plane, view, bin]``
+    (:func:`badblock.data.corruption.thin`, drawn from ``rng``).
 
-    Integer counts keep their dtype; float counts are rounded to whole counts first.
+    Integer counts keep their dtype; float counts are rounded to whole counts first and come
+    back as float32.
     """
+    from badblock.data.corruption import thin
+
     counts = np.asarray(counts)
-    n = np.rint(counts).astype(np.int64) if counts.dtype.kind == "f" else counts.astype(np.int64)
-    if n.min(initial=0) < 0:
-        raise BadInputError("counts", "negative counts cannot be thinned")
-    survive = np.broadcast_to(np.clip(1.0 - np.asarray(mask, np.float64), 0.0, 1.0), n.shape)
-    out = rng.binomial(n, survive)
+    out = thin(counts, 1.0 - np.asarray(mask, np.float64), rng)
     return out.astype(counts.dtype if counts.dtype.kind in "iu" else np.float32)
 
 

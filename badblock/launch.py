@@ -1,4 +1,4 @@
-"""Submit a badblock stage to Slurm with submitit, or run it locally (SPEC §9).
+"""Submit a badblock stage to Slurm with submitit, or run it locally.
 
 Every task of the job runs :class:`StageJob`: it sets up torch.distributed's environment and runs
 ``python -m badblock STAGE --config <resolved config>`` as a child process. The child, not the

@@ -1,8 +1,8 @@
-"""Repair whole damaged scans with a trained network and write them in their own format (SPEC §7).
+"""Repair whole damaged scans with a trained network and write them in their own format.
 
 Only planes the mask touches go through the network; every other plane, and every bin of a
 repaired plane with f = 0, is copied from the input unchanged (data consistency). Planes are
-streamed in batches of context stacks (:func:`badblock.data.stack.plane_stack`), so memory does
+streamed in batches of context stacks (:func:`badblock.physics.stack.plane_stack`), so memory does
 not grow with the scan, and written into a memory-mapped output that becomes visible (data and
 header) only when complete (:func:`badblock.io.open_scan_writer`).
 """
@@ -26,37 +26,6 @@ SUMMARY_NAME = "repair_summary.json"
 SCAN_SUFFIXES = (".hs", ".hdr", ".s", ".v", ".raw", ".bin", ".dat", ".sino")
 
 
-def build_mask(scanner_cfg, *, mask_path: str | os.PathLike | None = None,
-               scanner: str | None = None, dead_blocks: str | Sequence | None = None,
-               dead_crystals: str | Sequence | None = None, data_root: str | os.PathLike = "."
-               ) -> tuple[np.ndarray, str]:
-    """The dead-block mask ``[plane, view, bin]`` (fraction lost) and a description of it.
-
-    Precedence: ``mask_path`` > ``scanner`` (with ``dead_blocks``) > ``scanner_cfg.mask`` >
-    ``scanner_cfg.name`` with ``scanner_cfg.dead_blocks`` (the ``scanner`` config section).
-    """
-    from badblock.physics import dead_block_mask, get_scanner, load_mask, parse_blocks
-    from badblock.physics.mask import parse_crystals
-
-    path = mask_path if mask_path is not None else (None if scanner else scanner_cfg.mask)
-    if path is not None:
-        path = Path(data_root) / path if not Path(path).is_absolute() else Path(path)
-        return load_mask(path), f"mask {path}"
-    sc = get_scanner(scanner or scanner_cfg.name)
-    blocks = dead_blocks if dead_blocks is not None else scanner_cfg.dead_blocks
-    crystals = dead_crystals if dead_crystals is not None else scanner_cfg.dead_crystals
-    blocks = parse_blocks(blocks, "dead blocks") if not isinstance(blocks, str) or blocks \
-        else []
-    crystals = parse_crystals(crystals, "dead crystals") if crystals else []
-    if not blocks and not crystals:
-        raise BadInputError("scanner.dead_blocks", "no dead blocks or crystals given (and no "
-                                                   "--mask)")
-    what = f"{sc.name} dead blocks " + ",".join(f"{t}:{a}" for t, a in blocks)
-    if crystals:
-        what += " crystals " + ",".join(f"{c}:{r}" for c, r in crystals)
-    return dead_block_mask(sc, blocks, crystals), what
-
-
 def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike) -> np.ndarray:
     """``mask`` as float32 ``[plane, view, bin]``, checked against a scan's ``[T, P, V, B]``."""
     mask = np.asarray(mask, dtype=np.float32)
@@ -64,24 +33,6 @@ def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike)
         raise BadInputError(where, f"mask [plane, view, bin] {tuple(mask.shape)} does not match "
                                    f"the scan's {tuple(shape[1:])} (wrong scanner or mask?)")
     return mask
-
-
-def load_predictor(checkpoint: str | os.PathLike, device: str = "auto", threads: int = 0):
-    """The checkpoint's :class:`~badblock.train.predictor.Predictor` on ``device``.
-
-    ``auto`` picks this process's GPU (by local rank under torchrun/Slurm) when CUDA is there,
-    else the CPU; ``threads`` > 0 sets torch's intra-op threads.
-    """
-    import torch
-
-    from badblock.train.distributed import detect_env, select_device
-    from badblock.train.predictor import Predictor
-
-    if not Path(checkpoint).is_file():
-        raise BadInputError(checkpoint, "checkpoint not found")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(checkpoint, select_device(device, detect_env()))
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -117,7 +68,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
     ``predictor``: callable ``(stacks [N, 2k+1, Vp, B], masks [N, 2k+1, Vp, B] | None) ->
-    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.train.predictor.Predictor`;
+    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.inference.Predictor`;
     ``context`` (k), ``views_to`` (Vp; 0 = the next multiple of ``predictor.multiple``) and
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
@@ -125,8 +76,8 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     input. Integer outputs are rounded and clipped to the dtype's range. Returns a summary dict
     (also what ``badblock repair`` writes as JSON).
     """
-    from badblock.data.stack import mask_stack, padded_views, plane_stack, view_padding
     from badblock.io import open_scan_writer
+    from badblock.physics.stack import mask_stack, padded_views, plane_stack, view_padding
 
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()

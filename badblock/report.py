@@ -1,6 +1,7 @@
-"""The evaluation figure ``report.png``: truth / damaged / each repair, error maps, FBP images.
+"""Figures: the evaluation's ``report.png`` (truth / damaged / each repair, error maps, FBP
+images) and the mask stage's picture of the most affected planes.
 
-matplotlib with the Agg backend (no display needed); written atomically.
+matplotlib with the Agg backend (no display needed); files written atomically.
 """
 
 from __future__ import annotations
@@ -89,5 +90,33 @@ def draw_report(path: str | os.PathLike, case, outputs: Mapping[str, np.ndarray]
                  fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_mask(path: str | os.PathLike, mask: np.ndarray, planes: Sequence[int],
+              title: str) -> Path:
+    """Draw the lost fraction f ``[view, bin]`` of each of ``planes`` of a mask ``[plane, view,
+    bin]`` side by side (plane 0 when ``planes`` is empty), with one colour bar 0..1, to
+    ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    planes = list(planes) or [0]
+    fig, axes = plt.subplots(1, len(planes), figsize=(3.6 * len(planes) + 1, 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, p in zip(axes[0], planes):
+        im = ax.imshow(mask[p], vmin=0, vmax=1, cmap="magma", aspect="auto",
+                       interpolation="nearest")
+        ax.set_title(f"plane {p}")
+        ax.set_xlabel("bin")
+        ax.set_ylabel("view")
+    fig.colorbar(im, ax=axes[0].tolist(), label="fraction of LORs lost")
+    fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return path

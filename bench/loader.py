@@ -8,10 +8,10 @@ Measures, on one store (a synthetic Vision-sized store built here unless ``--sto
   64 x 520 planes -- and zoom p=0.5 x1.1-1.5, as in the tutorial) and normalised by the stack
   maximum. Timed per sample, without batching (generous to it: no collation counted);
 - ``badblock``: the training DataLoader exactly as the trainer builds it
-  (:func:`badblock.train.loop.train_loader`: whole batches fetched by
+  (:func:`badblock.data.build.train_loader`: whole batches fetched by
   ``PlaneDataset.__getitems__``, memory maps, context stacks with the flipped-wrap view
   padding, per-block masks), with the trainer's thread setting (``run.threads``, 0 = torch's
-  default), then the rest of the host's work on the CPU (:func:`badblock.train.loop
+  default), then the rest of the host's work on the CPU (:func:`badblock.train.batch
   .prepare_batch`: thinning, sinogram augmentation, normalisation) -- once with thinning on the
   "device" (torch, in batches; what ``data.thin_on: auto`` does) and once in the loader (numpy,
   per sample). On a GPU machine everything after the loader runs on the GPU;
@@ -20,8 +20,8 @@ Measures, on one store (a synthetic Vision-sized store built here unless ``--sto
 
 The pipelines are measured round-robin (``--rounds``) and each reported by its median, so a
 load change on a shared machine does not favour whichever ran first. ``breakdown_ms_per_batch``
-says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. Example (what
-docs/readme/train.md quotes)::
+says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. Example (what the
+README's benchmark table quotes)::
 
     python bench/loader.py --seconds 4 --rounds 3
 """
@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from badblock.config import load_config  # noqa: E402
-from badblock.data.store import Store, write_store  # noqa: E402
+from badblock.data.store import Store  # noqa: E402
+from badblock.data.store_writer import write_store  # noqa: E402
 from badblock.physics.mask import dead_block_mask  # noqa: E402
 from badblock.physics.scanners import get_scanner  # noqa: E402
 
@@ -158,11 +159,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
     args = ap.parse_args(argv)
     from badblock.data.augment import augment_batch
+    from badblock.data.build import build_data, train_loader
     from badblock.data.corruption import thin
     from badblock.data.dataset import EpochSampler
-    from badblock.data.stack import view_padding
-    from badblock.train.loop import build_data, prepare_batch, train_loader
-    from badblock.train.predictor import network_input, normalise_scale
+    from badblock.inference.layout import network_input, normalise_scale
+    from badblock.physics.stack import view_padding
+    from badblock.train.batch import prepare_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="bb-loader-"))
     store_path = Path(args.store) if args.store else synthetic_store(tmp, args.scale + 1,
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
         gen = torch.Generator(device=device).manual_seed(0)
 
         def one_batch(it=it, cfg=cfg, crop=crop, gen=gen):
-            prepare_batch(next(it), cfg, device, gen, crop, augment=True)
+            prepare_batch(next(it), cfg.data, cfg.augment, device, gen, crop, augment=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 

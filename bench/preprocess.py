@@ -90,7 +90,7 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
 def checksum_speed(mb: int = 256) -> dict:
     """GB/s of xxh3_128 (preprocess's checksum), sha256 and blake2b on this machine (1 MiB
     updates, as preprocess makes them, over a buffer larger than the cache; best of 3)."""
-    from badblock.data.preprocess import new_hasher
+    from badblock.data.stream import new_hasher
 
     data = memoryview(np.random.default_rng(1).integers(0, 256, mb << 20, dtype=np.uint8))
     out = {}

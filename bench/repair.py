@@ -56,7 +56,7 @@ def make_inputs(folder: Path, n_tof: int, width: int, depth: int, seed: int = 0)
     from badblock.io import ScanHeader, open_scan_writer
     from badblock.models import UNet
     from badblock.physics import dead_block_mask, get_scanner
-    from badblock.train.checkpoint import save_checkpoint
+    from badblock.utils.checkpoint import save_checkpoint
 
     sc = get_scanner("vision")
     shape = (n_tof,) + tuple(sc.shape[1:])
@@ -103,9 +103,10 @@ def worker(args: argparse.Namespace) -> None:
     """One mode in this process; prints one JSON line."""
     import torch
 
+    from badblock.inference import load_predictor
     from badblock.io import read_scan
     from badblock.physics import dead_block_mask, get_scanner
-    from badblock.repair import load_predictor, repair_scan
+    from badblock.repair import repair_scan
     from badblock.utils.memory import peak_rss_mb
 
     torch.set_num_threads(args.threads)

@@ -1,10 +1,6 @@
-"""badblock repair: streaming, data consistency, formats, refusals, and a real checkpoint."""
+"""Repair as a library call: streaming, data consistency, formats, refusals, output paths."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -134,74 +130,3 @@ def test_repair_files_output_paths(tmp_path):
     with pytest.raises(BadInputError, match="same file name"):
         repair_files([a, b], mask, DividePredictor(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real checkpoint from one tiny training epoch on the mini scanner."""
-    import torch
-
-    from badblock.train.loop import train
-    from tests.train.trainer_store import make_store, tiny_config
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("repair_ckpt")
-    make_store(root / "store", n_train=1, n_val=1)
-    run = train(tiny_config(root, **{"train.epochs": 1}))
-    return run / "checkpoint_final.pt"
-
-
-def test_cli_repair_with_real_checkpoint(tmp_path, checkpoint):
-    counts, mask = _damaged(dtype=np.uint16)
-    src = _write(tmp_path / "dam.hs", counts, "interfile", "linear")
-    out = tmp_path / "fixed"
-    base = [sys.executable, "-m", "badblock", "repair", "--checkpoint", str(checkpoint),
-            "--scanner", "mini", "--dead-blocks", "3:1", "--set", "run.threads=1",
-            "--set", "run.device=cpu"]
-    res = subprocess.run(base + [str(src), "-o", str(out)], capture_output=True, text=True,
-                         timeout=180)
-    assert res.returncode == 0, res.stderr
-    assert "clipped" in res.stdout
-    rep = read_scan(out / "dam.hs")
-    data, orig = np.asarray(rep.data), np.asarray(read_scan(src).data)
-    hit = np.broadcast_to(mask > 0, data.shape)
-    np.testing.assert_array_equal(data[~hit], orig[~hit])
-    assert not np.array_equal(data[hit], orig[hit])
-    summary = json.loads((out / "repair_summary.json").read_text())
-    assert summary["scans"][0]["planes_repaired"] == int((mask > 0).any(axis=(1, 2)).sum())
-    assert (out / "config.resolved.yaml").exists()
-    # again without --force: refused, output untouched
-    before = (out / "dam.s").read_bytes()
-    res = subprocess.run(base + [str(src), "-o", str(out)], capture_output=True, text=True,
-                         timeout=180)
-    assert res.returncode == 2 and "already exists" in res.stderr
-    assert (out / "dam.s").read_bytes() == before
-    # over its own input, even with --force
-    res = subprocess.run(base + ["--force", str(src), "-o", str(src)], capture_output=True,
-                         text=True, timeout=180)
-    assert res.returncode == 2 and "input scan" in res.stderr
-    # a mask of another scanner: one clear line
-    np.save(tmp_path / "m.npy", mask[:, :, :-1])
-    res = subprocess.run(base[:6] + ["--mask", str(tmp_path / "m.npy"), str(src), "-o",
-                                     str(tmp_path / "o3")], capture_output=True, text=True,
-                         timeout=180)
-    assert res.returncode == 2 and "does not match" in res.stderr
-    assert res.stderr.count("\n") == 1
-
-
-def test_cli_evaluate_runs_the_checkpoint(tmp_path, checkpoint):
-    from tests.test_evaluate import write_sim
-
-    path, _, _ = write_sim(tmp_path, "scan_000", 0)
-    out = tmp_path / "ev"
-    res = subprocess.run([sys.executable, "-m", "badblock", "evaluate", str(path), "--scanner",
-                          "mini", "--dead-blocks", "3:1", "--checkpoint", str(checkpoint),
-                          "--baselines", "none,interp", "--no-fbp", "--set", "run.threads=1",
-                          "--set", "run.device=cpu", "-o", str(out)],
-                         capture_output=True, text=True, timeout=180)
-    assert res.returncode == 0, res.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["methods"] == ["none", "interp", "unet"]
-    assert metrics["inputs"]["repaired"]["unet"] == [str(out / "repaired" / "scan_000.hs")]
-    assert (out / "damaged" / "scan_000.hs").exists()
-    assert "unet" in res.stdout

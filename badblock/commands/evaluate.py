@@ -68,7 +68,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from badblock.config import save_resolved, to_dict
     from badblock.evaluate import evaluate_files, format_table, write_damaged
-    from badblock.repair import build_mask
+    from badblock.physics.mask import resolve_mask
 
     cfg = config_from_args(args, *_overrides(args))
     out = Path(args.output) if args.output else cfg.output_path(cfg.evaluate.output)
@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("evaluate.widths", f"need three sigmas (planes, views, bins), got "
                                                f"{ev.widths}")
     complete = [cfg.data_path(p) for p in args.complete]
-    mask, what = build_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
+    resolved = resolve_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
                             dead_blocks=args.dead_blocks, data_root=cfg.run.data)
+    mask, what = resolved.mask, resolved.describe()
     print(f"mask: {what}")
     damaged = [cfg.data_path(p) for p in args.damaged] if args.damaged else None
     repaired = [cfg.data_path(p) for p in args.repaired] if args.repaired else None
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--checkpoint", "give either --repaired scans or a --checkpoint "
                                             "to make them, not both")
     if cfg.repair.checkpoint:
-        from badblock.repair import load_predictor, repair_files
+        from badblock.inference import load_predictor
+        from badblock.repair import repair_files
 
         if damaged is None:
             damaged = write_damaged(complete, mask, out / "damaged", seed=ev.seed)

@@ -57,7 +57,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from badblock.config import save_resolved
-    from badblock.repair import SUMMARY_NAME, build_mask, load_predictor, output_for, repair_files
+    from badblock.inference import load_predictor
+    from badblock.physics.mask import resolve_mask
+    from badblock.repair import SUMMARY_NAME, output_for, repair_files
     from badblock.utils.atomic import atomic_write_json
     from badblock.utils.memory import peak_rss_mb
 
@@ -68,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--mask", "give either --mask or --scanner/--dead-blocks, not both")
     out = Path(args.output) if args.output else cfg.output_path(cfg.repair.output)
     inputs = [cfg.data_path(p) for p in args.inputs]
-    mask, what = build_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
+    resolved = resolve_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
                             dead_blocks=args.dead_blocks, data_root=cfg.run.data)
+    mask, what = resolved.mask, resolved.describe()
     predictor = load_predictor(cfg.data_path(cfg.repair.checkpoint), cfg.run.device,
                                cfg.run.threads)
     print(f"mask: {what}; checkpoint {cfg.repair.checkpoint} on {predictor.device}")

@@ -1,4 +1,4 @@
-"""Section of the Slurm / submitit launcher (``badblock launch``, SPEC §9)."""
+"""Section of the Slurm / submitit launcher (``badblock launch``)."""
 
 from __future__ import annotations
 

@@ -52,15 +52,15 @@ class AugmentConfig:
 class ModelConfig:
     in_planes: int = 5  # derived from data.context at build time; kept for checkpoints
     width: int = 64
-    depth: int = 2  # number of downsamplings (the tutorial: 2 stride-2 convs, 3 levels)
+    depth: int = 2  # number of downsamplings (the original network: 2 stride-2 convs, 3 levels)
     bottom_convs: int = 5
     kernel_size: int = 3
     norm: Literal["batch", "instance", "none"] = "batch"
-    upsample: Literal[1, 2, 3] = 1  # 1 transposed conv, 2 nearest, 3 area (tutorial modes)
+    upsample: Literal[1, 2, 3] = 1  # 1 transposed conv, 2 nearest, 3 area (the original's modes)
     refine_blocks: int = 0  # residual refinement blocks at the end
     softplus_beta: float = 5.0
     out_channels: int = 1
-    up_norm: bool = False  # norms in the up blocks (the tutorial's forward has none there)
+    up_norm: bool = False  # norms in the up blocks (the original's forward has none there)
     # Feed the scanner's real-LOR pattern per (view, bin) (gap crystals) as a fixed extra input
     # channel, stored with the weights. Inpaint task only; needs augment.view_roll and
     # augment.radial_flip = 0 (they would move the data against the fixed map).

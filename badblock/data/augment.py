@@ -1,9 +1,9 @@
 """Training-time augmentation.
 
 Sinogram-aware batch augmentation on the training device (:func:`augment_batch`) and, for
-image-domain data, the tutorial's Augmentor pipeline (:func:`augmentor_pipeline`).
+image-domain data, the Augmentor pipeline of the original scripts (:func:`augmentor_pipeline`).
 
-Sinogram geometry (SPEC section 4): a sinogram over 180 degrees continues past its last view
+Sinogram geometry: a sinogram over 180 degrees continues past its last view
 into its first with the radial axis reversed, ``p(theta + pi, s) = p(theta, -s)``. Hence
 
 - *view roll with radial flip*: ``out[v] = p[v + r]``, where views rolled past the end come
@@ -139,7 +139,7 @@ def augment_batch(inp: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
 
 
 def augmentor_pipeline(cfg) -> Callable[..., list[np.ndarray]]:
-    """The tutorial's Augmentor pipeline for image-domain data: zoom, flips, rotation.
+    """The original scripts' Augmentor pipeline for image-domain data: zoom, flips, rotation.
 
     Returns ``apply(arrays, seed=None) -> list[np.ndarray]``: the same random operation (same
     parameters) is applied to every 2-D array of one sample (input, target, mask), as
@@ -194,7 +194,7 @@ _PIPELINES: dict = {}
 
 def augment_images(inp: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg,
                    generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-    """Image-domain batch augmentation with the tutorial's Augmentor pipeline.
+    """Image-domain batch augmentation with the original scripts' Augmentor pipeline.
 
     ``inp`` ``[N, C, H, W]``, ``target`` ``[N, 1, H, W]``, ``mask`` ``[N, C, H, W]``: every plane
     of one sample gets the same random zoom / flip / rotation (one Augmentor ``DataPipeline``

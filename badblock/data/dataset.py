@@ -1,11 +1,11 @@
 """Training samples drawn from a store: clean context stacks, targets and dead-block masks.
 
 The loader only reads and pads; damage (binomial thinning with the mask) and augmentation run on
-the training device in batches (``badblock.train.loop``), where they are cheapest. One sample:
+the training device in batches (``badblock.train.batch``), where they are cheapest. One sample:
 
 - ``clean``  ``[2k+1, Vp, B]``: the complete counts of the ``2k+1`` neighbouring planes
   of one TOF bin of one scan (clamped inside the segment), views padded to ``Vp`` with the
-  flipped wrap (:func:`badblock.data.stack.plane_stack`); uint16 / int16 when the store holds
+  flipped wrap (:func:`badblock.physics.stack.plane_stack`); uint16 / int16 when the store holds
   16-bit counts (half the bytes of float32 to collate and move), else float32;
 - ``target`` float32 ``[1, Vp, B]``: the complete centre plane (measured counts), the store's
   noiseless ``truth`` (``data.target = truth``), or the other store's plane (``paired``);
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from badblock.data.stack import mask_stack_into, plane_stack_into, whole_axis_segments
+from badblock.data.corruption import thin
 from badblock.errors import BadInputError
+from badblock.physics.stack import mask_stack_into, plane_stack_into, whole_axis_segments
 
 
 class SparseMask:
@@ -276,7 +277,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         """The samples of ``indices`` as one batch: what a DataLoader fetches per step.
 
         Each sample is drawn as ``self[i]`` would be, but written straight into batch arrays
-        ``[N, ...]`` (:func:`~badblock.data.stack.plane_stack_into`), not built one by one and
+        ``[N, ...]`` (:func:`~badblock.physics.stack.plane_stack_into`), not built one by one and
         stacked: stacking (``default_collate``) cost more than making the samples on a busy
         CPU. Give the DataLoader ``collate_fn=collate_samples`` to take the batch as it is.
         """
@@ -316,7 +317,7 @@ class PlaneDataset(torch.utils.data.Dataset):
             for i, index in enumerate(indices):
                 # a stream of its own, so the sample drawn does not depend on where thinning runs
                 trng = np.random.default_rng([seed, int(index), 1])
-                clean[i] = trng.binomial(clean[i].astype(np.int64), 1.0 - m[i])
+                clean[i] = thin(clean[i], 1.0 - m[i], trng)
             out["damaged"] = out.pop("clean")  # in place: half the bytes to move
         if truth is not None:
             out["truth"] = truth

@@ -27,22 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from badblock.data.sources import (
-    Source,
-    open_source,
-    resolve_inputs,
-    scan_id,
-    sha256_small,
-    truth_sibling,
-)
-from badblock.data.store import (
-    MANIFEST,
-    Store,
-    StoreWriter,
-    npy_header,
-)
+from badblock.data.sources import Source, open_source, resolve_inputs, sha256_small
+from badblock.data.store import MANIFEST, Store
+from badblock.data.store_writer import StoreWriter, npy_header
 from badblock.data.stream import CHECKSUM, checksum_file, stream_source
 from badblock.errors import BadInputError
+from badblock.io.naming import scan_id, truth_sibling
 
 # The settings that make two stores built from the same files differ (idempotence check).
 SETTINGS_KEYS = ("kind", "shape", "dtype", "byte_order", "offset", "copy", "val_fraction",
@@ -80,23 +70,6 @@ class PreprocessResult:
 
 # ----------------------------------------------------------------------------------------------
 # The stage
-
-
-def _load_mask(path: Path, shape) -> np.ndarray:
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise BadInputError(path, "mask file not found") from None
-    except (ValueError, OSError) as exc:
-        raise BadInputError(path, f"not a readable .npy mask ({exc})") from None
-    want = tuple(shape[1:])
-    if mask.shape != want:
-        raise BadInputError(path, f"mask shape {list(mask.shape)} does not match the scans' "
-                                  f"[plane, view, bin] {list(want)}")
-    mask = mask.astype(np.float32)
-    if not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
-        raise BadInputError(path, "mask values must be fractions in 0..1")
-    return mask
 
 
 def _choose_split(ids: list[str], pre, seed: int) -> tuple[list[str], str]:
@@ -195,7 +168,9 @@ def gather(cfg) -> tuple[list[ScanInputs], np.ndarray | None, Path | None]:
     mask = None
     if cfg.scanner.mask:
         mask_path = cfg.data_path(cfg.scanner.mask)
-        mask = _load_mask(mask_path, first.shape)
+        from badblock.physics.mask import load_mask  # only when there is a mask: start-up
+
+        mask = load_mask(mask_path, shape=first.shape)
     return scans, mask, mask_path
 
 
@@ -261,7 +236,7 @@ def _same_inputs(old: dict, new_sources: list[tuple[str, str, Source]],
 def _refresh_times(store_path: Path, manifest: dict, touched: dict[int, int]) -> None:
     """Record the new modification times of raw files that were touched but not changed, so
     that the reader's size + time check accepts them again (manifest rewritten atomically)."""
-    from badblock.data.store import manifest_json
+    from badblock.data.store_writer import manifest_json
     from badblock.utils.atomic import atomic_write_text
 
     rows = manifest["fingerprint"]["inputs"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from badblock.errors import BadInputError
+from badblock.io.naming import is_truth_name
 from badblock.io.segments import Segment
 
 HEADER_SUFFIXES = (".hs", ".hdr", ".h33", ".mhdr")
@@ -69,10 +70,6 @@ def _is_header_file(path: Path) -> bool:
             return looks_like_interfile(fh.read(4096))
     except OSError:
         return False
-
-
-def is_truth_name(path: Path) -> bool:
-    return ".truth." in path.name or path.name.endswith(".truth")
 
 
 def _folder_inputs(folder: Path, kind: str, headerless: bool) -> list[Path]:
@@ -135,23 +132,6 @@ def resolve_inputs(patterns: list[str], root: str | os.PathLike = ".", kind: str
             seen.add(key)
             unique.append(p)
     return unique
-
-
-def truth_sibling(path: Path) -> Path | None:
-    """``X.truth.hs`` for ``X.hs`` (also ``X.truth.s.hdr`` for ``X.s.hdr``), if it exists."""
-    name = path.name
-    stem, dot, rest = name.partition(".")
-    candidates = [path.with_name(f"{stem}.truth.{rest}")] if dot else []
-    candidates.append(path.with_name(f"{path.stem}.truth{path.suffix}"))
-    candidates.append(path.with_name(f"{name}.truth"))
-    for c in candidates:
-        if c.exists() and c != path:
-            return c
-    return None
-
-
-def scan_id(path: Path) -> str:
-    return path.name.partition(".")[0] or path.name
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,10 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from badblock.data.sources import Source
-from badblock.data.store import (
-    PlaneStats,
-    npy_header,
-)
+from badblock.data.store_writer import PlaneStats, npy_header
 from badblock.errors import BadInputError
 
 # Checksum of every input file, recorded as "xxh3_128:<hex>". Not cryptographic: it detects

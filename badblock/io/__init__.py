@@ -1,6 +1,9 @@
 """Scan input/output: flat binary, STIR Interfile and Siemens e7 sinograms, by memory map.
 
-Every scan is ``[TOF, plane, view, bin]`` (bin fastest); non-TOF data have TOF = 1.
+Every scan is ``[TOF, plane, view, bin]`` (bin fastest); non-TOF data have TOF = 1. One plane
+is ``[view, bin]``. A dead-block mask is float32 ``[plane, view, bin]``: the fraction of real
+LORs each bin lost (0..1), the same for every TOF bin. Image-domain volumes use the same 4-D
+form with TOF = 1: ``[1, slice, H, W]``. File naming: :mod:`badblock.io.naming`.
 """
 
 from badblock.io.header import (

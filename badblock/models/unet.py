@@ -1,48 +1,41 @@
-"""The tutorial's UNet (Siemens internship, 2019, section 2.3), with every part configurable.
+"""The UNet of the 2019 Siemens internship work this project grew from, every part configurable.
 
 Shapes: input ``[N, in_channels, H, W]`` (for sinograms ``H`` = views padded to a multiple of
 ``2**depth``, ``W`` = radial bins), output ``[N, out_channels, H, W]``, non-negative (softplus).
+The input channels are laid out by :mod:`badblock.inference.layout`.
 
-The default configuration is the tutorial's network exactly as its ``forward`` runs it:
+The default configuration is that original network exactly as its ``forward`` ran it:
 
 - down block 1: three 3x3 convs (no bias) + norm + LeakyReLU(0.2), 5 -> 64 channels;
 - down blocks 2, 3: a 3x3 stride-2 conv (no bias, no norm, keeps the channel count), then three
   convs + norm + LeakyReLU(0.2), doubling the channels (128, 256);
 - five bottom convs + norm + LeakyReLU(0.2) at 256 channels;
 - up blocks: 4x4 stride-2 transposed conv (with bias), concatenation ``[upsampled, skip]``, three
-  convs (no bias) + LeakyReLU(0.2) -- *without* norm: the tutorial defines norms there but its
-  forward does not use them (``up_norm=True`` adds them);
+  convs (no bias) + LeakyReLU(0.2) -- *without* norm: the original defined norms there but its
+  forward did not use them (``up_norm=True`` adds them);
 - two final 3x3 convs (ReLU between, the last with bias) and softplus with beta 5.
 
 Optional (``sensitivity_shape=(H, W)``, off by default): a fixed map ``[H, W]`` held as a buffer
-(saved with the weights, filled by the trainer with the scanner's real-LOR pattern per bin) and
-fed as one more input channel. Gap crystals give sinograms a fine pattern of zero- and
-half-sensitivity bins that the dead region hides; it is the same in every plane and known from
-the geometry, so the network is told rather than left to guess it. The input must then have
-exactly ``H x W`` (views padded as in training) and never be rolled or flipped against it.
-With ``per_lor_channels = n`` as well, the network works per real LOR, as the classical
-baselines do: the first ``n`` input channels (the count planes) are divided by the map where it
-is > 0 and the output is multiplied by it, so gap-crystal bins come out exactly 0 and the
-network only has to fill in a smooth per-LOR distribution. ``prior_sigma = (sv, sb)`` (per-LOR
-only; the input channel right after the ``n`` count planes must be the centre plane's lost
-fraction f, the data's mask channel) adds one more input channel: the normalised convolution of
-the centre plane per LOR -- ``G * counts / G * ((1 - f) sens)`` with a Gaussian ``G`` of sigmas
-``sv`` views and ``sb`` bins, 0 where nothing is near -- the classical gap-filling estimate
-(``baselines.normconv`` within the plane), which the network then corrects. The division a
-ReLU network would otherwise have to approximate is done exactly. ``prior_residual``: the
-network's last layer adds to that estimate (before the softplus) instead of replacing it, so
-training starts from the classical estimate and learns the correction.
-
+(saved with the weights, filled by the trainer with the scanner's real-LOR share per bin,
+:func:`badblock.physics.mask.sensitivity_map`) and fed as one more input channel. Gap crystals
+give sinograms a fine pattern of zero- and half-sensitivity bins that the dead region hides; it
+is the same in every plane and known from the geometry, so the network is told rather than
+left to guess it. The input must then have exactly ``H x W`` (views padded as in training) and
+never be rolled or flipped against it. With ``per_lor_channels = n`` as well, the network works
+per real LOR, as the classical baselines do: the first ``n`` input channels (the count planes)
+are divided by the map where it is > 0 and the output is multiplied by it, so gap-crystal bins
+come out exactly 0 and the network only has to fill in a smooth per-LOR distribution.
 ``mask_planes = n`` (default 1): the input carries the lost fraction of every one of the ``n``
-count planes (right after them), not only the centre plane's. Then ``prior_sigma = (sp, sv,
-sb)`` makes the estimate 3-D, as ``baselines.normconv`` is: every plane's counts and its own
-``(1 - f) sens`` are smoothed in-plane and summed over planes with Gaussian weights of sigma
-``sp`` planes. Neighbouring planes of a compressed sinogram hold different numbers of ring
-pairs (and a slightly different object), so each plane's counts are first brought to the
-centre plane's level: scaled by the ratio of the centre plane's counts to its own, summed over
-the bins that neither plane lost (per LOR).
+count planes (right after them), not only the centre plane's.
 
-The tutorial's module also registers layers its forward never calls (the stride-2 conv of the
+``prior_sigma`` (per-LOR only; the mask channel(s) right after the ``n`` count planes) adds one
+more input channel: the normalised-convolution estimate of the centre plane
+(:class:`badblock.models.prior.NormConvPrior`: two sigmas in-plane, three across the planes
+with ``mask_planes = n``), which the network then corrects. ``prior_residual``: the network's
+last layer adds to that estimate (before the softplus) instead of replacing it, so training
+starts from the classical estimate and learns the correction.
+
+The original module also registered layers its forward never called (the stride-2 conv of the
 first down block, the up blocks' and last norms); they hold parameters but do nothing, so they
 are left out here and :func:`parameter_count` counts only what runs.
 """
@@ -54,9 +47,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from badblock.errors import BadInputError
+from badblock.models.prior import NormConvPrior
 
 NORMS = ("batch", "instance", "none")
-UPSAMPLE_MODES = {1: "transposed", 2: "nearest", 3: "area"}  # the tutorial's up-block IDs
+UPSAMPLE_MODES = {1: "transposed", 2: "nearest", 3: "area"}  # the original's up-block IDs
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -104,7 +98,7 @@ class UpBlock(nn.Module):
         super().__init__()
         self.mode = mode
         self.up = nn.ConvTranspose2d(c_in, c_in, 4, stride=2, padding=1) if mode == 1 else None
-        # the tutorial's up-block convs have neither bias nor (in its forward) norm
+        # the original up-block convs have neither bias nor (in its forward) norm
         self.convs = ConvStack(c_skip + c_in, c_out, 3, k, norm, bias=False)
 
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +126,7 @@ class ResidualBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """The tutorial's UNet; see the module docstring. ``depth`` = number of downsamplings."""
+    """The original network; see the module docstring. ``depth`` = number of downsamplings."""
 
     def __init__(self, in_channels: int = 5, out_channels: int = 1, width: int = 64,
                  depth: int = 2, bottom_convs: int = 5, kernel_size: int = 3,
@@ -142,75 +136,27 @@ class UNet(nn.Module):
                  per_lor_channels: int = 0, prior_sigma: tuple[float, ...] | None = None,
                  prior_residual: bool = False, mask_planes: int = 1):
         super().__init__()
-        _check("model.in_planes", in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
-        _check("model.out_channels", out_channels >= 1, f"must be >= 1, got {out_channels}")
-        _check("model.width", width >= 1, f"must be >= 1, got {width}")
-        _check("model.depth", depth >= 0, f"must be >= 0, got {depth}")
-        _check("model.bottom_convs", bottom_convs >= 0, f"must be >= 0, got {bottom_convs}")
-        _check("model.kernel_size", kernel_size >= 1 and kernel_size % 2 == 1,
-               f"must be odd and >= 1 (same padding), got {kernel_size}")
-        _check("model.norm", norm in NORMS, f"must be one of {NORMS}, got {norm!r}")
-        _check("model.upsample", upsample in UPSAMPLE_MODES,
-               f"must be 1 (transposed conv), 2 (nearest) or 3 (area), got {upsample!r}")
-        _check("model.refine_blocks", refine_blocks >= 0, f"must be >= 0, got {refine_blocks}")
-        _check("model.softplus_beta", softplus_beta > 0, f"must be > 0, got {softplus_beta}")
-        if sensitivity_shape is not None:
-            sensitivity_shape = [int(v) for v in sensitivity_shape]
-            _check("model.sensitivity_shape", len(sensitivity_shape) == 2 and
-                   min(sensitivity_shape) >= 1, f"must be [H, W], got {sensitivity_shape}")
-        self.config = dict(in_channels=in_channels, out_channels=out_channels, width=width,
-                           depth=depth, bottom_convs=bottom_convs, kernel_size=kernel_size,
-                           norm=norm, upsample=upsample, refine_blocks=refine_blocks,
-                           softplus_beta=softplus_beta, up_norm=up_norm)
-        if sensitivity_shape is not None:
-            # only when used, so checkpoints of plain UNets keep their exact config
-            self.config["sensitivity_shape"] = sensitivity_shape
-            _check("model.per_lor_channels", 0 <= per_lor_channels <= in_channels,
-                   f"must be in 0..{in_channels}, got {per_lor_channels}")
-            if per_lor_channels:
-                self.config["per_lor_channels"] = int(per_lor_channels)
-            if mask_planes != 1:
-                _check("data.mask_stack", mask_planes == per_lor_channels > 0
-                       and in_channels >= 2 * per_lor_channels,
-                       f"{mask_planes} mask planes need as many per-LOR count planes before them")
-                self.config["mask_planes"] = int(mask_planes)
-            if prior_sigma:
-                prior_sigma = [float(v) for v in prior_sigma]
-                _check("model.prior_sigma", len(prior_sigma) in (2, 3) and min(prior_sigma) > 0
-                       and 0 < per_lor_channels < in_channels,
-                       "needs two sigmas > 0 (views, bins) or three (planes, views, bins), the "
-                       f"per-LOR mode and a mask channel after the count planes; got {prior_sigma}")
-                _check("model.prior_sigma", len(prior_sigma) == 2 or mask_planes > 1,
-                       "three sigmas (planes, views, bins) need the mask of every plane "
-                       "(data.mask_stack)")
-                self.config["prior_sigma"] = prior_sigma
-                if prior_residual:
-                    self.config["prior_residual"] = True
-            self.register_buffer("sensitivity", torch.zeros(1, 1, *sensitivity_shape))
+        self.config = unet_config(
+            in_channels=in_channels, out_channels=out_channels, width=width, depth=depth,
+            bottom_convs=bottom_convs, kernel_size=kernel_size, norm=norm, upsample=upsample,
+            refine_blocks=refine_blocks, softplus_beta=softplus_beta, up_norm=up_norm,
+            sensitivity_shape=sensitivity_shape, per_lor_channels=per_lor_channels,
+            prior_sigma=prior_sigma, prior_residual=prior_residual, mask_planes=mask_planes)
+        c = self.config
+        if "sensitivity_shape" in c:
+            self.register_buffer("sensitivity", torch.zeros(1, 1, *c["sensitivity_shape"]))
         else:
             self.sensitivity = None
-            _check("model.per_lor_channels", per_lor_channels == 0,
-                   "needs the sensitivity map (sensitivity_shape)")
-        self.per_lor = int(per_lor_channels) if sensitivity_shape is not None else 0
-        self.mask_planes = int(self.config.get("mask_planes", 1))
-        self.prior_sigma = self.config.get("prior_sigma")
-        _check("model.prior_residual", not prior_residual or bool(self.prior_sigma),
-               "needs model.prior_sigma")
+        self.per_lor = int(c.get("per_lor_channels", 0))
+        self.mask_planes = int(c.get("mask_planes", 1))
+        self.prior_sigma = c.get("prior_sigma")
         self.prior_residual = bool(prior_residual)
-        if self.prior_sigma:
-            # in-plane kernels _prior_g0 (views), _prior_g1 (bins); 3-D: plane weights too
-            for i, sigma in enumerate(self.prior_sigma[-2:]):
-                r = max(1, int(round(3 * sigma)))
-                g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-                self.register_buffer(f"_prior_g{i}", g / g.sum(), persistent=False)
-            if len(self.prior_sigma) == 3:
-                off = torch.arange(self.per_lor, dtype=torch.float32) - self.per_lor // 2
-                w = torch.exp(-0.5 * (off / self.prior_sigma[0]) ** 2)
-                self.register_buffer("_prior_gp", w.view(1, -1, 1, 1), persistent=False)
+        self.prior = (NormConvPrior(self.prior_sigma, self.per_lor, self.mask_planes)
+                      if self.prior_sigma else None)
         self.depth = depth
         k = kernel_size
         widths = [width * 2**i for i in range(depth + 1)]
-        first = in_channels + int(sensitivity_shape is not None) + int(bool(self.prior_sigma))
+        first = in_channels + int(self.sensitivity is not None) + int(bool(self.prior_sigma))
         self.downs = nn.ModuleList(
             DownBlock(first if i == 0 else widths[i - 1], widths[i], i > 0, k, norm)
             for i in range(depth + 1))
@@ -219,39 +165,10 @@ class UNet(nn.Module):
             UpBlock(widths[i], widths[i + 1], widths[i], upsample, k, norm if up_norm else "none")
             for i in reversed(range(depth)))
         self.refine = nn.Sequential(*(ResidualBlock(width, k, norm) for _ in range(refine_blocks)))
-        # the tutorial's final convs are always 3x3, whatever the kernel size elsewhere
+        # the original's final convs are always 3x3, whatever the kernel size elsewhere
         self.last_conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.last_conv2 = nn.Conv2d(width, out_channels, 3, padding=1)
         self.softplus = nn.Softplus(beta=softplus_beta)
-
-    def _smooth(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian over views and bins of ``[N, 1, H, W]`` (zero padding)."""
-        g0, g1 = self._prior_g0.to(x.dtype), self._prior_g1.to(x.dtype)
-        x = F.conv2d(x, g0.view(1, 1, -1, 1), padding=(g0.numel() // 2, 0))
-        return F.conv2d(x, g1.view(1, 1, 1, -1), padding=(0, g1.numel() // 2))
-
-    def _prior(self, x: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-        """Normalised convolution per LOR ``[N, 1, H, W]`` of the centre plane, or across the
-        planes with three sigmas (``x``: input with the count planes already per LOR)."""
-        n, c = self.per_lor, self.per_lor // 2
-        if len(self.prior_sigma) == 2:
-            counts = x[:, c:c + 1] * sens  # counts again (per-LOR times the map)
-            keep = (1.0 - x[:, n + self.mask_planes // 2:][:, :1]).clamp(0.0, 1.0) * sens
-            num, den = self._smooth(counts), self._smooth(keep)
-        else:
-            counts = x[:, :n] * sens  # [N, n, H, W]
-            kept = (1.0 - x[:, n:2 * n]).clamp(0.0, 1.0)
-            # each plane's level against the centre plane's, over bins neither plane lost
-            both = (kept >= 1.0) & (kept[:, c:c + 1] >= 1.0)
-            own = (counts * both).sum(dim=(2, 3), keepdim=True)
-            ref = (counts[:, c:c + 1] * both).sum(dim=(2, 3), keepdim=True)
-            gain = torch.where(own > 0, ref / own.clamp(min=1e-6), torch.ones_like(own))
-            gain = torch.where(ref > 0, gain, torch.ones_like(gain))
-            w = self._prior_gp.to(x.dtype)
-            num = (w * gain * counts).sum(dim=1, keepdim=True)
-            den = (w * kept * sens).sum(dim=1, keepdim=True)
-            num, den = self._smooth(num), self._smooth(den)
-        return torch.where(den > 1e-3, num / den.clamp(min=1e-3), torch.zeros_like(num))
 
     @property
     def multiple(self) -> int:
@@ -278,8 +195,8 @@ class UNet(nn.Module):
                 inv = torch.where(sens > 0, 1.0 / sens.clamp(min=1e-6), torch.zeros_like(sens))
                 x = torch.cat([x[:, :self.per_lor] * inv, x[:, self.per_lor:]], 1)
             extra = [sens.expand(x.shape[0], -1, -1, -1)]
-            if self.prior_sigma:
-                prior = self._prior(x, sens)
+            if self.prior is not None:
+                prior = self.prior(x, sens)
                 extra.append(prior)
             x = torch.cat([x] + extra, 1)
         skips = []
@@ -312,6 +229,67 @@ class UNet(nn.Module):
                 f"{f' +prior sigma {self.prior_sigma}' if self.prior_sigma else ''}"
                 f"{' (residual)' if self.prior_residual else ''}: "
                 f"{parameter_count(self):,} parameters; input sides multiple of {self.multiple}")
+
+
+def unet_config(*, in_channels: int, out_channels: int, width: int, depth: int,
+                bottom_convs: int, kernel_size: int, norm: str, upsample: int,
+                refine_blocks: int, softplus_beta: float, up_norm: bool,
+                sensitivity_shape, per_lor_channels: int, prior_sigma, prior_residual: bool,
+                mask_planes: int) -> dict:
+    """Check :class:`UNet`'s arguments (a :class:`BadInputError` naming the config key) and
+    return its ``config``: the keyword arguments that rebuild it. The optional parts
+    (``sensitivity_shape``, ``per_lor_channels``, ``mask_planes``, ``prior_sigma``,
+    ``prior_residual``) appear only when used, so checkpoints of plain UNets keep their exact
+    config."""
+    _check("model.in_planes", in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
+    _check("model.out_channels", out_channels >= 1, f"must be >= 1, got {out_channels}")
+    _check("model.width", width >= 1, f"must be >= 1, got {width}")
+    _check("model.depth", depth >= 0, f"must be >= 0, got {depth}")
+    _check("model.bottom_convs", bottom_convs >= 0, f"must be >= 0, got {bottom_convs}")
+    _check("model.kernel_size", kernel_size >= 1 and kernel_size % 2 == 1,
+           f"must be odd and >= 1 (same padding), got {kernel_size}")
+    _check("model.norm", norm in NORMS, f"must be one of {NORMS}, got {norm!r}")
+    _check("model.upsample", upsample in UPSAMPLE_MODES,
+           f"must be 1 (transposed conv), 2 (nearest) or 3 (area), got {upsample!r}")
+    _check("model.refine_blocks", refine_blocks >= 0, f"must be >= 0, got {refine_blocks}")
+    _check("model.softplus_beta", softplus_beta > 0, f"must be > 0, got {softplus_beta}")
+    config = dict(in_channels=in_channels, out_channels=out_channels, width=width, depth=depth,
+                  bottom_convs=bottom_convs, kernel_size=kernel_size, norm=norm,
+                  upsample=upsample, refine_blocks=refine_blocks, softplus_beta=softplus_beta,
+                  up_norm=up_norm)
+    if sensitivity_shape is None:
+        _check("model.per_lor_channels", per_lor_channels == 0,
+               "needs the sensitivity map (sensitivity_shape)")
+        _check("model.prior_residual", not prior_residual, "needs model.prior_sigma")
+        return config
+    sensitivity_shape = [int(v) for v in sensitivity_shape]
+    _check("model.sensitivity_shape", len(sensitivity_shape) == 2 and min(sensitivity_shape) >= 1,
+           f"must be [H, W], got {sensitivity_shape}")
+    config["sensitivity_shape"] = sensitivity_shape
+    _check("model.per_lor_channels", 0 <= per_lor_channels <= in_channels,
+           f"must be in 0..{in_channels}, got {per_lor_channels}")
+    if per_lor_channels:
+        config["per_lor_channels"] = int(per_lor_channels)
+    if mask_planes != 1:
+        _check("data.mask_stack", mask_planes == per_lor_channels > 0
+               and in_channels >= 2 * per_lor_channels,
+               f"{mask_planes} mask planes need as many per-LOR count planes before them")
+        config["mask_planes"] = int(mask_planes)
+    if prior_sigma:
+        prior_sigma = [float(v) for v in prior_sigma]
+        _check("model.prior_sigma", len(prior_sigma) in (2, 3) and min(prior_sigma) > 0
+               and 0 < per_lor_channels < in_channels,
+               "needs two sigmas > 0 (views, bins) or three (planes, views, bins), the "
+               f"per-LOR mode and a mask channel after the count planes; got {prior_sigma}")
+        _check("model.prior_sigma", len(prior_sigma) == 2 or mask_planes > 1,
+               "three sigmas (planes, views, bins) need the mask of every plane "
+               "(data.mask_stack)")
+        config["prior_sigma"] = prior_sigma
+        if prior_residual:
+            config["prior_residual"] = True
+    _check("model.prior_residual", not prior_residual or bool(prior_sigma),
+           "needs model.prior_sigma")
+    return config
 
 
 def _check(key: str, ok: bool, problem: str) -> None:

@@ -23,6 +23,8 @@ from badblock.physics.mask import (
     parse_blocks,
     parse_crystals,
     real_lor_count,
+    resolve_mask,
+    sensitivity_map,
 )
 from badblock.physics.scanners import PRESETS, Scanner, get_scanner
 from badblock.physics.wrap import pad_views, partner_planes, radial_flip, tof_mirror, wrap_partner
@@ -31,6 +33,7 @@ __all__ = [
     "PRESETS", "Scanner", "get_scanner", "crystal_is_real", "ring_is_real", "lor_geometry",
     "lor_to_bin", "plane_ring_pairs", "ring_pair_plane", "ring_z_mm", "transaxial_lookup",
     "transaxial_pairs", "dead_block_mask", "dead_set", "load_mask", "lost_lor_count",
-    "mask_summary", "parse_blocks", "parse_crystals", "real_lor_count", "pad_views",
-    "partner_planes", "radial_flip", "tof_mirror", "wrap_partner",
+    "mask_summary", "parse_blocks", "parse_crystals", "real_lor_count", "resolve_mask",
+    "sensitivity_map", "pad_views", "partner_planes", "radial_flip", "tof_mirror",
+    "wrap_partner",
 ]

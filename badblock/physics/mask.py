@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +161,15 @@ def mask_summary(mask: np.ndarray) -> dict:
 
 
 def load_mask(path: str | os.PathLike, scanner: Scanner | str | None = None,
-              allow_pickle: bool = False) -> np.ndarray:
+              allow_pickle: bool = False, shape: Sequence[int] | None = None) -> np.ndarray:
     """Read a mask ``.npy`` (float ``[plane, view, bin]``, fraction lost) as float32.
 
-    Checks it is 3-D, finite, within 0..1 and, given a scanner, of its sinogram shape. A legacy
-    pickled mask (the 2019 tutorial's ``mask.pkl``) loads only with ``allow_pickle=True``:
-    unpickling runs code from the file, so it is for files you made yourself.
+    Checks it is 3-D (a leading axis of 1 is dropped), finite, within 0..1 and, given a
+    scanner, of its sinogram shape; given ``shape`` (the scans' ``[TOF, plane, view, bin]`` or
+    ``[plane, view, bin]``), of theirs. A legacy pickled mask (the ``mask.pkl`` of the 2019
+    scripts this project replaces) loads only with ``allow_pickle=True``: unpickling runs code
+    from the file, so it is for files you made yourself. Every problem is a
+    :class:`BadInputError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -198,4 +202,88 @@ def load_mask(path: str | os.PathLike, scanner: Scanner | str | None = None,
         if arr.shape != want:
             raise BadInputError(path, f"mask shape {arr.shape} does not match scanner {sc.name} "
                                 f"[plane, view, bin] = {want}")
+    if shape is not None and arr.shape != tuple(shape)[-3:]:
+        raise BadInputError(path, f"mask shape {list(arr.shape)} does not match the scans' "
+                                  f"[plane, view, bin] {list(tuple(shape)[-3:])}")
     return arr
+
+
+@dataclass
+class ResolvedMask:
+    """A dead-block mask and where it came from (:func:`resolve_mask`).
+
+    ``mask``: float32 ``[plane, view, bin]``, fraction of real LORs lost per bin (0..1, the
+    same for every TOF bin). ``path``: the file it was read from (None when computed);
+    ``scanner``: the preset whose geometry computed or checked it (None for a file read
+    unchecked); ``blocks`` / ``crystals``: the dead (transaxial, axial) blocks and (crystal,
+    ring) crystals it was computed from.
+    """
+
+    mask: np.ndarray
+    path: Path | None = None
+    scanner: str | None = None
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    crystals: list[tuple[int, int]] = field(default_factory=list)
+
+    def describe(self, with_scanner: bool = True) -> str:
+        """One line: ``mask FILE`` or ``[vision ]dead blocks 3:1[ crystals 100:7]``."""
+        if self.path is not None:
+            return f"mask {self.path}"
+        what = "dead blocks " + ",".join(f"{t}:{a}" for t, a in self.blocks)
+        if self.crystals:
+            what += " crystals " + ",".join(f"{c}:{r}" for c, r in self.crystals)
+        return f"{self.scanner} {what}" if with_scanner else what
+
+
+def resolve_mask(scanner_cfg, *, mask_path: str | os.PathLike | None = None,
+                 scanner: Scanner | str | None = None, dead_blocks: str | Sequence | None = None,
+                 dead_crystals: str | Sequence | None = None,
+                 data_root: str | os.PathLike = ".", fallback: np.ndarray | None = None,
+                 check_shape: bool = False, allow_pickle: bool = False) -> ResolvedMask:
+    """The dead-block mask a stage works with, from a ``scanner`` config section and flags.
+
+    ``scanner_cfg`` is a ``ScannerConfig`` (``name``, ``dead_blocks``, ``dead_crystals``,
+    ``mask``). Precedence: ``mask_path`` (a ``--mask`` file) > ``scanner`` given (a
+    ``--scanner`` flag: computed, ``scanner_cfg.mask`` is then ignored) > ``scanner_cfg.mask``
+    > ``fallback`` (a mask already at hand, e.g. the training store's) > computed from the dead
+    blocks and crystals (``dead_blocks`` / ``dead_crystals`` when given, else the section's) on
+    ``scanner`` or ``scanner_cfg.name``. Relative mask paths are taken under ``data_root``.
+    ``check_shape``: a mask file must have the scanner's ``[plane, view, bin]`` shape (else the
+    caller checks it against its scans). Raises :class:`BadInputError` when nothing names a
+    dead block, crystal or mask file.
+    """
+    path = mask_path if mask_path is not None else (None if scanner else scanner_cfg.mask)
+    name = scanner if scanner is not None else scanner_cfg.name
+    if path is not None:
+        path = Path(data_root) / path
+        checked = get_scanner(name) if check_shape else None
+        return ResolvedMask(load_mask(path, checked, allow_pickle=allow_pickle), path=path,
+                            scanner=None if checked is None else checked.name)
+    if fallback is not None:
+        return ResolvedMask(np.asarray(fallback, np.float32))
+    sc = get_scanner(name)
+    blocks = parse_blocks(dead_blocks, "dead blocks") if dead_blocks is not None else \
+        parse_blocks(scanner_cfg.dead_blocks, "scanner.dead_blocks")
+    crystals = parse_crystals(dead_crystals, "dead crystals") if dead_crystals is not None \
+        else parse_crystals(scanner_cfg.dead_crystals, "scanner.dead_crystals")
+    if not blocks and not crystals:
+        raise BadInputError("scanner.dead_blocks", "no dead blocks or crystals given (and no "
+                                                   "mask file: scanner.mask or --mask)")
+    return ResolvedMask(dead_block_mask(sc, blocks, crystals), scanner=sc.name, blocks=blocks,
+                        crystals=crystals)
+
+
+def sensitivity_map(scanner: Scanner | str, views_to: int | None = None) -> np.ndarray:
+    """float32 ``[views_to, bin]``: the share of real LORs in each bin of the scanner's
+    transaxial layout, ``valid sub-LORs / mash`` (0 in bins of gap crystals, 1/2 where one of
+    two mashed views is real, ...). Every plane has this pattern, scaled by its ring-pair
+    count (:func:`real_lor_count`). Views are padded to ``views_to`` (default: none) with the
+    sinogram's flipped wrap, like the data (:func:`badblock.physics.stack.plane_stack`)."""
+    from badblock.physics.stack import view_padding
+    from badblock.physics.wrap import pad_views
+
+    scanner = get_scanner(scanner)
+    _, _, valid = transaxial_pairs(scanner)  # [view, mash, bin]
+    share = valid.sum(axis=1).astype(np.float32) / float(valid.shape[1])
+    before, after = view_padding(scanner.n_views, views_to or scanner.n_views)
+    return np.ascontiguousarray(pad_views(share, None, before, after), dtype=np.float32)

@@ -5,7 +5,7 @@ virtual gap crystal (so crystals per ring = blocks x (crystals per block + 1)); 
 one virtual gap ring between axial blocks (55 = 4 x (13 + 1) - 1). Virtual crystals and rings never
 record counts, but they take part in the bin geometry.
 
-Sources for the figures not in SPEC section 4 (radius, spacings, TOF):
+Sources for the figures beyond the block and sinogram sizes (radius, spacings, TOF):
 - mCT and mMR: STIR's ``Scanner.cxx`` (inner ring radius 421.0 / 328.0 mm, average depth of
   interaction 7 mm, ring spacing 4.054 / 4.0625 mm, default bin size 2.005 / 2.08626 mm); the
   a real mMR e7 sinogram header agrees (2.03125 mm per plane = half the ring spacing).

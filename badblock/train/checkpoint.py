@@ -1,114 +1,126 @@
-"""Training checkpoints: atomic save, safe load (``weights_only=True``), RNG state capture.
+"""What a training run keeps in its checkpoints, and how a run continues from one.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
-``torch.load(..., weights_only=True)`` can read it without unpickling arbitrary objects. Keys:
-``model``, ``model_config``, ``data`` (context, normalise, mask_channel, pad multiple, ...),
-``optimizer``, ``schedule``, ``epoch``, ``step``, ``rng``, ``metrics``.
+A run folder holds ``checkpoint_latest.pt`` (every epoch end and on preemption: what a resume
+reads), ``checkpoint_best.pt`` (lowest validation NRMSE so far) and ``checkpoint_final.pt``. The
+checkpoint dict (read and written by :mod:`badblock.utils.checkpoint`, ``weights_only=True``):
+
+- ``format``: ``"badblock-checkpoint"``;
+- ``model``: the state dict repair uses -- with ``train.ema > 0`` the averaged weights, and then
+  ``model_raw`` the raw ones (training continues from those after a resume);
+- ``model_config``: the UNet's keyword arguments: ``UNet(**model_config)`` + ``load_state_dict``
+  rebuilds it, nothing else. It may hold ``sensitivity_shape``, ``per_lor_channels``,
+  ``prior_sigma`` (2 or 3 values), ``prior_residual`` and ``mask_planes`` (the fixed
+  sensitivity map itself is the ``sensitivity`` buffer in ``model``);
+- ``data``: what inference needs to build the same input: ``context``, ``normalise``,
+  ``mask_channel``, ``mask_stack`` (absent in older checkpoints = False), ``multiple``
+  (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner``;
+- ``optimizer``, ``schedule``: their state dicts;
+- ``epoch``, ``epoch_step``, ``step``, ``done``: where the run stands (:class:`TrainState`);
+- ``rng``: RNG states (:func:`badblock.train.rng.capture_rng`, the device generator included);
+- ``metrics``: ``history`` (one record per epoch), ``best``, ``running`` (the current epoch's
+  sums so far);
+- ``config``: the whole resolved config; ``world_size``: processes that wrote it.
+
+Resume is idempotent: samples are a pure function of the seed and their index and the device
+generator's state is saved, so an interrupted and resumed run ends with the weights of an
+uninterrupted one (bitwise on CPU).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import random
-import zipfile
+import math
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from badblock.config.loader import to_dict
 from badblock.errors import BadInputError
-from badblock.utils.atomic import atomic_path
+from badblock.train.rng import capture_rng, restore_rng
+from badblock.utils.checkpoint import FORMAT
 
-REQUIRED_KEYS = ("model", "model_config", "data", "epoch", "step")
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one whole."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
+LATEST = "checkpoint_latest.pt"
+BEST = "checkpoint_best.pt"
+FINAL = "checkpoint_final.pt"
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``weights_only=True``.
-
-    A missing, truncated or foreign file raises :class:`BadInputError` naming the file, so the
-    CLI prints one line and exits with code 2 instead of a torch traceback.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise BadInputError(path, "checkpoint is empty (0 bytes): truncated by an interrupted "
-                                  "copy?")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            problem = "holds pickled Python objects, refusing to load it (weights_only=True)"
-        else:
-            problem = f"truncated or not a torch checkpoint ({first[:160]})"
-        raise BadInputError(path, problem) from None
-    if not isinstance(state, dict):
-        raise BadInputError(path, "not a badblock checkpoint (not a dict)")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise BadInputError(path, f"not a badblock checkpoint (missing {', '.join(missing)})")
-    return state
+def _fresh_running() -> dict:
+    return {"loss_sum": 0.0, "batches": 0, "samples": 0, "seconds": 0.0}
 
 
-def capture_rng(generators: dict[str, torch.Generator] | None = None,
-                numpy_rng: np.random.Generator | None = None) -> dict:
-    """RNG states of python, numpy, torch (CPU and CUDA) and the given generators."""
-    state = {
-        "python": random.getstate(),
-        "numpy_legacy": _np_legacy_state(),
-        "torch": torch.get_rng_state(),
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+@dataclass
+class TrainState:
+    """Where the run stands; everything here goes into the checkpoint."""
+
+    epoch: int = 0  # current epoch (0-based)
+    epoch_step: int = 0  # optimiser steps done in the current epoch
+    step: int = 0  # optimiser steps done in total
+    history: list = field(default_factory=list)  # one dict per finished epoch
+    best: float = math.inf  # best validation NRMSE of the network so far
+    running: dict = field(default_factory=_fresh_running)
+    done: bool = False
+
+    def next_epoch(self) -> None:
+        """The current epoch is complete: on to the next, with fresh running sums."""
+        self.epoch += 1
+        self.epoch_step = 0
+        self.running = _fresh_running()
+
+
+def checkpoint_dict(cfg, info: dict, model: torch.nn.Module, ema_model: torch.nn.Module | None,
+                    schedule, state: TrainState, gen: torch.Generator, world_size: int) -> dict:
+    """The checkpoint dict of a run (see the module docstring). ``model``: the plain UNet (not
+    wrapped); ``info``: the data info of :func:`badblock.data.build.build_data`."""
+    s = state
+    return {
+        "format": FORMAT,
+        "model": (ema_model or model).state_dict(),
+        # with train.ema the raw weights go on training after a resume
+        **({"model_raw": model.state_dict()} if ema_model else {}),
+        "model_config": dict(model.config),
+        "data": {"context": cfg.data.context, "normalise": cfg.data.normalise,
+                 "mask_channel": cfg.data.mask_channel, "mask_stack": cfg.data.mask_stack,
+                 "multiple": 2 ** cfg.model.depth,
+                 "views_to": info["views_to"], "views": info["views"],
+                 "bins": info["bins"], "task": cfg.data.task,
+                 "target": cfg.data.target, "scanner": info["scanner"]},
+        "optimizer": schedule.optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "epoch": s.epoch, "epoch_step": s.epoch_step, "step": s.step, "done": s.done,
+        "rng": capture_rng({"device": gen}),
+        "metrics": {"history": s.history, "best": s.best, "running": s.running},
+        "config": to_dict(cfg),
+        "world_size": world_size,
     }
-    if numpy_rng is not None:
-        state["numpy"] = numpy_rng.bit_generator.state
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+
+
+def restore(ck: dict, path: Path, model: torch.nn.Module, ema_model: torch.nn.Module | None,
+            schedule, gen: torch.Generator, world_size: int) -> TrainState:
+    """Load checkpoint ``ck`` (read from ``path``) into the run's parts and return its state.
+
+    A checkpoint of another model is a :class:`BadInputError`; one written by another number
+    of processes is resumed with a warning (the samples per rank change)."""
+    if ck.get("world_size", 1) != world_size:
+        print(f"badblock train: warning: {path} was written by {ck.get('world_size')} "
+              f"processes, resuming with {world_size}: samples per rank change",
+              file=sys.stderr)
+    try:
+        model.load_state_dict(ck.get("model_raw", ck["model"]))
+        if ema_model is not None:
+            ema_model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise BadInputError(path, f"checkpoint does not fit the configured model "
+                                  f"({str(exc).splitlines()[0]}); use another train.run "
+                                  "folder for a different model") from None
+    schedule.load_state_dict(ck["schedule"])
+    m = ck["metrics"]
+    state = TrainState(epoch=int(ck["epoch"]), epoch_step=int(ck["epoch_step"]),
+                       step=int(ck["step"]), history=list(m["history"]),
+                       best=float(m["best"]), running=dict(m["running"]),
+                       done=bool(ck.get("done", False)))
+    restore_rng(ck["rng"], {"device": gen})
     return state
 
 
-def restore_rng(state: dict, generators: dict[str, torch.Generator] | None = None,
-                numpy_rng: np.random.Generator | None = None) -> None:
-    """Inverse of :func:`capture_rng`; generators missing from ``state`` are left as they are."""
-    random.setstate(_as_tuple(state["python"]))
-    legacy = state.get("numpy_legacy")
-    if legacy is not None:
-        np.random.set_state((legacy["kind"], legacy["key"].numpy().astype(np.uint32),
-                             int(legacy["pos"]), int(legacy["has_gauss"]),
-                             float(legacy["cached"])))
-    torch.set_rng_state(state["torch"])
-    for name, g in (generators or {}).items():
-        if name in state.get("generators", {}):
-            g.set_state(state["generators"][name].to("cpu"))
-    if numpy_rng is not None and "numpy" in state:
-        numpy_rng.bit_generator.state = state["numpy"]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _np_legacy_state() -> dict:
-    # numpy's legacy state holds an ndarray, which weights_only cannot load: store a tensor.
-    kind, key, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _as_tuple(obj):
-    if isinstance(obj, list):
-        return tuple(_as_tuple(o) for o in obj)
-    if isinstance(obj, tuple):
-        return tuple(_as_tuple(o) for o in obj)
-    return obj
+__all__ = ["LATEST", "BEST", "FINAL", "TrainState", "checkpoint_dict", "restore"]

@@ -1,4 +1,5 @@
-"""Training logs: the tutorial's plain loss files, JSON lines, progress.png, TensorBoard, visdom.
+"""Training logs: plain loss files (as the original scripts wrote them), JSON lines,
+progress.png, TensorBoard, visdom; and the per-epoch record and messages.
 
 Everything is rewritten from the run's history (kept in the checkpoint) each epoch, so a resumed
 run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
@@ -6,7 +7,7 @@ run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
 Files in the run folder:
 - ``train_loss.txt``, ``test_loss.txt``, ``recon_loss.txt``: one value per epoch and line
   (``np.loadtxt``): mean training loss, validation loss, and validation NRMSE of the network's
-  repair on damaged bins (the tutorial's "recon" curve).
+  repair on damaged bins (the original scripts' "recon" curve).
 - ``log.jsonl``: one JSON object per epoch (losses, lr, samples/s, epoch time, peak RSS and GPU
   memory, network and baseline NRMSE, collapse flag).
 - ``progress.png``: loss curves and NRMSE of network vs. baseline.
@@ -23,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from badblock.utils.atomic import atomic_path, atomic_write_text
+from badblock.utils.memory import peak_rss_mb
 
 LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
               "recon_loss.txt": "nrmse_net"}
@@ -30,6 +32,41 @@ LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
 
 def _fmt(v) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+
+
+def epoch_record(epoch: int, step: int, partial: bool, running: dict, val: dict, lr: float,
+                 collapse_warmup: int, device) -> dict:
+    """One epoch's line of the history (``epoch`` 1-based): training loss and throughput from
+    the ``running`` sums, the validation numbers ``val``, memory peaks, and ``collapse`` (past
+    ``train.collapse_warmup`` epochs, the network worse than the baseline)."""
+    import torch
+
+    r = running
+    rec = {"epoch": epoch, "step": step, "partial": partial,
+           "train_loss": r["loss_sum"] / max(r["batches"], 1), **val, "lr": lr,
+           "samples_per_s": r["samples"] / max(r["seconds"], 1e-9),
+           "epoch_time_s": r["seconds"], "peak_rss_mb": peak_rss_mb(),
+           "peak_gpu_mb": (torch.cuda.max_memory_allocated(device) / 2**20
+                           if device.type == "cuda" else 0.0)}
+    rec["collapse"] = bool(epoch > collapse_warmup and rec["nrmse_net"] > rec["nrmse_baseline"])
+    return rec
+
+
+def epoch_message(rec: dict, reset: bool) -> str:
+    """The line ``badblock train`` prints at the end of an epoch."""
+    return (f"epoch {rec['epoch']}: train {rec['train_loss']:.5g}  val "
+            f"{rec['val_loss']:.5g}  NRMSE damaged bins vs {rec['reference']}: network "
+            f"{rec['nrmse_net']:.4f}  baseline {rec['nrmse_baseline']:.4f}  lr "
+            f"{rec['lr']:.3g}  {rec['samples_per_s']:.1f} samples/s"
+            f"{'  (optimizer reset)' if reset else ''}")
+
+
+def collapse_warning(rec: dict) -> str:
+    """The warning printed when an epoch's record has ``collapse`` set."""
+    return ("WARNING: the network is WORSE than the simple baseline (divide by "
+            f"1 - f) after {rec['epoch']} epochs: NRMSE {rec['nrmse_net']:.4f} > "
+            f"{rec['nrmse_baseline']:.4f}. Training may have collapsed: check the "
+            "learning rate, the loss and the normalisation")
 
 
 class RunLog:

@@ -1,8 +1,8 @@
 """Optimiser and learning-rate schedules, resumable.
 
-``Schedule`` owns the optimiser because the tutorial's warm restarts (section 2.4.3) replace it:
+``Schedule`` owns the optimiser because the original training scripts' warm restarts replace it:
 every ``warm_reset_length`` epochs (the period growing by ``warm_reset_increment`` after each
-reset: periods L, L, L + i, L + 2i, ... as the tutorial's ``next_reset`` bookkeeping gives) a
+reset: periods L, L, L + i, L + 2i, ... as the original ``next_reset`` bookkeeping gives) a
 fresh Adam at the initial learning rate with a fresh step decay. Other schedules: ``step``
 (StepLR), ``cosine`` (SGDR, ``CosineAnnealingWarmRestarts``, stepped per epoch) and ``none``.
 """
@@ -21,7 +21,7 @@ SCHEDULES = ("none", "step", "warm_restart", "cosine")
 
 def adam_factory(model: nn.Module, cfg) -> Callable[[], torch.optim.Optimizer]:
     """A callable making a fresh Adam over ``model``'s parameters with ``cfg``'s lr and betas
-    (the tutorial: (0.5, 0.999))."""
+    (the original scripts': (0.5, 0.999))."""
     betas = tuple(float(b) for b in cfg.betas)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise BadInputError("optim.betas", f"need two numbers in [0, 1), got {cfg.betas!r}")
@@ -87,7 +87,7 @@ class Schedule:
         if self.scheduler is not None:
             self.scheduler.step()
         if self.kind == "warm_restart" and self.epochs_done >= self.next_reset:
-            # the tutorial: next_reset += length + increment; increment += warm_reset_increment
+            # as the original: next_reset += length + increment; increment += warm_reset_increment
             self.next_reset += self.cfg.warm_reset_length + self.increment
             self.increment += self.cfg.warm_reset_increment
             self.resets += 1

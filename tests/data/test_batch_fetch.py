@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from badblock.data.build import train_loader
 from badblock.data.dataset import (
     BlockMasks,
     EpochSampler,
@@ -20,11 +21,11 @@ from badblock.data.dataset import (
     SparseMask,
     collate_samples,
 )
-from badblock.data.stack import mask_stack, plane_stack
-from badblock.data.store import Store, write_store
+from badblock.data.store import Store
+from badblock.data.store_writer import write_store
 from badblock.physics.mask import dead_block_mask
 from badblock.physics.scanners import get_scanner
-from badblock.train.loop import train_loader
+from badblock.physics.stack import mask_stack, plane_stack
 from tests.train.trainer_store import synthetic_scan
 
 SC = get_scanner("mini")  # [3 TOF, 57 planes (23, 17, 17), 36 views, 64 bins]

@@ -51,3 +51,25 @@ def test_bad_arguments():
         thin(torch.ones(3), 1.5)
     with pytest.raises(BadInputError, match="broadcast"):
         thin(torch.ones(3, 4), torch.ones(5))
+
+
+def test_numpy_counts_draw_from_a_numpy_generator_like_numpy_binomial():
+    import numpy as np
+
+    counts = np.random.default_rng(4).poisson(20.0, size=(3, 6, 10)).astype(np.uint16)
+    survive = np.linspace(0.0, 1.0, 10, dtype=np.float32)
+    out = thin(counts, survive, np.random.default_rng(5))
+    expect = np.random.default_rng(5).binomial(counts.astype(np.int64),
+                                               np.broadcast_to(survive, counts.shape))
+    assert out.dtype == np.uint16 and np.array_equal(out, expect)
+    assert (out[..., 0] == 0).all() and np.array_equal(out[..., -1], counts[..., -1])
+    floats = thin(np.array([2.6, 3.0]), 1.0, np.random.default_rng(0))
+    assert floats.dtype == np.float64 and floats.tolist() == [3.0, 3.0]  # rounded, all kept
+    with pytest.raises(BadInputError, match="negative"):
+        thin(np.array([-1, 2]), 0.5, np.random.default_rng(0))
+    with pytest.raises(BadInputError, match="numpy.random.Generator"):
+        thin(counts, 0.5)
+    with pytest.raises(BadInputError, match="broadcast"):
+        thin(counts, np.ones(4), np.random.default_rng(0))
+    with pytest.raises(BadInputError, match="survive"):
+        thin(counts, 1.5, np.random.default_rng(0))

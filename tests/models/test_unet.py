@@ -149,7 +149,7 @@ def test_prior_is_the_in_plane_normalised_convolution():
     mask[..., 4:8, 6:10] = 1.0  # a dead patch: those counts are gone
     counts[:, 2:3] = counts[:, 2:3] * (1 - mask)
     x = torch.cat([counts / sens.clamp(min=1e-6) * (sens > 0), mask], 1)
-    prior = net._prior(x, sens)
+    prior = net.prior(x, sens)
     # a flat activity is recovered exactly wherever anything is near, the dead patch included
     torch.testing.assert_close(prior, torch.full_like(prior, level), rtol=1e-4, atol=1e-4)
 
@@ -191,14 +191,14 @@ def test_3d_prior_fills_a_dead_centre_plane_from_its_neighbours():
     mask[:, 2, 2:10, 2:14] = 1.0  # the centre plane loses a patch far wider than the kernel
     mask[:, 1, 2:10, 2:8] = 0.5  # a neighbour loses half its counts in part of it
     x = _stack_input(sens, [3.0] * 5, mask)
-    prior = net._prior(x, sens)
+    prior = net.prior(x, sens)
     # every plane's own keep fraction is divided out: the flat activity comes back exactly,
     # in the middle of the centre plane's dead patch too
     torch.testing.assert_close(prior, torch.full_like(prior, 3.0), rtol=1e-4, atol=1e-4)
     # the in-plane (2-D) estimate of the same input has nothing there
     flat = _stack_unet(prior_sigma=(1.0, 1.0))
-    assert float(flat._prior(x, sens)[0, 0, 6, 8]) == 0.0
-    assert float(flat._prior(x, sens)[0, 0, 0, 0]) == pytest.approx(3.0, rel=1e-4)
+    assert float(flat.prior(x, sens)[0, 0, 6, 8]) == 0.0
+    assert float(flat.prior(x, sens)[0, 0, 0, 0]) == pytest.approx(3.0, rel=1e-4)
 
 
 def test_3d_prior_brings_neighbouring_planes_to_the_centre_level():
@@ -209,7 +209,7 @@ def test_3d_prior_brings_neighbouring_planes_to_the_centre_level():
     mask[:, 2, 2:10, 2:14] = 1.0
     x = _stack_input(sens, [6.0, 3.0, 3.0, 3.0, 6.0], mask)
     x[:, 1] *= 2.0  # plane 1 too, after the damage
-    torch.testing.assert_close(net._prior(x, sens), torch.full((1, 1, 12, 16), 3.0),
+    torch.testing.assert_close(net.prior(x, sens), torch.full((1, 1, 12, 16), 3.0),
                                rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         y = net(x)
@@ -232,7 +232,7 @@ def test_mask_planes_options_are_checked():
     mask = torch.zeros(1, 5, 12, 16)
     mask[:, 2, 4:8, 6:10] = 1.0
     x = _stack_input(net.sensitivity, [3.0] * 5, mask)
-    torch.testing.assert_close(net._prior(x, net.sensitivity), torch.full((1, 1, 12, 16), 3.0),
+    torch.testing.assert_close(net.prior(x, net.sensitivity), torch.full((1, 1, 12, 16), 3.0),
                                rtol=1e-4, atol=1e-4)
     # models from before the option keep their exact config
     assert "mask_planes" not in _sensitivity_unet(prior_sigma=(1.0, 1.0)).config

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,8 @@ from badblock.physics.mask import (
     parse_blocks,
     parse_crystals,
     real_lor_count,
+    resolve_mask,
+    sensitivity_map,
 )
 from badblock.physics.scanners import get_scanner
 
@@ -125,26 +125,60 @@ def test_load_mask(tmp_path):
         load_mask(tmp_path / "none.npy")
 
 
-def _cli(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "badblock", "mask", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+def test_resolve_mask_precedence(tmp_path):
+    from badblock.config.common import ScannerConfig
+
+    cfg = ScannerConfig(name="mini", dead_blocks=["3:1"])
+    r = resolve_mask(cfg)
+    assert np.array_equal(r.mask, dead_block_mask("mini", [(3, 1)]))
+    assert (r.path, r.scanner, r.blocks, r.crystals) == (None, "mini", [(3, 1)], [])
+    assert r.describe() == "mini dead blocks 3:1"
+    # flags beat the section; crystals join in
+    r = resolve_mask(cfg, dead_blocks="5:0", dead_crystals="7:2")
+    assert np.array_equal(r.mask, dead_block_mask("mini", [(5, 0)], [(7, 2)]))
+    assert r.describe(with_scanner=False) == "dead blocks 5:0 crystals 7:2"
+    # a mask file (relative: under data_root) beats the dead blocks, --scanner beats the file
+    np.save(tmp_path / "m.npy", dead_block_mask("mini", [(9, 2)]))
+    filed = ScannerConfig(name="mini", dead_blocks=["3:1"], mask="m.npy")
+    r = resolve_mask(filed, data_root=tmp_path)
+    assert r.path == tmp_path / "m.npy" and r.describe() == f"mask {tmp_path / 'm.npy'}"
+    assert np.array_equal(r.mask, dead_block_mask("mini", [(9, 2)]))
+    assert resolve_mask(filed, scanner="mini", data_root=tmp_path).blocks == [(3, 1)]
+    assert resolve_mask(cfg, mask_path=tmp_path / "m.npy").path == tmp_path / "m.npy"
+    # a fallback (the store's mask) comes after the file and before the dead blocks
+    fallback = np.full((57, 36, 64), 0.5, np.float32)
+    assert resolve_mask(cfg, fallback=fallback).mask is not None
+    assert np.array_equal(resolve_mask(cfg, fallback=fallback).mask, fallback)
+    assert resolve_mask(filed, fallback=fallback, data_root=tmp_path).path is not None
+    with pytest.raises(BadInputError, match="does not match scanner vision"):
+        resolve_mask(ScannerConfig(name="vision", mask="m.npy"), data_root=tmp_path,
+                     check_shape=True)
+    with pytest.raises(BadInputError, match="no dead blocks"):
+        resolve_mask(ScannerConfig(name="mini", dead_blocks=[]))
+    with pytest.raises(BadInputError, match="scanner.dead_blocks"):
+        resolve_mask(ScannerConfig(name="mini", dead_blocks=["181"]))
 
 
-def test_cli_writes_mask_png_and_summary(tmp_path):
-    out = tmp_path / "out" / "mask.npy"
-    res = _cli("--scanner", "mini", "--dead-blocks", "3:1,4:1", "--dead-crystals", "5:0",
-               "-o", str(out), cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "bins affected" in res.stdout and "planes touched" in res.stdout
-    want = dead_block_mask("mini", [(3, 1), (4, 1)], [(5, 0)])
-    assert np.array_equal(np.load(out, allow_pickle=False), want)
-    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert (out.parent / "config.resolved.yaml").is_file()
-    # nothing is overwritten without --force; bad input leaves no file behind
-    res = _cli("--scanner", "mini", "-o", str(out), cwd=tmp_path)
-    assert res.returncode == 2 and "already exists" in res.stderr
-    bad = tmp_path / "bad.npy"
-    res = _cli("--config", "demo", "--set", "scanner.dead_blocks=[\"40:1\"]", "-o", str(bad),
-               cwd=tmp_path)
-    assert res.returncode == 2 and "transaxial block 40" in res.stderr
-    assert not bad.exists() and not bad.with_suffix(".png").exists()
+def test_load_mask_against_the_scans_shape(tmp_path):
+    np.save(tmp_path / "m.npy", np.zeros((5, 4, 7), np.float32))
+    assert load_mask(tmp_path / "m.npy", shape=(3, 5, 4, 7)).shape == (5, 4, 7)
+    with pytest.raises(BadInputError, match=r"the scans' \[plane, view, bin\] \[5, 4, 8\]"):
+        load_mask(tmp_path / "m.npy", shape=(1, 5, 4, 8))
+
+
+def test_sensitivity_map_is_the_real_lor_share_padded_with_the_flipped_wrap():
+    from badblock.physics.wrap import radial_flip
+
+    sc = get_scanner("mini")
+    _, _, valid = transaxial_pairs(sc)
+    share = valid.sum(axis=1) / valid.shape[1]  # [view, bin]
+    plain = sensitivity_map(sc)
+    assert plain.dtype == np.float32 and plain.shape == (sc.n_views, sc.n_bins)
+    np.testing.assert_allclose(plain, share, rtol=1e-6)
+    # the share times the ring pairs of a plane is the real LOR count of that plane's bins
+    np.testing.assert_allclose(plain * valid.shape[1] * len(plane_ring_pairs(sc)[0]),
+                               real_lor_count(sc)[0], rtol=1e-6)
+    padded = sensitivity_map("mini", 40)  # 36 views -> 2 before, 2 after
+    np.testing.assert_array_equal(padded[2:38], plain)
+    np.testing.assert_array_equal(padded[38], radial_flip(plain[0]))
+    np.testing.assert_array_equal(padded[1], radial_flip(plain[35]))

@@ -1,4 +1,4 @@
-"""Scanner presets: SPEC section 4's figures, segment tables, bad names."""
+"""Scanner presets: their published figures, segment tables, bad names."""
 
 from __future__ import annotations
 

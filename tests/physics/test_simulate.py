@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,33 +167,3 @@ def test_failure_mid_run_leaves_no_partial_output(tmp_path):
     with pytest.raises(BadInputError, match="projects to zero"):
         simulate(cfg("simulate.scans=2", f"simulate.activity={path}"), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corner.npy"]
-
-
-def run_cli(*args, cwd):
-    env = {**os.environ, "BADBLOCK_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "badblock", "simulate", *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
-
-
-@pytest.mark.parametrize("array, problem", [
-    (np.ones((4, 4)), "3-D"),
-    (np.full((3, 4, 4), np.inf), "infinite"),
-    (-np.ones((3, 4, 4)), "non-negative"),
-])
-def test_cli_bad_activity_fails_in_one_line_with_exit_2(tmp_path, array, problem):
-    path = tmp_path / "bad.npy"
-    np.save(path, array)
-    res = run_cli("--activity", str(path), "-o", str(tmp_path / "out"), cwd=tmp_path)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and problem in lines[0]
-    assert not (tmp_path / "out").exists()
-
-
-def test_cli_runs_with_flags(tmp_path):
-    res = run_cli("--scans", "1", "--counts", "20000", "--seed", "4", "--scanner", "mini",
-                  "--set", "simulate.step_mm=9", "-o", str(tmp_path / "out"), cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    record = json.loads((tmp_path / "out" / "simulation.json").read_text())
-    assert record["seed"] == 4 and record["counts"] == 20000
-    assert "simulated 1 mini scan" in res.stdout

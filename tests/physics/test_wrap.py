@@ -18,7 +18,7 @@ from badblock.physics.wrap import (
 
 
 def pairs_at(sc, c, e):
-    """The SPEC's crystal-pair formula for any sub-view index c (also past 180 degrees)."""
+    """The crystal-pair formula of the sinogram convention, any sub-view c (also past 180 deg)."""
     n, off = sc.crystals_per_ring, sc.radial_offset
     return (c + e // 2 - off) % n, (c + n // 2 - (e + 1) // 2 + off) % n
 

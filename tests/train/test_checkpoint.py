@@ -1,82 +1,60 @@
-"""Checkpoints: atomic save, weights_only load, clear errors for truncated or foreign files."""
+"""The checkpoint dict a run writes, and restoring a run's state from it."""
 
 from __future__ import annotations
 
-import pickle
-import random
-
-import numpy as np
 import pytest
 import torch
 
+from badblock.config import load_config
 from badblock.errors import BadInputError
-from badblock.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from badblock.models import UNet
+from badblock.train.checkpoint import TrainState, checkpoint_dict, restore
+from badblock.train.schedules import Schedule
+from badblock.utils.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
+
+INFO = {"views": 36, "views_to": 36, "bins": 64, "scanner": "mini"}
 
 
-def _state():
-    return {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "model_config": {"width": 4},
-            "data": {"context": 2}, "epoch": 3, "step": 17, "metrics": {"history": [{"a": 1.5}]}}
+def _parts(seed=0):
+    torch.manual_seed(seed)
+    cfg = load_config(None, ["model.width=4", "data.mask_channel=true"], env={})
+    model = UNet(in_channels=6, width=4, depth=2, bottom_convs=1)
+    return cfg, model, Schedule(model, cfg.optim), torch.Generator().manual_seed(5)
 
 
-def test_round_trip_with_weights_only(tmp_path):
-    path = save_checkpoint(tmp_path / "ck.pt", _state())
-    raw = torch.load(path, weights_only=True)  # loadable without unpickling objects
-    assert raw["step"] == 17
-    back = load_checkpoint(path)
-    assert torch.equal(back["model"]["w"], torch.arange(6.0).reshape(2, 3))
-    assert back["metrics"]["history"][0]["a"] == 1.5
-    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind
+def test_dict_holds_what_inference_and_resume_need(tmp_path):
+    cfg, model, schedule, gen = _parts()
+    state = TrainState(epoch=2, epoch_step=3, step=11, history=[{"epoch": 2}], best=0.5)
+    ck = checkpoint_dict(cfg, INFO, model, None, schedule, state, gen, world_size=1)
+    assert set(REQUIRED_KEYS) <= set(ck) and ck["format"] == "badblock-checkpoint"
+    assert "model_raw" not in ck and ck["model_config"] == model.config
+    assert ck["data"] == {"context": 2, "normalise": "max", "mask_channel": True,
+                          "mask_stack": False, "multiple": 4, "views_to": 36, "views": 36,
+                          "bins": 64, "task": "inpaint", "target": "measured", "scanner": "mini"}
+    assert (ck["epoch"], ck["epoch_step"], ck["step"], ck["done"]) == (2, 3, 11, False)
+    assert ck["config"]["model"]["width"] == 4 and ck["world_size"] == 1
+    ema = UNet(in_channels=6, width=4, depth=2, bottom_convs=1)
+    with_ema = checkpoint_dict(cfg, INFO, model, ema, schedule, state, gen, world_size=1)
+    assert with_ema["model"].keys() == with_ema["model_raw"].keys()
+    assert torch.equal(with_ema["model_raw"]["last_conv2.weight"], model.last_conv2.weight)
+    assert torch.equal(with_ema["model"]["last_conv2.weight"], ema.last_conv2.weight)
+    save_checkpoint(tmp_path / "ck.pt", with_ema)
+    assert load_checkpoint(tmp_path / "ck.pt")["metrics"]["best"] == 0.5
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    path = save_checkpoint(tmp_path / "ck.pt", _state())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadInputError, match="truncated") as err:
-        load_checkpoint(path)
-    assert str(path) in str(err.value)
-    path.write_bytes(b"")
-    with pytest.raises(BadInputError, match="empty"):
-        load_checkpoint(path)
-
-
-def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(BadInputError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "nope.pt")
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(BadInputError, match="missing model"):
-        load_checkpoint(tmp_path / "other.pt")
-
-
-class Payload:  # a class pickled into a file: weights_only must refuse to build it
-    pass
-
-
-def test_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({**_state(), "extra": Payload()}, path)
-    with pytest.raises(BadInputError, match="weights_only|pickled"):
-        load_checkpoint(path)
-    with open(tmp_path / "plain.pkl", "wb") as fh:
-        pickle.dump({"a": 1}, fh)
-    with pytest.raises(BadInputError):
-        load_checkpoint(tmp_path / "plain.pkl")
-
-
-def test_rng_states_survive_a_checkpoint(tmp_path):
-    gen = torch.Generator().manual_seed(5)
-    nrng = np.random.default_rng(9)
-    random.seed(1)
-    np.random.seed(2)
-    torch.manual_seed(3)
-    save_checkpoint(tmp_path / "ck.pt", {**_state(), "rng": capture_rng({"g": gen}, nrng)})
-    expect = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen),
-              nrng.random())
-    for _ in range(3):  # disturb every stream
-        random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen)
-        nrng.random()
-    restore_rng(load_checkpoint(tmp_path / "ck.pt")["rng"], {"g": gen}, nrng)
-    got = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen),
-           nrng.random())
-    assert got[0] == expect[0] and got[1] == expect[1] and got[4] == expect[4]
-    assert torch.equal(got[2], expect[2]) and torch.equal(got[3], expect[3])
+def test_restore_gives_back_weights_state_and_generator():
+    cfg, model, schedule, gen = _parts(0)
+    state = TrainState(epoch=1, step=4, history=[{"epoch": 1}], best=0.25)
+    state.running["batches"] = 4
+    ck = checkpoint_dict(cfg, INFO, model, None, schedule, state, gen, world_size=1)
+    expect = torch.rand(3, generator=gen)
+    _, other, other_schedule, other_gen = _parts(1)
+    back = restore(ck, "ck.pt", other, None, other_schedule, other_gen, world_size=1)
+    assert (back.epoch, back.step, back.best, back.running["batches"]) == (1, 4, 0.25, 4)
+    assert torch.equal(other.last_conv2.weight, model.last_conv2.weight)
+    assert torch.equal(torch.rand(3, generator=other_gen), expect)
+    back.next_epoch()
+    assert (back.epoch, back.epoch_step, back.running["batches"]) == (2, 0, 0)
+    wrong = UNet(in_channels=6, width=8, depth=2, bottom_convs=1)
+    with pytest.raises(BadInputError, match="does not fit the configured model"):
+        restore(ck, "ck.pt", wrong, None, Schedule(wrong, cfg.optim), other_gen, world_size=1)

@@ -8,7 +8,7 @@ import torch
 
 from badblock.config import load_config
 from badblock.data.augment import augment_images
-from badblock.data.store import write_store
+from badblock.data.store_writer import write_store
 from badblock.errors import BadInputError
 from badblock.train.loop import train
 from tests.train.trainer_store import tiny_config

@@ -11,9 +11,9 @@ import yaml
 
 from badblock.cli import main
 from badblock.errors import BadInputError
-from badblock.train.checkpoint import load_checkpoint
+from badblock.inference import Predictor
 from badblock.train.loop import TrainingError, train
-from badblock.train.predictor import Predictor
+from badblock.utils.checkpoint import load_checkpoint
 from tests.train.trainer_store import make_store, tiny_config
 
 torch.set_num_threads(1)

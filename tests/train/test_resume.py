@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from badblock.train.checkpoint import load_checkpoint
 from badblock.train.loop import train
+from badblock.utils.checkpoint import load_checkpoint
 from tests.train.trainer_store import make_store, overrides, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]

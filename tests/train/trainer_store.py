@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from badblock.config import load_config
-from badblock.data.store import write_store
+from badblock.data.store_writer import write_store
 from badblock.physics.scanners import get_scanner
 
 

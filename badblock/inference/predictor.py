@@ -1,65 +1,43 @@
 """Apply a trained checkpoint to context stacks: normalise, network, inverse normalise.
 
-Used by ``repair`` (and by validation during training, through :func:`normalise_scale`), so the
-normalisation at repair time is exactly the one the network was trained with. It only uses
-the damaged input (SPEC section 6): default the tutorial's ``x / (x.max() + 1e-8)`` over the
-input stack of each sample.
+Used by ``repair`` and ``evaluate``; training writes the checkpoints it reads
+(:mod:`badblock.train.checkpoint`) and builds its batches with the same input layout
+(:mod:`badblock.inference.layout`), so that the normalisation at repair time is exactly the
+one the network was trained with: from the damaged input only.
+
+View padding: a scan's ``V`` views are padded to ``Vp`` before the network (a multiple of
+``2**depth``): ``Vp = predictor.views_to`` (the training value) or
+``badblock.physics.stack.padded_views(V, predictor.multiple)``; the views added are
+``badblock.physics.stack.view_padding(V, Vp) -> (before, after)`` and the caller crops
+``[before:before + V]`` from the output.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from badblock.errors import BadInputError
-
-EPS = 1e-8
-NORMALISE_MODES = ("max", "mean", "none")
-
-
-def normalise_scale(inp: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-sample scale ``[N, 1, 1, 1]`` of a damaged input stack ``[N, C, V, B]`` (counts).
-
-    ``max``: stack maximum + 1e-8 (tutorial); ``mean``: stack mean + 1e-8; ``none``: 1.
-    Network input = counts / scale; network output * scale = counts.
-    """
-    n = inp.shape[0]
-    if mode == "max":
-        return inp.reshape(n, -1).amax(dim=1).view(n, 1, 1, 1) + EPS
-    if mode == "mean":
-        return inp.reshape(n, -1).mean(dim=1).view(n, 1, 1, 1) + EPS
-    if mode == "none":
-        return torch.ones((n, 1, 1, 1), dtype=inp.dtype, device=inp.device)
-    raise BadInputError("data.normalise", f"must be one of {NORMALISE_MODES}, not {mode!r}")
-
-
-def network_input(inp: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor,
-                  context: int, mask_channel: bool, mask_stack: bool = False) -> torch.Tensor:
-    """``[N, 2k+1 (+1 | +2k+1), V, B]``: normalised stack ``inp / scale``, plus the lost
-    fraction f of the centre plane (``mask_channel``) or of all 2k+1 planes (and
-    ``mask_stack``) from ``mask`` ``[N, 2k+1, V, B]``."""
-    x = inp / scale
-    if mask_channel:
-        if mask is None:
-            raise BadInputError("mask", "this checkpoint was trained with the mask channel: "
-                                        "give the mask of the damaged scan")
-        if mask_stack and mask.shape[1] != inp.shape[1]:
-            raise BadInputError("mask", f"expected {inp.shape[1]} mask planes (one per input "
-                                        f"plane), got {mask.shape[1]}")
-        m = mask if mask_stack else mask[:, context:context + 1]
-        x = torch.cat([x, m.to(x.dtype)], dim=1)
-    return x
+from badblock.inference.layout import network_input, normalise_scale
 
 
 class Predictor:
     """A trained network ready for inference on one device.
 
-    Attributes: ``context`` (k), ``multiple`` (view/bin sides must divide by it),
-    ``views_to`` (the padded view count used in training), ``mask_channel``, ``mask_stack``
-    (all 2k+1 mask planes; False for checkpoints from before the option), ``normalise``,
-    ``model`` (eval mode), ``device``, ``data`` (the checkpoint's data dict).
+    ``data`` is the checkpoint's data dict: ``context`` (k), ``normalise`` (default ``max``),
+    ``mask_channel``, ``mask_stack`` (absent in checkpoints from before the option: False),
+    ``multiple`` (view and bin sides must divide by it), ``views_to`` (the padded view count
+    used in training; 0 = unknown), and what training recorded besides (views, bins, task,
+    target, scanner). Attributes: those values, ``model`` (eval mode), ``device``, ``amp``
+    (bf16 autocast; default on CUDA only), ``data`` (a copy of the dict).
+
+    Call it with damaged counts ``[N, 2k+1, Vp, B]`` and masks ``[N, 2k+1, Vp, B]`` (lost
+    fraction 0..1; required when ``mask_channel``, else may be None): it returns repaired
+    counts ``[N, Vp, B]`` of the centre planes. numpy in -> numpy float32 out; tensors in ->
+    a float32 tensor on the predictor's device out.
     """
 
     def __init__(self, model: torch.nn.Module, data: dict, device: torch.device,
@@ -78,8 +56,10 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         amp: bool | None = None) -> Predictor:
+        """Rebuild the UNet of a checkpoint (``UNet(**model_config)`` + its ``model`` weights:
+        with ``train.ema`` those are the averaged weights) on ``device``."""
         from badblock.models import UNet
-        from badblock.train.checkpoint import load_checkpoint
+        from badblock.utils.checkpoint import load_checkpoint
 
         state = load_checkpoint(path, map_location="cpu")
         try:
@@ -94,7 +74,7 @@ class Predictor:
         """Damaged counts ``[N, 2k+1, Vp, B]`` (+ masks alike) -> repaired counts ``[N, Vp, B]``.
 
         numpy in, numpy float32 out; tensors in, a float32 tensor on the predictor's device out.
-        The caller crops the view padding (``badblock.data.stack.view_padding``).
+        The caller crops the view padding (``badblock.physics.stack.view_padding``).
         """
         as_numpy = isinstance(stacks, np.ndarray)
         inp = torch.as_tensor(np.asarray(stacks, np.float32) if as_numpy else stacks)
@@ -117,4 +97,20 @@ class Predictor:
         return out.cpu().numpy() if as_numpy else out
 
 
-__all__ = ["Predictor", "normalise_scale", "network_input", "NORMALISE_MODES"]
+def load_predictor(checkpoint: str | os.PathLike, device: str = "auto",
+                   threads: int = 0) -> Predictor:
+    """The checkpoint's :class:`Predictor` on ``device``.
+
+    ``auto`` picks this process's GPU (by local rank under torchrun/Slurm) when CUDA is there,
+    else the CPU; ``threads`` > 0 sets torch's intra-op threads.
+    """
+    from badblock.utils.ranks import detect_env, select_device
+
+    if not Path(checkpoint).is_file():
+        raise BadInputError(checkpoint, "checkpoint not found")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return Predictor.from_checkpoint(checkpoint, select_device(device, detect_env()))
+
+
+__all__ = ["Predictor", "load_predictor"]

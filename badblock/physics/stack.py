@@ -1,4 +1,4 @@
-"""Context stacks of neighbouring planes, shared by training (dataset) and repair.
+"""Context stacks of neighbouring planes: sinogram geometry shared by training and repair.
 
 A network input for plane ``p`` of TOF bin ``t`` is the ``2k+1`` planes ``p-k .. p+k`` of that
 TOF bin, clamped inside ``p``'s axial segment (a stack never mixes segments: neighbouring
@@ -6,9 +6,9 @@ storage indices across a boundary are unrelated ring differences). The view axis
 ``views_to`` (a multiple of ``2**depth`` so the UNet can downsample) with the flipped wrap of
 the sinogram: past 180 degrees a plane continues into its wrap partner (the same plane for
 segment 0 without TOF; the opposite segment / mirrored TOF bin otherwise) with the radial axis
-reversed (``physics.wrap_partner`` + ``physics.pad_views``). Padding is split as evenly as
-possible, the extra view going after: see :func:`view_padding`; callers crop
-``[before:before + n_views]`` from the network output.
+reversed (:func:`badblock.physics.wrap.wrap_partner`, :func:`badblock.physics.wrap.pad_views`).
+Padding is split as evenly as possible, the extra view going after: see :func:`view_padding`;
+callers crop ``[before:before + n_views]`` from the network output.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import numpy as np
 
 from badblock.io.segments import Segment, segment_offsets
+from badblock.physics.wrap import pad_plan, pad_views, radial_index, wrap_partner
 
 
 def padded_views(n_views: int, multiple: int) -> int:
@@ -65,8 +66,6 @@ def _offsets(segments: tuple[Segment, ...]) -> np.ndarray:
 def _partner_table(segments: tuple[Segment, ...], n_tof: int, tof_order: str):
     """(TOF map [T], plane map [P]) of wrap partners: the TOF mirror does not depend on the
     plane, nor the partner plane on the TOF bin, so two small tables replace per-call work."""
-    from badblock.physics.wrap import wrap_partner
-
     segs = list(segments)
     tmap = np.array([wrap_partner(segs, n_tof, tof_order, t, 0)[0] for t in range(n_tof)])
     n_planes = int(segment_offsets(segs)[-1])
@@ -95,8 +94,6 @@ def plane_stack(data: np.ndarray, t: int, p: int, context: int, segments: list[S
     before, after = view_padding(n_views, views_to)
     if before == 0 and after == 0:
         return stack
-    from badblock.physics.wrap import pad_views
-
     pt, pp = _partners(segments, n_tof, tof_order, t, planes)
     partner = np.asarray(data[pt, pp], dtype=dtype)
     return np.ascontiguousarray(pad_views(stack, partner, before, after), dtype=dtype)
@@ -116,8 +113,6 @@ def mask_stack(mask: np.ndarray, p: int, context: int, segments: list[Segment] |
     before, after = view_padding(n_views, views_to)
     if before == 0 and after == 0:
         return stack
-    from badblock.physics.wrap import pad_views
-
     _, pp = _partners(segments, 1, "none", 0, planes)
     partner = np.asarray(mask[pp], dtype=np.float32)
     return np.ascontiguousarray(pad_views(stack, partner, before, after), dtype=np.float32)
@@ -158,8 +153,6 @@ def plane_stack_into(out: np.ndarray, data: np.ndarray, t: int, p: int, context:
     from ``data`` into place, and of the wrap partner only the views the padding shows are read.
     The batch loader fills preallocated batch buffers with it.
     """
-    from badblock.physics.wrap import pad_plan, radial_index
-
     n_tof, n_planes, n_views, n_bins = data.shape
     data = _plain(data)
     planes, tmap, partners = _planes_and_partners(segments, n_planes, n_tof, tof_order, p,
@@ -184,10 +177,8 @@ def mask_stack_into(out: np.ndarray, mask, p: int, context: int,
     """:func:`mask_stack` written into ``out`` float32 ``[2k+1, views_to, bin]``; returns it.
 
     ``mask`` is asked for the same plane lists as :func:`mask_stack` asks (so a computed mask,
-    e.g. :class:`badblock.data.dataset.BlockMask`, gives bitwise the same values).
+    e.g. the dataset's per-block masks computed on demand, gives bitwise the same values).
     """
-    from badblock.physics.wrap import pad_plan, radial_index
-
     n_planes, n_views, n_bins = mask.shape
     mask = _plain(mask)
     planes, _, pp = _planes_and_partners(segments, n_planes, 1, "none", p, context)

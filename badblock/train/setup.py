@@ -1,0 +1,103 @@
+"""Setting up a training run: config checks, the network for the data, its training wrappers.
+
+The network's input layout follows the data section (:class:`badblock.inference.ChannelLayout`:
+2k+1 count planes, then 0, 1 or 2k+1 mask planes); with ``model.sensitivity_channel`` its fixed
+sensitivity buffer is the scanner's real-LOR share per bin
+(:func:`badblock.physics.mask.sensitivity_map`), padded to the training views.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from badblock.errors import BadInputError
+from badblock.inference.layout import ChannelLayout
+
+
+def check_train_config(t, device: torch.device) -> None:
+    """Reject impossible values of the ``train`` section ``t`` (and CUDA without CUDA)."""
+    if t.epochs < 1:
+        raise BadInputError("train.epochs", f"must be >= 1, got {t.epochs}")
+    if t.max_steps < 0:
+        raise BadInputError("train.max_steps", f"must be >= 0, got {t.max_steps}")
+    if not 0.0 <= t.ema < 1.0:
+        raise BadInputError("train.ema", f"must be in [0, 1), got {t.ema}")
+    if t.val_batches < 1:
+        raise BadInputError("train.val_batches", f"must be >= 1, got {t.val_batches}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("run.device", "CUDA was asked for but is not available")
+
+
+def real_views(info: dict) -> tuple[int, int]:
+    """``(first, stop)`` of the real views in the padded view axis of the data ``info``
+    (:func:`badblock.data.build.build_data`)."""
+    from badblock.physics.stack import view_padding
+
+    before, _ = view_padding(info["views"], info["views_to"])
+    return before, before + info["views"]
+
+
+def sensitivity_for(task: str, augment_cfg, info: dict) -> np.ndarray:
+    """The fixed sensitivity map float32 ``[views_to, bin]`` of the run's scanner (checks that
+    the ``data.task`` and the ``augment`` section allow one)."""
+    from badblock.physics.mask import sensitivity_map
+
+    if task != "inpaint" or not info.get("scanner"):
+        raise BadInputError("model.sensitivity_channel", "needs the inpaint task on a "
+                                                         "scanner's sinograms")
+    a = augment_cfg
+    if a.enabled and (a.view_roll > 0 or a.radial_flip > 0):
+        raise BadInputError("model.sensitivity_channel", "the fixed sensitivity map needs "
+                            "augment.view_roll = 0 and augment.radial_flip = 0 (they move "
+                            "the data against the map)")
+    return sensitivity_map(info["scanner"], info["views_to"])
+
+
+def build_network(cfg, info: dict, device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """The UNet for ``cfg`` (data, model, augment, train sections) and the data ``info``, on
+    ``device``; returns it and whether it runs channels-last (CUDA only)."""
+    from badblock.models import build_model
+
+    layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
+    planes, mask_planes = layout.count_planes, layout.mask_planes
+    sens = (sensitivity_for(cfg.data.task, cfg.augment, info)
+            if cfg.model.sensitivity_channel else None)
+    if cfg.model.sensitivity_per_lor and sens is None:
+        raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
+    per_lor = planes if cfg.model.sensitivity_per_lor else 0
+    model = build_model(cfg.model, layout.in_channels,
+                        None if sens is None else tuple(sens.shape), per_lor,
+                        mask_planes if per_lor and mask_planes > 1 else 1)
+    if sens is not None:
+        with torch.no_grad():
+            model.sensitivity.copy_(torch.from_numpy(sens)[None, None])
+    model = model.to(device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def use_amp(amp: str, device: torch.device) -> bool:
+    """bf16 autocast: ``train.amp`` 'bf16', or 'auto' on CUDA."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def wrap_for_training(model: torch.nn.Module, env, device: torch.device,
+                      compile: bool) -> torch.nn.Module:
+    """What the training steps call: ``model`` itself, in DDP with several processes, then
+    ``torch.compile`` with ``train.compile``."""
+    net = model
+    if env.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    if compile:
+        net = torch.compile(net)
+    return net
+
+
+__all__ = ["check_train_config", "real_views", "sensitivity_for", "build_network", "use_amp",
+           "wrap_for_training"]

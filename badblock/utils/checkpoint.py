@@ -1,0 +1,67 @@
+"""Checkpoint files: atomic save, safe load (``weights_only=True``), clear errors.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
+``torch.load(..., weights_only=True)`` reads it without unpickling arbitrary objects. Training
+writes it (:mod:`badblock.train.checkpoint` says what each key holds) and inference reads it
+(:mod:`badblock.inference`); this module is the one place that touches the file. A badblock
+checkpoint has at least the keys in :data:`REQUIRED_KEYS`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from badblock.errors import BadInputError
+from badblock.utils.atomic import atomic_path
+
+REQUIRED_KEYS = ("model", "model_config", "data", "epoch", "step")
+FORMAT = "badblock-checkpoint"  # the value of a checkpoint's "format" key
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one whole."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``.
+
+    A missing, truncated or foreign file raises :class:`BadInputError` naming the file, so the
+    CLI prints one line and exits with code 2 instead of a torch traceback.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise BadInputError(path, "checkpoint is empty (0 bytes): truncated by an interrupted "
+                                  "copy?")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
+            OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            problem = "holds pickled Python objects, refusing to load it (weights_only=True)"
+        else:
+            problem = f"truncated or not a torch checkpoint ({first[:160]})"
+        raise BadInputError(path, problem) from None
+    if not isinstance(state, dict):
+        raise BadInputError(path, "not a badblock checkpoint (not a dict)")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise BadInputError(path, f"not a badblock checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "REQUIRED_KEYS", "FORMAT"]

@@ -1,0 +1,61 @@
+"""Checkpoints: atomic save, weights_only load, clear errors for truncated or foreign files."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from badblock.errors import BadInputError
+from badblock.utils.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _state():
+    return {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "model_config": {"width": 4},
+            "data": {"context": 2}, "epoch": 3, "step": 17, "metrics": {"history": [{"a": 1.5}]}}
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.pt", _state())
+    raw = torch.load(path, weights_only=True)  # loadable without unpickling objects
+    assert raw["step"] == 17
+    back = load_checkpoint(path)
+    assert torch.equal(back["model"]["w"], torch.arange(6.0).reshape(2, 3))
+    assert back["metrics"]["history"][0]["a"] == 1.5
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.pt", _state())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadInputError, match="truncated") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+    path.write_bytes(b"")
+    with pytest.raises(BadInputError, match="empty"):
+        load_checkpoint(path)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(BadInputError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(BadInputError, match="missing model"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+class Payload:  # a class pickled into a file: weights_only must refuse to build it
+    pass
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({**_state(), "extra": Payload()}, path)
+    with pytest.raises(BadInputError, match="weights_only|pickled"):
+        load_checkpoint(path)
+    with open(tmp_path / "plain.pkl", "wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    with pytest.raises(BadInputError):
+        load_checkpoint(tmp_path / "plain.pkl")
