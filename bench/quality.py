@@ -73,8 +73,8 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     from quality_cases import run_case, simulate_tests
     from quality_data import choose, prepare_dataset
 
+    from badblock.inference.predictor import load_predictor
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
-    from badblock.repair import load_predictor
     from badblock.utils.atomic import atomic_write_json
 
     t0 = time.perf_counter()

@@ -66,9 +66,9 @@ def simulate_tests(suite: Suite, ds: Dataset, family: str, level: str, work: Pat
     """The test scans of (data set, family) at ``level``: ``badblock simulate`` with the
     family's phantoms and the test seed of (data set, family) -- the same phantoms at every
     count level."""
-    from badblock.data.sources import scan_id, truth_sibling
     from badblock.demo import scan_headers
     from badblock.io import read_scan
+    from badblock.io.naming import scan_id, truth_sibling
     from badblock.physics import get_scanner
     from badblock.physics.projector import scanner_geometry
     from badblock.physics.simulate import SIMULATION_JSON, make_sources

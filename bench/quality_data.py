@@ -64,8 +64,8 @@ class ValidationScans:
     def paths(self, folder: Path | None = None) -> list[Path]:
         """The validation scans' headers in ``folder`` (default: the training simulation; a
         re-simulation of the same phantoms at another count level has the same names)."""
-        from badblock.data.sources import scan_id
         from badblock.demo import scan_headers
+        from badblock.io.naming import scan_id
 
         wanted = set(self.ids)
         found = [p for p in scan_headers(Path(folder or self.folder)) if scan_id(p) in wanted]
@@ -165,7 +165,8 @@ def validation_pairs(validation: ValidationScans, suite: Suite, cfg, work: Path,
                      level: str) -> list[tuple[np.ndarray, np.ndarray, object]]:
     """(measured, truth, header) of each validation scan at count level ``level``: the same
     phantoms re-simulated (same seed, ``level`` x the counts) for levels other than 1."""
-    from badblock.evaluate import _load, _load_truth
+    from badblock.io import read_scan
+    from badblock.io.naming import truth_sibling
 
     factor = float(suite.count_levels[level])
     folder = validation.folder
@@ -175,9 +176,9 @@ def validation_pairs(validation: ValidationScans, suite: Suite, cfg, work: Path,
                                  seed=seeds_for(suite, "train", validation.dataset))
     out = []
     for path in validation.paths(folder):
-        measured, header = _load(path)
-        truth, _ = _load_truth(path)
-        out.append((measured, truth, header))
+        scan = read_scan(path)
+        truth = np.asarray(read_scan(truth_sibling(path)).data, np.float32)
+        out.append((np.asarray(scan.data), truth, scan.header))
     return out
 
 

@@ -22,10 +22,10 @@ of it: the dead LORs barely cross them).
 from __future__ import annotations
 
 import numpy as np
+from quality_report import IMAGE_CLASSICAL
 
 from badblock import metrics
 from badblock.physics.phantom import WATER_MU_PER_MM
-from quality_report import IMAGE_CLASSICAL
 
 # The rows reconstructed besides the complete scan and the gaps-modelled one: 'none' and
 # 'divide' leave fully dead bins empty, which no one would reconstruct (the gaps-modelled row is
@@ -64,8 +64,9 @@ class ImageScorer:
     def reconstruct(self, scan, counts: np.ndarray, sensitivity: np.ndarray | None = None
                     ) -> np.ndarray:
         """OSEM of ``counts`` (the scan's storage TOF order) with the scan's projector."""
-        from badblock.io import tof_time_order
         from badblock.physics.osem import osem
+
+        from badblock.io import tof_time_order
 
         c4 = np.asarray(counts, np.float32)
         to_time = tof_time_order(c4.shape[0], scan.header.tof_order)

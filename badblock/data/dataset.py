@@ -16,6 +16,9 @@ the training device in batches (``badblock.train.batch``), where they are cheape
   of ``clean``): the clean stack thinned with ``mask`` by numpy in the loader, per sample.
 - ``where`` int64 ``[3]``: (scan index, TOF bin, plane) of the sample.
 - ``truth`` float32 ``[1, Vp, B]`` (only ``with_truth`` and all scans have one).
+- ``measured`` float32 ``[1, Vp, B]`` (only ``with_measured``): the complete measured centre
+  plane (the target scan's plane for ``paired``), what validation scores the network against
+  whatever the training target is.
 
 Samples are a pure function of ``(seed, index)``, so any worker count, any shuffling order and
 an interrupted-and-resumed run see the same data. Nothing reads a whole scan: planes come from
@@ -200,7 +203,8 @@ class PlaneDataset(torch.utils.data.Dataset):
 
     def __init__(self, scans, spec: SampleSpec, *, segments=None, tof_order: str = "none",
                  masks: BlockMasks | np.ndarray | SparseMask | None = None, targets=None,
-                 length: int | None = None, with_truth: bool = False):
+                 length: int | None = None, with_truth: bool = False,
+                 with_measured: bool = False):
         if not scans:
             raise BadInputError("store", "no scans to draw samples from")
         self.scans = list(scans)
@@ -214,6 +218,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         self.length = length
         # the noiseless truth rides along for scoring (validation) when every scan has one
         self.with_truth = with_truth and all(s.truth is not None for s in self.scans)
+        self.with_measured = with_measured
         self._fixed_mask = None
         self._blocks: BlockMasks | None = None
         if isinstance(masks, BlockMasks):
@@ -292,6 +297,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         target = np.empty((n, 1) + plane, np.float32)
         m = np.empty((n, c) + plane, np.float32)
         truth = np.empty((n, 1) + plane, np.float32) if self.with_truth else None
+        measured = np.empty((n, 1) + plane, np.float32) if self.with_measured else None
         segs, tof = self.segments, self.tof_order
         for i, (s, t, p, mask) in enumerate(picks):
             scan = self.scans[s]
@@ -303,6 +309,9 @@ class PlaneDataset(torch.utils.data.Dataset):
             else:
                 source = scan.data
             plane_stack_into(target[i], source, t, p, 0, segs, tof)
+            if measured is not None:
+                plane_stack_into(measured[i], source if spec.task == "paired" else scan.data,
+                                 t, p, 0, segs, tof)
             if spec.task == "denoise":
                 m[i] = np.float32(1.0 - spec.keep_rate)
             elif spec.task == "paired" or mask is None:
@@ -321,6 +330,8 @@ class PlaneDataset(torch.utils.data.Dataset):
             out["damaged"] = out.pop("clean")  # in place: half the bytes to move
         if truth is not None:
             out["truth"] = truth
+        if measured is not None:
+            out["measured"] = measured
         return SampleBatch({key: torch.from_numpy(v) for key, v in out.items()})
 
 

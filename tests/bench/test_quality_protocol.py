@@ -39,7 +39,7 @@ def test_validation_scans_are_the_stores_held_out_split(small):
     v = qd.ValidationScans.from_store(0, store.store, sim)
     assert list(v.ids) == list(store.val) and len(v.ids) == 1
     assert not set(v.ids) & set(store.train)
-    from badblock.data.sources import scan_id
+    from badblock.io.naming import scan_id
 
     assert [scan_id(p) for p in v.paths()] == list(store.val)
 
