@@ -171,7 +171,7 @@ def _best_epoch(folder: Path) -> int | None:
         rec = json.loads(line)
         if rec.get("partial"):
             continue
-        v = rec.get("select", rec.get("nrmse_net"))
+        v = rec.get("nrmse_net")  # what the trainer chose checkpoint_best.pt by
         if v is not None and v < best:
             best, epoch = v, rec.get("epoch")
     return epoch
