@@ -6,7 +6,7 @@ activity non-negative (relative units; the simulator scales the projection to th
 counts) and ``mu`` the linear attenuation in 1/mm. Everything random comes from ``rng``, so the
 same seed gives the same volumes. The families:
 
-``train``
+``random``
     :func:`badblock.physics.phantom.random_phantom`: bodies of 1-3 elliptical sections with
     uniform organs (0.3-4 x the background), lung-like cold regions and 1-5 small spheres. The
     family ``badblock simulate`` draws by default and so the one the network is trained on.
@@ -26,7 +26,7 @@ same seed gives the same volumes. The families:
     points spread over the whole axial extent), so each tube runs obliquely through many
     planes and views: thin 3-D structures, which the training family never has.
 
-All but ``train`` share the body outline of :func:`body_shape` (water attenuation inside).
+All but ``random`` share the body outline of :func:`body_shape` (water attenuation inside).
 Partial-volume edges follow :mod:`badblock.physics.phantom`.
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 from badblock.errors import BadInputError
 from badblock.physics.phantom import WATER_MU_PER_MM, VolumeGrid, random_phantom, render
 
-TRAINING_FAMILY = "train"
+TRAINING_FAMILY = "random"  # the name simulate.phantom has always given it
 
 
 def _fov(grid: VolumeGrid, fov_radius_mm: float | None) -> float:

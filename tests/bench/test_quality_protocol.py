@@ -80,7 +80,7 @@ def test_choices_come_from_validation_scans_only(small):
     from badblock.physics import dead_block_mask, get_scanner, real_lor_count
 
     suite, cfg, work, sim, store = small
-    suite = dataclasses.replace(suite, cases=qs.CasesSpec(["train"], ["demo"], ["pair_axial"]))
+    suite = dataclasses.replace(suite, cases=qs.CasesSpec(["random"], ["demo"], ["pair_axial"]))
     sc = get_scanner("mini")
     mask = dead_block_mask(sc, [(5, 0), (5, 1)])
     v = qd.ValidationScans.from_store(0, store.store, sim)

@@ -23,7 +23,7 @@ def test_frozen_suite_covers_what_the_protocol_asks():
     assert suite.scanner == load_config("demo").scanner.name == "mini"
     assert suite.datasets >= 3
     fams = suite.cases.families
-    assert "train" in fams and len([f for f in fams if f != "train"]) >= 2
+    assert "random" in fams and len([f for f in fams if f != "random"]) >= 2
     levels = [suite.count_levels[c] for c in suite.cases.counts]
     assert 1 in levels and max(levels) >= 8
     sc = get_scanner(suite.scanner)
@@ -75,7 +75,7 @@ def _bad_suite(tmp_path, change):
 
 BAD = {
     "unknown top key": (lambda d: d.update(dataset=3), "unknown key 'dataset'"),
-    "unknown nested key": (lambda d: d["cases"].update(famlies=["train"]),
+    "unknown nested key": (lambda d: d["cases"].update(famlies=["random"]),
                            "unknown key 'cases.famlies'"),
     "unknown family in cases": (lambda d: d["cases"]["families"].append("noise"),
                                 "cases.families: unknown activity family 'noise'"),

@@ -35,7 +35,7 @@ def test_shapes_units_and_reproducible(name):
 
 
 def test_train_family_is_random_phantom():
-    act, mu = _make("train", 11)
+    act, mu = _make("random", 11)
     shapes = random_phantom(GRID, np.random.default_rng(11), FOV)
     assert np.array_equal(act, render(shapes, GRID))
     assert np.array_equal(mu, render(shapes, GRID, "mu"))
@@ -53,7 +53,7 @@ def test_textured_varies_smoothly_everywhere():
     inner = act[_interior(mu)]
     # Not piecewise constant: no value repeats (the training family is mostly background 1).
     assert np.unique(inner).size > 0.99 * inner.size
-    train_act, train_mu = _make("train", 1)
+    train_act, train_mu = _make("random", 1)
     train_inner = train_act[_interior(train_mu)]
     assert np.unique(train_inner).size < 0.5 * train_inner.size
     cv = inner.std() / inner.mean()
