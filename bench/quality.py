@@ -72,6 +72,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
 
     from quality_cases import run_case, simulate_tests
     from quality_data import choose, prepare_dataset
+    from quality_image import ImageScorer
 
     from badblock.inference.predictor import load_predictor
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
@@ -82,7 +83,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     fp = _fingerprint(suite, smoke)
     scanner = get_scanner(suite.scanner)
     masks = {p: dead_block_mask(scanner, parse_blocks(b)) for p, b in suite.patterns.items()}
-    image = None
+    image = ImageScorer(suite, scanner)
     cases, datasets, panel, reused = [], [], None, 0
     overrides = list(suite.smoke.train) if smoke else []
     for d in range(suite.datasets):
@@ -102,7 +103,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
                     if rec is None:
                         scans = scans or simulate_tests(suite, ds, family, level, work)
                         rec = run_case(suite, ds, predictor, scans, family, level, pattern,
-                                       work, image=image, log=log)
+                                       work, image, log=log)
                         _save_panel(cache.with_name("panel.npz"), rec.pop("_panel", None))
                         atomic_write_json(cache, {"fingerprint": fp, "record": _finite(rec)})
                     if panel is None and rec["case"] == _panel_case(suite):

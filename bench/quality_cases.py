@@ -110,10 +110,13 @@ def _repair_with_network(predictor, damaged: list[np.ndarray], scans: list[TestS
     return [np.asarray(read_scan(folder / "repaired" / s.path.name).data) for s in scans]
 
 
-def method_outputs(suite: Suite, choices: Choices, predictor, scan: TestScan,
-                   damaged: np.ndarray, repaired: np.ndarray, mask: np.ndarray,
-                   pattern: str, level: str, sensitivity: np.ndarray) -> dict[str, np.ndarray]:
-    """Every row's output for one damaged scan (data-consistent except the labelled row)."""
+def method_outputs(suite: Suite, choices: Choices, scan: TestScan, damaged: np.ndarray,
+                   repaired: np.ndarray, mask: np.ndarray, pattern: str, level: str,
+                   sensitivity: np.ndarray, image) -> dict[str, np.ndarray]:
+    """Every row's output for one damaged scan (data-consistent except the labelled row).
+
+    ``image``: the :class:`quality_image.ImageScorer`, whose gaps-modelled reconstruction the
+    model-based fill projects (one OSEM for both)."""
     h = scan.header
     kw = {"segments": h.segments, "tof_order": h.tof_order, "sensitivity": sensitivity}
     out: dict[str, np.ndarray] = {}
@@ -122,6 +125,10 @@ def method_outputs(suite: Suite, choices: Choices, predictor, scan: TestScan,
         extra = {}
         if name == "normconv":
             extra["widths"] = tuple(choices.normconv_widths[f"{pattern}/{level}"])
+        if name == "model":
+            extra.update(scanner=suite.scanner, mu=scan.mu, projector_options=suite.osem.projector,
+                         iterations=suite.osem.iterations, subsets=suite.osem.subsets,
+                         image=image.gaps_modelled(scan, damaged, mask))
         raw = bl.get_baseline(name)(damaged, mask, **kw, **extra)
         if name == "normconv":
             raw_normconv = raw
@@ -169,17 +176,18 @@ def mean_scores(per_scan: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
     for method in per_scan[0]:
         out[method] = {}
         for key in per_scan[0][method]:
-            vals = [s[method][key] for s in per_scan if math.isfinite(s[method].get(key, np.nan))]
+            vals = [s[method][key] for s in per_scan
+                    if math.isfinite(s.get(method, {}).get(key, np.nan))]
             out[method][key] = float(np.mean(vals)) if vals else float("nan")
     return out
 
 
 def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family: str,
-             level: str, pattern: str, work: Path, *, image=None,
+             level: str, pattern: str, work: Path, image, *,
              log: Callable[[str], None] = print) -> dict:
-    """Score every method on one case; returns its JSON record (means over its scans).
-
-    ``image``: the image-domain scorer (:class:`quality_image.ImageScorer`) or None."""
+    """Score every method on one case; returns its JSON record (means over its scans; the
+    image-domain scores over its first ``suite.image_scans``). ``image``: the case's
+    :class:`quality_image.ImageScorer`."""
     from badblock.evaluate import thin_scan
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks, real_lor_count
     from badblock.physics.recon import reconstruct_direct
@@ -196,14 +204,13 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
     fbp_planes = fbp_planes_for(mask, scans[0].header.segments, suite.fbp_planes)
     per_scan, panel = [], None
     for i, (scan, dam, rep) in enumerate(zip(scans, damaged, repaired)):
-        outputs = method_outputs(suite, ds.choices, predictor, scan, dam, rep, mask, pattern,
-                                 level, sens)
+        outputs = method_outputs(suite, ds.choices, scan, dam, rep, mask, pattern, level, sens,
+                                 image)
         fbp_truth = reconstruct_direct(scan.truth, scan.header.segments, fbp_planes)
         scores = {m: sinogram_scores(x, scan, dam, mask, fbp_planes, fbp_truth)
                   for m, x in outputs.items()}
-        if image is not None:
-            img_scores, img_panel = image.score(scan, dam, outputs, mask, blocks,
-                                                keep_panel=i == 0)
+        if i < suite.image_scans:
+            img_scores, img_panel = image.score(scan, dam, outputs, mask, keep_panel=i == 0)
             for m, v in img_scores.items():
                 scores.setdefault(m, {}).update(v)
             panel = panel or img_panel

@@ -41,32 +41,34 @@ class ImageScorer:
     def __init__(self, suite, scanner):
         self.suite = suite
         self.scanner = scanner
-        self._scan_key = None
-        self._cache: dict = {}
+        # per test scan (the few of one family and count level at a time): its projector, the
+        # OSEM of the complete scan, and gaps-modelled OSEMs keyed by (mask, damaged scan)
+        self._scans: dict[str, dict] = {}
 
     def osem_kwargs(self) -> dict:
         o = self.suite.osem
         return {"iterations": o.iterations, "subsets": o.subsets}
 
-    def projector(self, scan):
-        """The scan's projector (its mu-map; built once per scan)."""
-        self._per_scan(scan)
-        return self._cache["projector"]
-
-    def _per_scan(self, scan) -> None:
+    def _entry(self, scan) -> dict:
         from badblock.physics.fastproj import FastProjector
 
-        if self._scan_key != str(scan.path):
-            self._cache = {"projector": FastProjector(self.scanner, scan.mu,
-                                                      **self.suite.osem.projector)}
-            self._scan_key = str(scan.path)
+        key = str(scan.path)
+        if key not in self._scans:
+            while len(self._scans) >= max(1, self.suite.test_scans):
+                self._scans.pop(next(iter(self._scans)))
+            self._scans[key] = {"projector": FastProjector(self.scanner, scan.mu,
+                                                           **self.suite.osem.projector)}
+        return self._scans[key]
+
+    def projector(self, scan):
+        """The scan's projector (its own mu-map)."""
+        return self._entry(scan)["projector"]
 
     def reconstruct(self, scan, counts: np.ndarray, sensitivity: np.ndarray | None = None
                     ) -> np.ndarray:
         """OSEM of ``counts`` (the scan's storage TOF order) with the scan's projector."""
-        from badblock.physics.osem import osem
-
         from badblock.io import tof_time_order
+        from badblock.physics.osem import osem
 
         c4 = np.asarray(counts, np.float32)
         to_time = tof_time_order(c4.shape[0], scan.header.tof_order)
@@ -74,19 +76,23 @@ class ImageScorer:
                     desc="benchmark osem", **self.osem_kwargs())
 
     def gaps_modelled(self, scan, damaged: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """OSEM of the damaged scan with the gaps in the sensitivity (cached per scan and mask:
-        the model-based fill and the null comparator share it)."""
-        key = ("gaps", hash(mask.tobytes()), hash(np.asarray(damaged).tobytes()))
-        self._per_scan(scan)
-        if key not in self._cache:
-            self._cache[key] = self.reconstruct(scan, damaged, np.clip(1.0 - mask, 0.0, 1.0))
-        return self._cache[key]
+        """OSEM of the damaged scan with the gaps in the sensitivity (``1 - f``), made once per
+        (scan, mask, damaged scan): the model-based fill projects it, the null comparator is
+        it."""
+        import hashlib
+
+        entry = self._entry(scan)
+        key = ("gaps", hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest(),
+               hashlib.sha1(np.ascontiguousarray(damaged).tobytes()).hexdigest())
+        if key not in entry:
+            entry[key] = self.reconstruct(scan, damaged, np.clip(1.0 - mask, 0.0, 1.0))
+        return entry[key]
 
     def _complete(self, scan) -> np.ndarray:
-        self._per_scan(scan)
-        if "complete" not in self._cache:
-            self._cache["complete"] = self.reconstruct(scan, scan.measured)
-        return self._cache["complete"]
+        entry = self._entry(scan)
+        if "complete" not in entry:
+            entry["complete"] = self.reconstruct(scan, scan.measured)
+        return entry["complete"]
 
     def rois(self, scan, mask: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(body, {"dead": ..., "background": ...}): bool ``[z, y, x]`` each."""

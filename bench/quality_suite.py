@@ -35,6 +35,7 @@ from badblock.errors import BadInputError
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITE = ROOT / "bench" / "quality" / "suite.yaml"
 STREAMS = ("train", "test", "thin")
+PROJECTOR_OPTIONS = ("subviews", "tilts", "pool")
 
 
 @dataclass
@@ -48,10 +49,15 @@ class CasesSpec:
 
 @dataclass
 class OsemSpec:
-    """Image-domain reconstruction: TOF OSEM with attenuation and the gaps modelled."""
+    """TOF OSEM with attenuation: the image domain's reconstructions and the model-based fill's.
 
-    iterations: int = 3
+    ``projector``: options of :class:`badblock.physics.fastproj.FastProjector` (``subviews``,
+    ``tilts``, ``pool``); the simulation projects with the exact model, so a reconstruction with
+    the fast one has the model mismatch a real reconstruction has."""
+
+    iterations: int = 2
     subsets: int = 6
+    projector: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Suite:
     baselines: list[str] = field(default_factory=list)
     osem: OsemSpec = field(default_factory=OsemSpec)
     fbp_planes: int = 12  # direct planes FBP'd per scan (the most damaged ones)
+    image_scans: int = 1  # test scans per case reconstructed with OSEM (the first ones)
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
     path: str = ""  # where it was read from (not a key of the file)
 
@@ -108,7 +115,7 @@ def _check(suite: Suite) -> None:
     if suite.preset not in presets():
         raise BadInputError(_where(at, "preset"), f"unknown preset {suite.preset!r} (shipped: "
                                                   f"{', '.join(presets())})")
-    for key in ("datasets", "train_scans", "test_scans", "fbp_planes"):
+    for key in ("datasets", "train_scans", "test_scans", "fbp_planes", "image_scans"):
         if getattr(suite, key) < (2 if key == "train_scans" else 1):
             raise BadInputError(_where(at, key), f"must be at least "
                                                  f"{2 if key == 'train_scans' else 1}")
@@ -150,6 +157,11 @@ def _check(suite: Suite) -> None:
     for spec, key in ((suite.osem, "osem"), (suite.smoke.osem, "smoke.osem")):
         if spec.iterations < 1 or spec.subsets < 1:
             raise BadInputError(_where(at, key), "iterations and subsets must be at least 1")
+        unknown = sorted(set(spec.projector) - set(PROJECTOR_OPTIONS))
+        if unknown:
+            raise BadInputError(_where(at, f"{key}.projector"),
+                                f"unknown projector option {unknown[0]!r} (valid: "
+                                f"{', '.join(PROJECTOR_OPTIONS)})")
     _check_simulable(suite, scanner)
 
 
