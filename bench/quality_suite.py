@@ -35,7 +35,7 @@ from badblock.errors import BadInputError
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITE = ROOT / "bench" / "quality" / "suite.yaml"
 STREAMS = ("train", "test", "thin")
-PROJECTOR_OPTIONS = ("subviews", "tilts", "pool")
+PROJECTOR_OPTIONS = ("subviews", "tilts", "pool", "step_mm")
 
 
 @dataclass
@@ -52,7 +52,7 @@ class OsemSpec:
     """TOF OSEM with attenuation: the image domain's reconstructions and the model-based fill's.
 
     ``projector``: options of :class:`badblock.physics.fastproj.FastProjector` (``subviews``,
-    ``tilts``, ``pool``); the simulation projects with the exact model, so a reconstruction with
+    ``tilts``, ``pool``, ``step_mm``); the simulation projects with the exact model, so a reconstruction with
     the fast one has the model mismatch a real reconstruction has."""
 
     iterations: int = 2
