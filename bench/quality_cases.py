@@ -202,7 +202,7 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
     repaired = _repair_with_network(predictor, damaged, scans, mask,
                                     work / f"d{ds.index}" / "cases" / family / level / pattern)
     fbp_planes = fbp_planes_for(mask, scans[0].header.segments, suite.fbp_planes)
-    per_scan, panel = [], None
+    per_scan, panel, rois = [], None, None
     for i, (scan, dam, rep) in enumerate(zip(scans, damaged, repaired)):
         outputs = method_outputs(suite, ds.choices, scan, dam, rep, mask, pattern, level, sens,
                                  image)
@@ -210,7 +210,9 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
         scores = {m: sinogram_scores(x, scan, dam, mask, fbp_planes, fbp_truth)
                   for m, x in outputs.items()}
         if i < suite.image_scans:
-            img_scores, img_panel = image.score(scan, dam, outputs, mask, keep_panel=i == 0)
+            img_scores, img_panel, scan_rois = image.score(scan, dam, outputs, mask,
+                                                           keep_panel=i == 0)
+            rois = rois or scan_rois
             for m, v in img_scores.items():
                 scores.setdefault(m, {}).update(v)
             panel = panel or img_panel
@@ -221,6 +223,7 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
               "scans": [s.name for s in scans], "damaged_bins": int((mask > 0).sum()),
               "dead_bins": int(metrics.bin_classes(mask)["dead"].sum()),
               "normconv_widths": ds.choices.normconv_widths.get(f"{pattern}/{level}"),
+              "roi_voxels": rois,
               "methods": _fill_missing(mean_scores(per_scan))}
     log(f"[{name}] damaged-bin NRMSE vs truth: " + ", ".join(
         f"{m} {v['nrmse_all']:.4f}" for m, v in record["methods"].items()

@@ -22,7 +22,7 @@ of it: the dead LORs barely cross them).
 from __future__ import annotations
 
 import numpy as np
-from quality_report import IMAGE_CLASSICAL
+from quality_report import IMAGE_CLASSICAL, PANEL_ROI
 
 from badblock import metrics
 from badblock.physics.phantom import WATER_MU_PER_MM
@@ -67,8 +67,9 @@ class ImageScorer:
     def reconstruct(self, scan, counts: np.ndarray, sensitivity: np.ndarray | None = None
                     ) -> np.ndarray:
         """OSEM of ``counts`` (the scan's storage TOF order) with the scan's projector."""
-        from badblock.io import tof_time_order
         from badblock.physics.osem import osem
+
+        from badblock.io import tof_time_order
 
         c4 = np.asarray(counts, np.float32)
         to_time = tof_time_order(c4.shape[0], scan.header.tof_order)
@@ -107,8 +108,9 @@ class ImageScorer:
     def score(self, scan, damaged: np.ndarray, outputs: dict[str, np.ndarray],
               mask: np.ndarray, keep_panel: bool = False):
         """Image scores per row (``{row: {"osem_nrmse", "osem_bias_dead",
-        "osem_bias_background"}}``) and, with ``keep_panel``, the panel's slices (one axial
-        slice through the dead volume of the truth and of each reconstruction)."""
+        "osem_bias_background"}}``); with ``keep_panel`` the panel's slices (one axial slice
+        through the dead volume of the truth and of each reconstruction, and the dead-volume
+        ROI there, key :data:`PANEL_ROI`), else None; and the voxel counts of body and ROIs."""
         from quality_cases import ALL_BINS, COMPLETE
 
         proj = self.projector(scan)
@@ -128,9 +130,11 @@ class ImageScorer:
         for name, img in images.items():
             v = metrics.volume_scores(img / k, act, body, rois)
             scores[name] = {f"osem_{key}": val for key, val in v.items()}
+        rois_info = {"body": int(body.sum()), **{n: int(r.sum()) for n, r in rois.items()}}
         panel = None
         if keep_panel:
             z = int(np.argmax(rois["dead"].sum(axis=(1, 2))))
             panel = {"true activity": act[z]}
             panel.update({name: img[z] / k for name, img in images.items()})
-        return scores, panel
+            panel[PANEL_ROI] = rois["dead"][z].astype(np.float32)
+        return scores, panel, rois_info

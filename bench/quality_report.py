@@ -30,6 +30,7 @@ BIAS_METRICS = [
     ("osem_bias_background", "OSEM background ROI bias"),
 ]
 IMAGE_CLASSICAL = "gaps modelled (no fill)"
+PANEL_ROI = "dead-volume ROI"
 
 
 def classical_rows(result: dict, metric: str) -> list[str]:
@@ -233,13 +234,15 @@ def draw_bars(result: dict, path: Path, key: str = "nrmse_all") -> Path | None:
 
 def draw_panel(panel: dict, path: Path) -> Path | None:
     """The image-domain panel: one slice through the dead block's volume of the true activity
-    and of each reconstruction (``panel``: title -> 2-D image, ``'case'``: its name)."""
+    and of each reconstruction, the dead-volume ROI outlined in red (``panel``: ``'images'``
+    title -> 2-D image, the ROI under :data:`PANEL_ROI`; ``'case'``: its name)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images = {k: np.asarray(v) for k, v in panel["images"].items()}
+    roi = images.pop(PANEL_ROI, None)
     n = len(images)
     cols = min(n, 5)
     rows = math.ceil(n / cols)
@@ -248,6 +251,8 @@ def draw_panel(panel: dict, path: Path) -> Path | None:
     vmax = float(np.percentile(images[next(iter(images))], 99.5)) or 1.0
     for ax, (title, img) in zip(axes.flat, images.items()):
         ax.imshow(img, cmap="gray_r", vmin=0, vmax=vmax * 1.2, interpolation="nearest")
+        if roi is not None and roi.any():
+            ax.contour(roi, levels=[0.5], colors="tab:red", linewidths=0.6)
         ax.set_title(title, fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
