@@ -52,8 +52,8 @@ class OsemSpec:
     """TOF OSEM with attenuation: the image domain's reconstructions and the model-based fill's.
 
     ``projector``: options of :class:`badblock.physics.fastproj.FastProjector` (``subviews``,
-    ``tilts``, ``pool``, ``step_mm``); the simulation projects with the exact model, so a reconstruction with
-    the fast one has the model mismatch a real reconstruction has."""
+    ``tilts``, ``pool``, ``step_mm``); the simulation projects with the exact model, so a
+    reconstruction with the fast one has the model mismatch a real reconstruction has."""
 
     iterations: int = 2
     subsets: int = 6
