@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,7 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks, real_lor_count
     from badblock.physics.recon import reconstruct_direct
 
+    t0 = time.perf_counter()
     name = case_name(ds.index, family, level, pattern)
     scanner = get_scanner(suite.scanner)
     blocks = parse_blocks(suite.patterns[pattern])
@@ -223,7 +225,7 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
               "scans": [s.name for s in scans], "damaged_bins": int((mask > 0).sum()),
               "dead_bins": int(metrics.bin_classes(mask)["dead"].sum()),
               "normconv_widths": ds.choices.normconv_widths.get(f"{pattern}/{level}"),
-              "roi_voxels": rois,
+              "roi_voxels": rois, "seconds": round(time.perf_counter() - t0, 1),
               "methods": _fill_missing(mean_scores(per_scan))}
     log(f"[{name}] damaged-bin NRMSE vs truth: " + ", ".join(
         f"{m} {v['nrmse_all']:.4f}" for m, v in record["methods"].items()
