@@ -7,10 +7,11 @@ run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
 Files in the run folder:
 - ``train_loss.txt``, ``test_loss.txt``, ``recon_loss.txt``: one value per epoch and line
   (``np.loadtxt``): mean training loss, validation loss, and validation NRMSE of the network's
-  repair on damaged bins against the measured scans (the original scripts' "recon" curve).
+  repair on damaged bins, estimated from the measured scans (the original scripts' "recon"
+  curve).
 - ``log.jsonl``: one JSON object per epoch (losses, lr, samples/s, epoch time, peak RSS and GPU
-  memory, network and baseline NRMSE against the measured scans and, on simulated stores,
-  against the truth, collapse flag).
+  memory, network and baseline NRMSE estimated from the measured scans and, on simulated
+  stores, against the truth, collapse flag).
 - ``progress.png``: loss curves and NRMSE of network vs. baseline.
 - ``tensorboard/``: event files (``tensorboard --logdir RUN/tensorboard``).
 """

@@ -279,7 +279,7 @@ class Trainer:
         if s.history and s.history[-1]["epoch"] == rec["epoch"] and s.history[-1]["partial"]:
             s.history.pop()  # an epoch cut short by max_steps, now complete: one line per epoch
         s.history.append(rec)
-        # the choice real data allows: the error against the measured validation scans
+        # the choice real data allows: estimated from the measured validation scans only
         improved = rec["nrmse_net"] < s.best
         if improved:
             s.best = rec["nrmse_net"]
