@@ -11,7 +11,7 @@
 # so that a wrong mount fails with one clear line instead of deep inside a stage.
 set -euo pipefail
 
-STAGES="simulate mask preprocess train repair evaluate launch demo"
+STAGES="simulate mask detect preprocess train repair evaluate launch demo"
 me="badblock-entrypoint"
 
 usage() {
