@@ -66,15 +66,16 @@ class ImageScorer:
 
     def reconstruct(self, scan, counts: np.ndarray, sensitivity: np.ndarray | None = None
                     ) -> np.ndarray:
-        """OSEM of ``counts`` (the scan's storage TOF order) with the scan's projector."""
-        from badblock.physics.osem import osem
-
+        """OSEM of ``counts`` (the scan's storage TOF order) with the scan's projector; the
+        sensitivity images of the ungapped model are computed once per scan."""
         from badblock.io import tof_time_order
+        from badblock.physics.osem import osem
 
         c4 = np.asarray(counts, np.float32)
         to_time = tof_time_order(c4.shape[0], scan.header.tof_order)
+        kept = self._entry(scan).setdefault("sens", {}) if sensitivity is None else None
         return osem(c4[to_time], self.projector(scan), sensitivity=sensitivity,
-                    desc="benchmark osem", **self.osem_kwargs())
+                    desc="benchmark osem", sens_images=kept, **self.osem_kwargs())
 
     def gaps_modelled(self, scan, damaged: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """OSEM of the damaged scan with the gaps in the sensitivity (``1 - f``), made once per
