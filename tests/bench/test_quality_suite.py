@@ -94,7 +94,7 @@ BAD = {
     "not a block": (lambda d: d["patterns"].update(single=["5-1"]),
                     "patterns.single: '5-1' is not a block"),
     "unknown baseline": (lambda d: d["baselines"].append("median"),
-                         "baselines[5]: unknown baseline 'median'"),
+                         "baselines[6]: unknown baseline 'median'"),
     "phantom cannot be made": (lambda d: d["families"]["lesions"].update(radii_mm=[-3.0]),
                                "families.lesions: needs n_lesions >= 1, positive radii_mm"),
 }
