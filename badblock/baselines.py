@@ -333,7 +333,8 @@ def _preset_for_shape(shape: tuple[int, ...]):
 def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
                tof_order: str | None = None, iterations: int = 3, subsets: int = 5,
                normalisation: np.ndarray | None = None, background: np.ndarray | None = None,
-               projector_options: dict | None = None, **_: object) -> np.ndarray:
+               projector_options: dict | None = None, image: np.ndarray | None = None,
+               **_: object) -> np.ndarray:
     """(f) Model-based fill: TOF OSEM of the damaged scan with the gaps modelled, projected.
 
     The damaged scan is reconstructed by :func:`badblock.physics.osem.osem` on the scanner's
@@ -350,7 +351,10 @@ def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
     whose sinogram shape the scan has); ``mu``: attenuation map ``[z, y, x]`` in 1/mm on
     ``scanner_grid(scanner)``, or None for no attenuation; ``tof_order`` of ``counts`` (default
     ``'siemens'`` for more than one TOF bin, as the other baselines); ``iterations`` x
-    ``subsets`` of OSEM; ``projector_options``: ``subviews``, ``tilts``, ``pool``, ``device``.
+    ``subsets`` of OSEM; ``projector_options``: ``subviews``, ``tilts``, ``pool``, ``device``;
+    ``image``: that gaps-modelled reconstruction when it is already made (``[z, y, x]``, same
+    projector and settings: the quality benchmark reconstructs it for its image domain too),
+    which skips the OSEM.
     For real data pass the scanner preset, the CT-derived mu-map resampled to the scanner's
     grid, the scan's normalisation (per-bin efficiency, ``[plane, view, bin]``) and randoms +
     scatter as ``background`` (counts per bin, same shape and TOF order as ``counts``, or
@@ -378,8 +382,9 @@ def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
         bg = np.asarray(background, np.float32)
         bg = bg.reshape((-1,) + bg.shape[-3:])[to_time] if bg.ndim == 4 else bg
     proj = FastProjector(sc, mu, **(projector_options or {}))
-    image = osem(c4[to_time], proj, iterations=iterations, subsets=subsets, sensitivity=sens,
-                 background=bg, desc="model fill")
+    if image is None:
+        image = osem(c4[to_time], proj, iterations=iterations, subsets=subsets,
+                     sensitivity=sens, background=bg, desc="model fill")
     lam = proj.forward(image).cpu().numpy()
     if normalisation is not None:
         lam *= np.asarray(normalisation, np.float32)

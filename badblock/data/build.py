@@ -78,8 +78,10 @@ def build_data(cfg: Config, multiple: int):
     Checks the data section, opens the store (and the target store of the paired task),
     pads views to ``data.views_to`` or the next multiple, builds the per-sample block masks of
     ``data.train_blocks`` (inpaint) and the validation mask (:func:`validation_mask`).
-    ``info``: store path, kind, views, views_to, bins, scanner name (or None), scan counts and
-    ``reference`` ('truth' when every validation scan has a noiseless truth, else 'measured').
+    ``info``: store path, kind, views, views_to, bins, scanner name (or None), scan counts,
+    ``reference`` (always 'measured': validation scores against the complete measured scans,
+    what real data has) and ``truth`` (True when every validation scan also has a noiseless
+    truth, which validation then logs next to it).
     """
     d = cfg.data
     if d.context < 0:
@@ -157,13 +159,13 @@ def build_data(cfg: Config, multiple: int):
     val_spec = SampleSpec(**{**spec.__dict__, "seed": cfg.run.seed + 7919})
     n_val = max(1, cfg.train.val_batches) * d.batch_size
     val_ds = PlaneDataset(val_scans, val_spec, masks=val_mask, targets=targets_val,
-                          length=n_val, with_truth=True, **common)
+                          length=n_val, with_truth=True, with_measured=True, **common)
     info = {"store": os.fspath(store.path), "kind": store.kind, "views": n_views,
             "views_to": views_to, "margin": margin,
             "bins": store.shape[3], "scanner": None if scanner is None else scanner.name,
             "train_scans": len(train_scans), "val_scans": len(val_scans),
-            "reference": "truth" if all(s.truth is not None for s in val_scans) and
-            d.task != "paired" else "measured"}
+            "reference": "measured",
+            "truth": all(s.truth is not None for s in val_scans) and d.task != "paired"}
     return train_ds, val_ds, info
 
 

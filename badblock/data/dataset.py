@@ -22,6 +22,9 @@ views more on each side for the prior's kernel (0 without a prior).
 - ``truth`` float32 ``[1, Vw, B]`` (only ``with_truth`` and all scans have one).
 - ``sens`` float32 ``[2k+1, Vw, B]`` (only with ``sensitivity``, the real LORs per bin
   ``[plane, view, bin]``): the sensitivity of every plane of the stack.
+- ``measured`` float32 ``[1, Vw, B]`` (only ``with_measured``): the complete measured centre
+  plane (the target scan's plane for ``paired``), what validation scores the network against
+  whatever the training target is.
 
 Samples are a pure function of ``(seed, index)``, so any worker count, any shuffling order and
 an interrupted-and-resumed run see the same data. Nothing reads a whole scan: planes come from
@@ -111,7 +114,7 @@ class PlaneDataset(torch.utils.data.Dataset):
     def __init__(self, scans, spec: SampleSpec, *, segments=None, tof_order: str = "none",
                  masks: BlockSampler | np.ndarray | SparseMask | None = None, targets=None,
                  length: int | None = None, with_truth: bool = False,
-                 sensitivity: np.ndarray | None = None):
+                 with_measured: bool = False, sensitivity: np.ndarray | None = None):
         if not scans:
             raise BadInputError("store", "no scans to draw samples from")
         self.scans = list(scans)
@@ -133,6 +136,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         self.length = length
         # the noiseless truth rides along for scoring (validation) when every scan has one
         self.with_truth = with_truth and all(s.truth is not None for s in self.scans)
+        self.with_measured = with_measured
         self._fixed_mask = None
         self._blocks: BlockSampler | None = None
         if isinstance(masks, BlockSampler):
@@ -211,6 +215,7 @@ class PlaneDataset(torch.utils.data.Dataset):
         m = np.empty((n, c) + plane, np.float32)
         truth = np.empty((n, 1) + plane, np.float32) if self.with_truth else None
         sens = None if self.sensitivity is None else np.empty((n, c) + plane, np.float32)
+        measured = np.empty((n, 1) + plane, np.float32) if self.with_measured else None
         segs, tof = self.segments, self.tof_order
         for i, (s, t, p, mask) in enumerate(picks):
             scan = self.scans[s]
@@ -222,6 +227,9 @@ class PlaneDataset(torch.utils.data.Dataset):
             else:
                 source = scan.data
             plane_stack_into(target[i], source, t, p, 0, segs, tof)
+            if measured is not None:
+                plane_stack_into(measured[i], source if spec.task == "paired" else scan.data,
+                                 t, p, 0, segs, tof)
             if spec.task == "denoise":
                 m[i] = np.float32(1.0 - spec.keep_rate)
             elif spec.task == "paired" or mask is None:
@@ -244,6 +252,8 @@ class PlaneDataset(torch.utils.data.Dataset):
             out["truth"] = truth
         if sens is not None:
             out["sens"] = sens
+        if measured is not None:
+            out["measured"] = measured
         return SampleBatch({key: torch.from_numpy(v) for key, v in out.items()})
 
 

@@ -45,6 +45,7 @@ class Batch:
     scale: torch.Tensor  # [N, 1, 1, 1]
     inp_centre: torch.Tensor  # [N, 1, V, B] damaged centre plane, counts, cropped
     truth: torch.Tensor | None = None  # [N, 1, V, B] counts, cropped (validation)
+    measured: torch.Tensor | None = None  # [N, 1, V, B] complete measured counts (validation)
 
 
 def counts_to(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -60,7 +61,8 @@ def prepare_batch(raw: dict, data_cfg, augment_cfg, device: torch.device, gen: t
     """Thin, augment, normalise a loader batch on ``device`` (all randomness from ``gen``).
 
     ``raw``: the loader's dict (``clean`` or ``damaged`` ``[N, 2k+1, Vp, B]``, ``target``
-    ``[N, 1, Vp, B]``, ``mask`` ``[N, 2k+1, Vp, B]``, optional ``truth``); ``data_cfg`` and
+    ``[N, 1, Vp, B]``, ``mask`` ``[N, 2k+1, Vp, B]``, optional ``truth`` and ``measured``);
+    ``data_cfg`` and
     ``augment_cfg``: the ``data`` and ``augment`` config sections; ``crop``: the real views
     ``(first, stop)`` in the padded axis. ``augment``: apply the augmentations (training);
     ``image``: image-domain data (a store of kind 'image'): Augmentor instead of the
@@ -88,10 +90,11 @@ def prepare_batch(raw: dict, data_cfg, augment_cfg, device: torch.device, gen: t
     scale = normalise_scale(inp, d.normalise)
     x = network_input(inp, mask, scale, k, d.mask_channel, d.mask_stack)
     a, b = crop
-    truth = raw.get("truth")
+    truth, measured = raw.get("truth"), raw.get("measured")
     return Batch(x=x, target=(target / scale)[..., a:b, :], damage=mask[:, k:k + 1, a:b, :],
                  scale=scale, inp_centre=inp[:, k:k + 1, a:b, :],
-                 truth=None if truth is None else truth.to(device)[..., a:b, :])
+                 truth=None if truth is None else truth.to(device)[..., a:b, :],
+                 measured=None if measured is None else measured.to(device)[..., a:b, :])
 
 
 __all__ = ["Batch", "prepare_batch", "counts_to", "step_seed", "device_generator", "unwrap"]

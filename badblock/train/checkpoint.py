@@ -1,7 +1,8 @@
 """What a training run keeps in its checkpoints, and how a run continues from one.
 
 A run folder holds ``checkpoint_latest.pt`` (every epoch end and on preemption: what a resume
-reads), ``checkpoint_best.pt`` (lowest validation NRMSE so far) and ``checkpoint_final.pt``. The
+reads), ``checkpoint_best.pt`` (lowest validation NRMSE so far, estimated from the complete
+measured validation scans: :mod:`badblock.train.validate`) and ``checkpoint_final.pt``. The
 checkpoint dict (read and written by :mod:`badblock.utils.checkpoint`, ``weights_only=True``):
 
 - ``format``: ``"badblock-checkpoint"``;
@@ -57,7 +58,7 @@ class TrainState:
     epoch_step: int = 0  # optimiser steps done in the current epoch
     step: int = 0  # optimiser steps done in total
     history: list = field(default_factory=list)  # one dict per finished epoch
-    best: float = math.inf  # best validation NRMSE of the network so far
+    best: float = math.inf  # best validation NRMSE (from the measured scans) of the network
     running: dict = field(default_factory=_fresh_running)
     done: bool = False
 

@@ -266,7 +266,7 @@ class Trainer:
                                       augment=False),
             self.loss_fn, batch_size=cfg.data.batch_size, crop=self.crop, device=self.device,
             env=self.env, amp=self.amp, channels_last=self.channels_last,
-            reference=self.info["reference"], paired=cfg.data.task == "paired")
+            paired=cfg.data.task == "paired", truth=self.info["truth"])
 
     def _end_epoch(self, log, partial: bool) -> None:
         """Validate, record the epoch, step the schedule, log and checkpoint."""
@@ -279,6 +279,7 @@ class Trainer:
         if s.history and s.history[-1]["epoch"] == rec["epoch"] and s.history[-1]["partial"]:
             s.history.pop()  # an epoch cut short by max_steps, now complete: one line per epoch
         s.history.append(rec)
+        # the choice real data allows: estimated from the measured validation scans only
         improved = rec["nrmse_net"] < s.best
         if improved:
             s.best = rec["nrmse_net"]
