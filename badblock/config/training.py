@@ -84,9 +84,9 @@ class LossConfig:
     # Pixel-wise terms over the damaged bins (f > 0) only: the bins repair takes from the network.
     damaged_only: bool = False
     # What the pixel terms compare on the damaged bins: the complete plane (prediction against
-    # the target), or the lost counts -- f x prediction against target - surviving input, which
-    # do not contain the surviving counts' noise and have expectation f x truth (inpaint task,
-    # measured targets). With "poisson" that is the Poisson deviance of the lost counts.
+    # the target), or the lost counts scaled to a whole bin, (target - surviving input) / f,
+    # which hold none of the surviving counts' noise and have expectation the truth (inpaint
+    # task, pixel terms over the damaged bins only: elsewhere nothing was lost).
     target: Literal["complete", "lost"] = "complete"
     ssim_win: int = 3
 

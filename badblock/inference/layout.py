@@ -135,9 +135,11 @@ class ChannelLayout:
         return self.in_channels - 1 if self.prior_widths else None
 
     def inputs(self, inp: torch.Tensor, mask: torch.Tensor | None = None,
-               sens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, out_scale)``: the network input ``[N, in_channels, Vp, B]`` and the factor
-        ``[N, 1, Vp, B]`` (or ``[N, 1, 1, 1]``) that turns its output into counts.
+               sens: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, scale, out_scale)``: the network input ``[N, in_channels, Vp, B]``, the
+        per-sample normaliser ``[N, 1, 1, 1]`` and the factor ``[N, 1, Vp, B]`` (``[N, 1, 1, 1]``
+        without ``per_lor``) that turns the network's output into counts.
 
         ``inp``: damaged counts ``[N, C, Vw, B]``; ``mask``: lost fractions alike (needed with
         ``mask_channel``); ``sens``: sensitivity stacks alike (needed with ``per_lor``);
@@ -183,7 +185,7 @@ class ChannelLayout:
 
             rate = normconv_stack(inp, 1.0 - mask.float(), s, self.prior_widths, margin=m)
             parts.append(rate[:, None] / scale)
-        return torch.cat(parts, dim=1), out_scale
+        return torch.cat(parts, dim=1), scale, out_scale
 
 
 __all__ = ["ChannelLayout", "normalise_scale", "NORMALISE_MODES", "EPS"]

@@ -73,11 +73,12 @@ def nrmse_estimate(err: float, noise: float, ref2: float) -> float:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], loss_fn, *,
-             batch_size: int, crop: tuple[int, int], device: torch.device, env, amp: bool,
+def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], loss_of, *,
+             batch_size: int, device: torch.device, env, amp: bool,
              channels_last: bool, paired: bool, truth: bool) -> dict:
     """Run ``model`` (eval mode) over this rank's share of ``val_ds``; ``prepare`` turns a
-    loader batch into a :class:`~badblock.train.batch.Batch` (no augmentation). Returns
+    loader batch into a :class:`~badblock.train.batch.Batch` (no augmentation), ``loss_of(counts,
+    batch)`` gives the training loss of the repaired counts (``[N, 1, V, B]``). Returns
     ``val_loss``, ``nrmse_net``, ``nrmse_baseline`` (estimated from the measured planes: what
     the checkpoint choice uses), ``reference`` ('measured') and, with ``truth`` (every validation
     scan has a noiseless truth), ``nrmse_net_truth`` and ``nrmse_baseline_truth``; the same on
@@ -89,15 +90,13 @@ def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], l
     loader = DataLoader(torch.utils.data.Subset(val_ds, idx), batch_size=batch_size,
                         num_workers=0, collate_fn=collate_samples)
     sums = torch.zeros(9, dtype=torch.float64, device=device)
-    a, c = crop
     for raw in loader:
         b = prepare(raw)
         x = b.x.contiguous(memory_format=torch.channels_last) if channels_last else b.x
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x)
-        pred = pred.float()[..., a:c, :]
-        loss = loss_fn(pred, b.target, b.damage)
-        sums += error_sums(pred * b.scale, b, paired, loss)
+        counts = b.counts(pred)
+        sums += error_sums(counts, b, paired, loss_of(counts, b))
     D.all_reduce_sum(sums)
     err_net, err_base, noise, ref2, err_net_t, err_base_t, ref2_t, loss_sum, count = \
         sums.tolist()
