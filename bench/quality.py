@@ -88,9 +88,11 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     overrides = list(suite.smoke.train) if smoke else []
     for d in range(suite.datasets):
         ds = prepare_dataset(suite, d, work, train_overrides=overrides, log=log)
-        ds.choices = choose(ds.validation, suite, ds.cfg, work, masks, log=log)
-        # The choices are fixed (and written) before the first test scan exists.
-        atomic_write_json(work / f"d{d}" / "choices.json", dataclasses.asdict(ds.choices))
+        ds.choices = _cached_choices(work / f"d{d}" / "choices.json", ds.validation, suite)
+        if ds.choices is None:
+            ds.choices = choose(ds.validation, suite, ds.cfg, work, masks, log=log)
+            # The choices are fixed (and written) before the first test scan exists.
+            atomic_write_json(work / f"d{d}" / "choices.json", dataclasses.asdict(ds.choices))
         predictor = load_predictor(ds.checkpoint, "cpu", threads)
         t_cases = time.perf_counter()
         for family in dict.fromkeys(suite.cases.families):
@@ -176,6 +178,25 @@ def _best_epoch(folder: Path) -> int | None:
         if v is not None and v < best:
             best, epoch = v, rec.get("epoch")
     return epoch
+
+
+def _cached_choices(path: Path, validation, suite: Suite):
+    """The choices a previous run of this work folder fixed, if they were made on the same
+    validation scans for every (pattern, count level) of the suite; else None."""
+    from quality_data import Choices
+
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        choices = Choices(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    keys = {f"{p}/{c}" for p in suite.cases.patterns for c in suite.cases.counts}
+    if list(choices.validation_ids) != list(validation.ids) or (
+            "normconv" in suite.baselines and not keys <= set(choices.normconv_widths)):
+        return None
+    return choices
 
 
 def _cached(path: Path, fp: str) -> dict | None:

@@ -88,6 +88,9 @@ class LossConfig:
     # which hold none of the surviving counts' noise and have expectation the truth (inpaint
     # task, pixel terms over the damaged bins only: elsewhere nothing was lost).
     target: Literal["complete", "lost"] = "complete"
+    # With target "lost": bin errors weighted by f^lost_power (0 = alike, as the damaged-bin
+    # NRMSE weighs them; 1 = inverse variance of the scaled lost counts; 2 = lost-count error).
+    lost_power: float = 0.0
     ssim_win: int = 3
 
 

@@ -55,22 +55,28 @@ class Batch:
         return out.float()[..., a:b, :] * scale
 
 
-def batch_loss(loss_fn, counts: torch.Tensor, b: Batch, target: str = "complete") -> torch.Tensor:
+def batch_loss(loss_fn, counts: torch.Tensor, b: Batch, target: str = "complete",
+               lost_power: float = 0.0) -> torch.Tensor:
     """The training loss of repaired ``counts`` ``[N, 1, V, B]`` (normalised by ``b.scale``).
 
     ``target`` (``loss.target``): ``complete`` compares them with the target plane. ``lost``
     compares them, on the damaged bins, with the lost counts scaled to a whole bin,
     ``r = (target - surviving input) / f``: the lost counts ``target - y ~ Poisson(f lam)``
     hold none of the surviving counts' noise, so ``E[r] = lam`` and
-    ``E[(pred - r)^2] = (pred - lam)^2 + lam / f`` -- the loss is, up to a constant, the squared
-    error against the truth with every damaged bin weighted alike, as the damaged-bin NRMSE
-    weights them (a weight ``f^p`` instead was measured worse on validation, docs/training.md).
+    ``E[(pred - r)^2] = (pred - lam)^2 + lam / f`` -- with ``lost_power`` 0 the loss is, up to
+    a constant, the squared error against the truth with every damaged bin weighted alike, as
+    the damaged-bin NRMSE weights them. ``lost_power`` p weights bin errors by ``f^p`` instead
+    (p = 1: inverse variance of r; p = 2: the error of the lost counts themselves); both were
+    measured worse on validation (docs/training.md).
     """
     pred = counts / b.scale
     if target == "lost":
         f = b.damage
         fs = torch.where(f > 0, f, torch.ones_like(f))
         r = (b.target - b.inp_centre / b.scale) / fs
+        if lost_power:
+            w = fs ** (0.5 * lost_power)
+            return loss_fn(pred * w, r * w, f)
         return loss_fn(pred, r, f)
     return loss_fn(pred, b.target, b.damage)
 

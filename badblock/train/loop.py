@@ -237,7 +237,8 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             pred = self.net(x)
-        loss = batch_loss(self.loss_fn, b.counts(pred), b, cfg.loss.target)
+        loss = batch_loss(self.loss_fn, b.counts(pred), b, cfg.loss.target,
+                          cfg.loss.lost_power)
         value = float(loss.detach())
         # all ranks must agree before backward, or the healthy ones would wait in all-reduce
         if D.any_rank(not math.isfinite(value), self.device):
@@ -266,7 +267,8 @@ class Trainer:
             self.ema_model or self.model, self.val_ds,
             lambda raw: prepare_batch(raw, self.layout, cfg.data.task, cfg.data.target,
                                       cfg.augment, self.device, gen, self.crop, augment=False),
-            lambda counts, b: batch_loss(self.loss_fn, counts, b, cfg.loss.target),
+            lambda counts, b: batch_loss(self.loss_fn, counts, b, cfg.loss.target,
+                                         cfg.loss.lost_power),
             batch_size=cfg.data.batch_size, device=self.device,
             env=self.env, amp=self.amp, channels_last=self.channels_last,
             paired=cfg.data.task == "paired", truth=self.info["truth"])

@@ -96,3 +96,29 @@ def test_choices_come_from_validation_scans_only(small):
                             segments=header.segments, tof_order=header.tof_order,
                             sensitivity=real_lor_count(sc).astype(np.float32))
     assert got.normconv_widths == {"pair_axial/demo": list(want)}
+
+
+def test_a_rerun_reuses_choices_only_when_made_on_the_same_validation_scans(tmp_path):
+    import json
+
+    import quality
+
+    suite = qs.load_suite()
+    keys = {f"{p}/{c}": [0.7, 1.5, 0.7] for p in suite.cases.patterns
+            for c in suite.cases.counts}
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps({"dataset": 0, "validation_ids": ["a", "b"],
+                                "normconv_widths": keys, "seconds": 1.0}))
+
+    class Val:
+        ids = ["a", "b"]
+
+    got = quality._cached_choices(path, Val, suite)
+    assert got is not None and got.normconv_widths == keys
+    Val.ids = ["a", "c"]  # other validation scans: choose again
+    assert quality._cached_choices(path, Val, suite) is None
+    Val.ids = ["a", "b"]
+    path.write_text(json.dumps({"dataset": 0, "validation_ids": ["a", "b"],
+                                "normconv_widths": {"single/demo": [1, 1, 1]}}))
+    assert quality._cached_choices(path, Val, suite) is None  # a pattern not chosen for
+    assert quality._cached_choices(tmp_path / "none.json", Val, suite) is None

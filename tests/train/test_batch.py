@@ -74,6 +74,9 @@ def test_lost_target_is_the_lost_counts_scaled_to_a_whole_bin():
     expect = ((11 - 12) ** 2 + (5 - 6) ** 2 + (10 - 12) ** 2) / 3 / 4
     got = batch_loss(loss, counts, b, "lost")
     assert abs(float(got) - expect) < 1e-6
+    # lost_power 2: errors weighted by f^2 (the lost counts' own error)
+    expect_2 = ((0.5 * (11 - 12)) ** 2 + (5 - 6) ** 2 + (0.25 * (10 - 12)) ** 2) / 3 / 4
+    assert abs(float(batch_loss(loss, counts, b, "lost", 2.0)) - expect_2) < 1e-6
     # complete: prediction against m on the same bins
     expect_c = ((11 - 10) ** 2 + (5 - 6) ** 2 + (10 - 12) ** 2) / 3 / 4
     assert abs(float(batch_loss(loss, counts, b, "complete")) - expect_c) < 1e-6
