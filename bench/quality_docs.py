@@ -136,8 +136,10 @@ def _symmetry(result: dict) -> str:
     r = result["relations"]
     rot = r["one_block_rotation_views"]
     lines = [
-        f"How test and training positions relate. Training draws one dead block per sample "
-        f"from {r['training_positions']} positions; validation (checkpoint choice) uses "
+        f"How test and training positions relate. Training draws "
+        f"{'-'.join(str(v) for v in r['blocks_per_sample'])} dead blocks per sample from "
+        f"{r['training_positions']} positions, each further block adjacent to one already drawn "
+        f"with probability {r.get('adjacent', 0):g}; validation (checkpoint choice) uses "
         f"{', '.join(r['validation_blocks'])}. Rotating the ring by one block is a view shift "
         f"of block pitch / mash = {rot:g} views"
         + (", an exact symmetry of the binned sinogram." if float(rot).is_integer() else

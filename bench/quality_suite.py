@@ -264,8 +264,9 @@ def view_shift_between(scanner, a: np.ndarray, b: np.ndarray) -> int | None:
 
 def relations(suite: Suite) -> dict:
     """How each pattern relates to what training and validation see: block count, whether the
-    preset's training draws it (one block per sample from ``data.train_blocks``, all when
-    empty), and the exact view shift that maps the validation mask onto it (None: none does).
+    preset's training can draw it (``data.blocks_per_sample`` blocks per sample from
+    ``data.train_blocks``, all positions when empty; any such set has a non-zero chance), and
+    the exact view shift that maps the validation mask onto it (None: none does).
     Also the view shift of a one-block ring rotation (block pitch / mash)."""
     from badblock.config import load_config
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
@@ -276,15 +277,17 @@ def relations(suite: Suite) -> dict:
     val_mask = dead_block_mask(scanner, val_blocks)
     drawn = set(parse_blocks(cfg.data.train_blocks)) or {
         (t, a) for t in range(scanner.blocks_transaxial) for a in range(scanner.blocks_axial)}
+    lo, hi = (int(v) for v in cfg.data.blocks_per_sample)
     out = {"validation_blocks": [f"{t}:{a}" for t, a in val_blocks],
-           "blocks_per_sample": cfg.data.blocks_per_sample,
+           "blocks_per_sample": list(cfg.data.blocks_per_sample),
+           "adjacent": cfg.data.adjacent,
            "training_positions": len(drawn),
            "one_block_rotation_views": scanner.block_pitch / scanner.mash, "patterns": {}}
     for name, spec in suite.patterns.items():
         blocks = parse_blocks(spec)
         out["patterns"][name] = {
             "blocks": len(blocks),
-            "drawn_in_training": len(blocks) == 1 and blocks[0] in drawn,
+            "drawn_in_training": (lo <= len(blocks) <= hi) and set(blocks) <= drawn,
             "validation_view_shift": view_shift_between(
                 scanner, val_mask, dead_block_mask(scanner, blocks))}
     return out

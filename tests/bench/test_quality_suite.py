@@ -134,4 +134,7 @@ def test_view_shift_relations_of_block_masks():
     assert qs.view_shift_between(sc, m3, dead_block_mask(sc, [(11, 1)])) == 36
     rel = qs.relations(qs.load_suite())
     assert rel["patterns"]["single"]["drawn_in_training"]
+    # the demo preset draws 1-3 blocks a sample: the pairs can occur, the 4-block square never
+    assert rel["blocks_per_sample"] == [1, 3]
+    assert rel["patterns"]["pair_axial"]["drawn_in_training"]
     assert not rel["patterns"]["square"]["drawn_in_training"]
