@@ -109,8 +109,9 @@ def main(argv=None) -> int:
     except BadInputError as exc:
         print(f"preset_sweep: error: {exc.message}", file=sys.stderr)
         return 2
-    atomic_write_json(out, {"command": "python bench/preset_sweep.py" + (" --tiny" if args.tiny
-                                                                          else ""),
+    command = "python bench/preset_sweep.py" + (" --tiny" if args.tiny else "") + (
+        " --only " + " ".join(args.only) if args.only else "")
+    atomic_write_json(out, {"command": command,
                             "threads": args.threads, "variants": results})
     print(f"preset_sweep: {len(results)} variant(s) -> {out}")
     return 0
