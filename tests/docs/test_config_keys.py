@@ -18,16 +18,24 @@ FILE_TYPES = {"py", "md", "yaml", "yml", "json", "npy", "png", "txt", "sh", "hs"
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 
 
+def _is_module(section: str, name: str) -> bool:
+    """``data.blockmasks``, ``train.validate``: short for a module of the package, not a key."""
+    path = ROOT / "badblock" / section / name
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
 def named_keys(text: str) -> set[str]:
     """Keys named in fenced code blocks and in inline code spans of a Markdown text."""
     code = FENCE.findall(text) + re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
-    return {m.group(0) for c in code for m in KEY.finditer(c) if m.group(2) not in FILE_TYPES}
+    return {m.group(0) for c in code for m in KEY.finditer(c)
+            if m.group(2) not in FILE_TYPES and not _is_module(m.group(1), m.group(2))}
 
 
 def test_the_scanner_finds_keys():
     # hand-made text: two keys, a module path, a call and a key outside code
     text = ("Set `train.epochs` or `--set data.target=truth`; `badblock.data.sources`, "
-            "`model.describe()` and `demo.py` are code; train.epochs outside code is prose.\n"
+            "`model.describe()`, `train.validate` and `demo.py` are code; train.epochs outside "
+            "code is prose.\n"
             "```bash\nbadblock train --set optim.lr=1e-3 -o run/  # repair.py\n```\n")
     assert named_keys(text) == {"train.epochs", "data.target", "optim.lr"}
 
