@@ -111,10 +111,14 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
                     if panel is None and rec["case"] == _panel_case(suite):
                         panel = _load_panel(cache.with_name("panel.npz"), rec["case"])
                     cases.append(rec)
+        # times as recorded when each part was made (a rerun reuses the work folder)
+        mine = [c for c in cases if c["dataset"] == d]
         datasets.append({"dataset": d, "train_seed": ds.cfg.simulate.seed,
-                         "checkpoint": str(ds.checkpoint), "train_s": ds.train_seconds,
+                         "checkpoint": str(ds.checkpoint),
+                         "train_s": _train_seconds(ds.folder) or ds.train_seconds,
                          "choices_s": ds.choices.seconds,
-                         "cases_s": round(time.perf_counter() - t_cases, 1),
+                         "cases_s": round(sum(c.get("seconds") or 0.0 for c in mine), 1),
+                         "this_run_cases_s": round(time.perf_counter() - t_cases, 1),
                          "validation_scans": ds.choices.validation_ids,
                          "normconv_widths": ds.choices.normconv_widths,
                          "best_epoch": _best_epoch(ds.folder)})
@@ -128,6 +132,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
                     "platform": platform.platform(), "python": platform.python_version()},
         "relations": relations(suite),
         "datasets": datasets, "cases": cases, "wall_s": round(time.perf_counter() - t0, 1),
+        "compute_s": round(sum(d["train_s"] + d["choices_s"] + d["cases_s"] for d in datasets), 1),
         "cases_reused": reused,
     }
     return result, panel
@@ -162,6 +167,15 @@ def _load_panel(path: Path, case: str) -> dict | None:
     with np.load(path, allow_pickle=False) as z:
         titles = [str(t) for t in z["titles"]]
         return {"case": case, "images": {t: z[f"i{k}"] for k, t in enumerate(titles)}}
+
+
+def _train_seconds(folder: Path) -> float | None:
+    """The training's own time: the epoch times its log recorded (None without a log)."""
+    log = folder / "log.jsonl"
+    if not log.exists():
+        return None
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    return round(sum(r.get("epoch_time_s") or 0.0 for r in rows if not r.get("partial")), 1)
 
 
 def _best_epoch(folder: Path) -> int | None:

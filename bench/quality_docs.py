@@ -255,18 +255,22 @@ def render(result: dict, json_path: Path) -> str:
         "",
         "Every repair method on a frozen suite of simulated cases the training never saw: "
         "held-out phantoms of the training family and of activity families it never sees, the "
-        "demo's count level and 8 x it, and dead-block patterns the training never draws; "
+        "demo's count level and 8 x it, and dead-block patterns up to one the training never "
+        "draws (four blocks); "
         "sinogram and image domain, every method on the same bins.",
         "",
         "```",
         result["command"] + "    # then: python bench/quality_docs.py",
         "```",
         "",
-        f"Wall time of that run: **{result['wall_s'] / 60:.0f} min** on "
+        f"Compute time, as recorded when each part was made: **"
+        f"{result.get('compute_s', result['wall_s']) / 60:.0f} min** on "
         f"{machine['cpus']} shared CPU cores ({machine['torch_threads']} torch threads, "
         f"{machine['platform']}); per data set: " + "; ".join(
             f"{d['dataset']}: train {d['train_s']:.0f} s, choices {d['choices_s']:.0f} s, "
-            f"cases {d['cases_s']:.0f} s" for d in result["datasets"]) + ".",
+            f"cases {d['cases_s']:.0f} s" for d in result["datasets"]) + ". The command that "
+        f"wrote the JSON took {result['wall_s']:.0f} s ({result.get('cases_reused', 0)} of "
+        f"{len(result['cases'])} cases reused from its work folder).",
         "",
         WHY, _suite_section(result), "",
         PROTOCOL.format(preset=s["preset"], all_bins="normconv, all bins (not "
