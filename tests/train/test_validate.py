@@ -27,8 +27,8 @@ def _batch(with_truth: bool, measured: bool = False) -> Batch:
     target = torch.tensor([4.0, 8.0, 10.0, 8.0]).view(1, 1, 1, 4) / scale
     truth = torch.tensor([5.0, 7.0, 9.0, 8.0]).view(1, 1, 1, 4) if with_truth else None
     meas = torch.tensor([4.0, 8.0, 10.0, 8.0]).view(1, 1, 1, 4) if measured else None
-    return Batch(x=torch.zeros(1, 6, 1, 4), target=target, damage=f, scale=scale,
-                 inp_centre=inp, truth=truth, measured=meas)
+    return Batch(x=torch.zeros(1, 6, 1, 4), out_scale=scale, crop=(0, 1), target=target,
+                 damage=f, scale=scale, inp_centre=inp, truth=truth, measured=meas)
 
 
 def test_sums_against_the_held_out_lost_counts():
@@ -73,7 +73,8 @@ def test_held_out_estimate_is_unbiased_for_the_truth_error():
     for _ in range(chunks):
         m = rng.poisson(lam, (chunk, n))
         y = rng.binomial(m, 1.0 - f)
-        b = Batch(x=torch.zeros(shape), target=torch.zeros(shape),
+        b = Batch(x=torch.zeros(shape), out_scale=torch.ones(chunk, 1, 1, 1), crop=(0, 1),
+                  target=torch.zeros(shape),
                   damage=torch.tensor(np.broadcast_to(f, (chunk, n))).view(shape),
                   scale=torch.ones(chunk, 1, 1, 1), inp_centre=torch.tensor(y).view(shape),
                   measured=torch.tensor(m).view(shape))
