@@ -73,3 +73,94 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
             atomic_write_text(ro / "x.txt", "x")
     finally:
         ro.chmod(0o700)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_orphans_of_dead_runs_go_live_ones_stay(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from badblock.utils.atomic import clean_orphans
+
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            f".checkpoint_latest.pt.{dead}@{host}.ab12_x9q.tmp": "dead",
+            f".checkpoint_latest.pt.{live.pid}@{host}.zz99_k1m.tmp": "live",
+            f".store.{dead}@{host}.q1w2e3r4.partial": "dead",
+            f".scan.hs.{dead}@other-host.q1w2e3r4.tmp": "other host",
+            f".scan.hs.{dead}@{host}.q1w2e3r4.tmp": "dead",
+            ".notours.tmp": "not ours",
+            "checkpoint_latest.pt": "final",
+        }
+        for name, what in names.items():
+            if name.endswith(".partial"):
+                (tmp_path / name).mkdir()
+                (tmp_path / name / "x").write_text(what)
+            else:
+                (tmp_path / name).write_text(what)
+        # an old store whose replacement was killed before it came: it goes back
+        (tmp_path / f".kept.old.{dead}@{host}").mkdir()
+        (tmp_path / f".kept.old.{dead}@{host}" / "manifest.json").write_text("{}")
+        # an old one whose replacement is in place: removed
+        (tmp_path / "store").mkdir()
+        (tmp_path / f".store.old.{dead}@{host}").mkdir()
+        clean_orphans(tmp_path, names=["scan.hs"])
+        assert not (tmp_path / f".scan.hs.{dead}@{host}.q1w2e3r4.tmp").exists()
+        assert (tmp_path / f".checkpoint_latest.pt.{dead}@{host}.ab12_x9q.tmp").exists()
+        clean_orphans(tmp_path)
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {f".checkpoint_latest.pt.{live.pid}@{host}.zz99_k1m.tmp",
+                        f".scan.hs.{dead}@other-host.q1w2e3r4.tmp", ".notours.tmp",
+                        "checkpoint_latest.pt", "kept", "store"}
+        assert (tmp_path / "kept" / "manifest.json").read_text() == "{}"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_temporaries_are_named_after_their_owner(tmp_path):
+    from badblock.utils.atomic import owner_tag
+
+    with atomic_path(tmp_path / "x.txt") as tmp:
+        assert tmp.name.startswith(f".x.txt.{os.getpid()}@") and tmp.name.endswith(".tmp")
+        assert tmp.name.startswith(f".x.txt.{owner_tag()}.")
+    with atomic_dir(tmp_path / "d") as tmp:
+        assert tmp.name.startswith(f".d.{owner_tag()}.") and tmp.name.endswith(".partial")
+
+
+def test_disk_full_is_one_error_and_leaves_nothing(small_disk):
+    disk = small_disk(64)
+    (disk / "keep.txt").write_text("old")
+    with pytest.raises(BadInputError, match="No space left on device") as err:
+        atomic_write_text(disk / "keep.txt", "x" * (1 << 20))
+    assert "keep.txt" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in disk.iterdir()) == ["keep.txt"]
+    assert (disk / "keep.txt").read_text() == "old"
+    with pytest.raises(BadInputError, match="No space left on device"):
+        with atomic_dir(disk / "store") as tmp:
+            (tmp / "big").write_bytes(b"x" * (1 << 20))
+    assert sorted(p.name for p in disk.iterdir()) == ["keep.txt"]
+
+
+def test_reserve_refuses_what_does_not_fit(small_disk):
+    from badblock.utils.atomic import reserve
+
+    disk = small_disk(64)
+    with open(disk / "f", "wb") as fh:
+        reserve(fh, 32 << 10, disk / "f")
+        assert os.fstat(fh.fileno()).st_size == 32 << 10
+        with pytest.raises(BadInputError, match="No space left on device"):
+            reserve(fh, 1 << 20, disk / "f")
