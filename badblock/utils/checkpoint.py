@@ -23,12 +23,39 @@ REQUIRED_KEYS = ("model", "model_config", "data", "epoch", "step")
 FORMAT = "badblock-checkpoint"  # the value of a checkpoint's "format" key
 
 
+class _Writes:
+    """A file object that keeps the OSError of a failed write: torch.save turns it into a
+    RuntimeError that no longer says why ("unexpected pos"), a full disk among others."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one whole."""
+    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one whole.
+
+    A full disk is one :class:`BadInputError` naming ``path`` (temporary removed)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            out = _Writes(fh)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
             fh.flush()
             os.fsync(fh.fileno())
     return path
