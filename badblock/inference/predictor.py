@@ -59,15 +59,18 @@ class Predictor:
         """Rebuild the UNet of a checkpoint (``UNet(**model_config)`` + its ``model`` weights:
         with ``train.ema`` those are the averaged weights) on ``device``."""
         from badblock.models import UNet
-        from badblock.utils.checkpoint import load_checkpoint
+        from badblock.utils.checkpoint import load_checkpoint, load_weights
 
         state = load_checkpoint(path, map_location="cpu")
         try:
             model = UNet(**state["model_config"])
-            model.load_state_dict(state["model"])
-        except (TypeError, RuntimeError) as exc:
-            raise BadInputError(path, f"checkpoint does not fit the UNet ({exc})") from None
-        return cls(model, state["data"], torch.device(device), amp=amp)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(path, f"its model_config does not build the UNet "
+                                      f"({str(exc).splitlines()[0][:200]})") from None
+        load_weights(model, state["model"], path, "was it written for this UNet?")
+        predictor = cls(model, state["data"], torch.device(device), amp=amp)
+        predictor.path = Path(path)  # named by the checks that refuse what it predicts
+        return predictor
 
     @torch.no_grad()
     def __call__(self, stacks, masks=None):

@@ -91,4 +91,35 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "REQUIRED_KEYS", "FORMAT"]
+def _examples(items: list[str], n: int = 2) -> str:
+    more = f", ... {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def load_weights(model: torch.nn.Module, weights, where: str | os.PathLike, hint: str) -> None:
+    """``model.load_state_dict(weights)``, or one :class:`BadInputError` line naming ``where``
+    that counts what does not fit (missing and unexpected keys, tensors of another shape, with
+    two examples each) instead of torch's message of one line per key; ``hint`` is appended."""
+    if not isinstance(weights, dict):
+        raise BadInputError(where, f"its weights are a {type(weights).__name__}, not a state "
+                                   f"dict; {hint}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shaped = [f"{k} {list(weights[k].shape)} in the file, {list(own[k].shape)} in the model"
+              for k in own if k in weights and hasattr(weights[k], "shape")
+              and tuple(weights[k].shape) != tuple(own[k].shape)]
+    problems = [f"{len(items)} {what} ({_examples(items)})"
+                for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("tensors of another shape", shaped)) if items]
+    if not problems:
+        try:
+            model.load_state_dict(weights)
+            return
+        except (RuntimeError, TypeError) as exc:
+            problems = [(str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()]
+    raise BadInputError(where, f"checkpoint does not fit the model: {'; '.join(problems)}; "
+                               f"{hint}")
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "REQUIRED_KEYS", "FORMAT"]

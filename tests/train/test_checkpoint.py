@@ -56,5 +56,6 @@ def test_restore_gives_back_weights_state_and_generator():
     back.next_epoch()
     assert (back.epoch, back.epoch_step, back.running["batches"]) == (2, 0, 0)
     wrong = UNet(in_channels=6, width=8, depth=2, bottom_convs=1)
-    with pytest.raises(BadInputError, match="does not fit the configured model"):
+    with pytest.raises(BadInputError, match="does not fit the model") as err:
         restore(ck, "ck.pt", wrong, None, Schedule(wrong, cfg.optim), other_gen, world_size=1)
+    assert "\n" not in str(err.value) and "another train.run" in str(err.value)

@@ -59,3 +59,22 @@ def test_pickled_objects_are_refused(tmp_path):
         pickle.dump({"a": 1}, fh)
     with pytest.raises(BadInputError):
         load_checkpoint(tmp_path / "plain.pkl")
+
+
+def test_weights_that_do_not_fit_are_one_line_that_counts_them():
+    from badblock.utils.checkpoint import load_weights
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(2, 2),
+                                torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    with pytest.raises(BadInputError) as err:
+        load_weights(model, other.state_dict(), "ck.pt", "hint")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("ck.pt: checkpoint does not fit the model")
+    # hand count: Conv2d(4, 2, 1) = "1.weight" [2, 4, 1, 1] and "1.bias" [2]; the file's "1."
+    # is Linear(2, 2): weight [2, 2], bias [2]; "2.*", "3.*" are unexpected; 0.* differ (8 vs 4)
+    assert "4 unexpected keys (2.weight, 2.bias, ... 2 more)" in msg
+    assert "3 tensors of another shape (0.weight [8, 3, 3, 3] in the file, [4, 3, 3, 3] in " \
+           "the model" in msg
+    assert "missing" not in msg and msg.endswith("; hint")
+    load_weights(model, model.state_dict(), "ck.pt", "hint")  # a fitting one loads
