@@ -36,6 +36,8 @@ from badblock.utils.progress import progress
 
 METRICS_NAME = "metrics.json"
 REPORT_NAME = "report.png"
+# Why damaged scans made here are not checked against their mask: they are that mask's thinning.
+MADE_FROM_MASK = "the damaged scans were made by thinning the complete ones with this mask"
 # Reconstructing every affected direct plane of a big scanner adds nothing to the averages.
 MAX_FBP_PLANES = 24
 
@@ -284,11 +286,27 @@ def _load_truth(path) -> tuple[np.ndarray | None, Path | None]:
 
 
 def _load(path) -> tuple[np.ndarray, object]:
-    """A whole scan in memory (evaluation is for test-size scans) and its header."""
-    from badblock.io import read_scan
+    """A whole scan in memory (evaluation is for test-size scans) and its header; NaN or inf
+    in it (a truth file too) is a :class:`BadInputError` naming the file and the bin."""
+    from badblock.io import check_finite, read_scan
 
     scan = read_scan(path)
+    check_finite(scan)
     return np.asarray(scan.data), scan.header
+
+
+def check_shapes(paths: Sequence[str | os.PathLike], mask: np.ndarray, what: str,
+                 mask_name: str) -> None:
+    """Refuse, from the headers alone and before anything is written, a scan whose
+    ``[plane, view, bin]`` is not the mask's (a mask of another scanner)."""
+    from badblock.io import read_header
+
+    for path in paths:
+        shape = tuple(read_header(path).shape[1:])
+        if shape != tuple(mask.shape):
+            raise BadInputError(path, f"{what} scan [plane, view, bin] {list(shape)} does not "
+                                      f"match the mask {list(mask.shape)} ({mask_name}): a mask "
+                                      "of another scanner?")
 
 
 def write_damaged(complete: Sequence[str | os.PathLike], mask: np.ndarray,

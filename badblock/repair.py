@@ -229,6 +229,7 @@ def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) ->
 def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
                  all_planes: bool = False, mask_check: bool = True,
+                 unchecked_why: str = "switched off (--no-mask-check)",
                  declared: ResolvedMask | None = None,
                  log: Callable[[str], None] | None = None) -> list[dict]:
     """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
@@ -239,7 +240,8 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     with ``mask_check`` the mask against the scan's counts
     (:func:`badblock.physics.detect.check_scan_mask`; ``declared`` says what the mask was
     made of, when known). Temporaries that killed repairs left beside the outputs are
-    removed. Each summary's ``mask_check`` holds the check's report (or that it was off).
+    removed. Each summary's ``mask_check`` holds the check's report (or, without
+    ``mask_check``, ``unchecked_why``).
     """
     from badblock.io import check_finite, output_paths, read_scan
     from badblock.physics.detect import check_scan_mask
@@ -265,7 +267,7 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                                  "separate folders")
     for scan, m in zip(scans, masks):
         if not mask_check:
-            reports.append({"checked": False, "why": "switched off (--no-mask-check)"})
+            reports.append({"checked": False, "why": unchecked_why})
             continue
         d = declared or ResolvedMask(np.asarray(m))
         reports.append(check_scan_mask(

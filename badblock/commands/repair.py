@@ -101,23 +101,20 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(cfg.data_path(cfg.repair.checkpoint), cfg.run.device,
                                cfg.run.threads)
     extra: dict = {}
+    check, why = cfg.scanner.mask_check, "switched off (--no-mask-check)"
     if args.dead_blocks == "auto":
         mask, found = _auto_masks(inputs, args.scanner, cfg)
-        what, declared, check = "found by detect in each scan", None, False
+        what, declared = "found by detect in each scan", None
+        check, why = False, "the mask is what detect found in the scan itself"
         extra["detect"] = found
     else:
         resolved = resolve_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
                                 dead_blocks=args.dead_blocks, data_root=cfg.run.data)
         mask, what, declared = resolved.mask, resolved.describe(), resolved
-        check = cfg.scanner.mask_check
     print(f"mask: {what}; checkpoint {cfg.repair.checkpoint} on {predictor.device}")
     summaries = repair_files(inputs, mask, predictor, out, batch_size=cfg.repair.batch_size,
                              force=cfg.repair.force, all_planes=cfg.repair.all_planes,
-                             mask_check=check, declared=declared, log=print)
-    if args.dead_blocks == "auto":
-        for s in summaries:
-            s["mask_check"] = {"checked": False, "why": "the mask is what detect found in the "
-                                                        "scan itself"}
+                             mask_check=check, unchecked_why=why, declared=declared, log=print)
     folder = output_for(inputs[0], out, len(inputs)).parent
     save_resolved(cfg, folder)
     atomic_write_json(folder / SUMMARY_NAME, {
