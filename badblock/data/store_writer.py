@@ -334,7 +334,7 @@ class _WriterContext:
         self._cm = None
 
     def __enter__(self) -> StoreWriter:
-        self._cm = atomic_dir(self.path, replace=self.force)
+        self._cm = atomic_dir(self.path, replace=self.force, last=[MANIFEST])
         tmp = self._cm.__enter__()
         try:
             self.writer = StoreWriter(tmp, self.kind, **self.kw)

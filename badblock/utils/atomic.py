@@ -271,32 +271,118 @@ def atomic_save_npy(path: str | os.PathLike, array) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+# Entries of a mount point that belong to the file system, not to the output.
+_FS_ENTRIES = frozenset({"lost+found"})
+# What a rename of a folder raises when the folder cannot move (mount point, other device,
+# a sticky parent owned by someone else, a parent we may not write).
+_CANNOT_MOVE = (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EROFS)
+
+
+def _mount_points() -> set[str]:
+    """Mount points of this process (``/proc/self/mountinfo``; a bind mount of a folder of the
+    same file system is one though ``os.path.ismount`` cannot tell)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    unescape = re.compile(r"\\([0-7]{3})")
+    return {unescape.sub(lambda m: chr(int(m[1], 8)), line.split()[4])
+            for line in lines if len(line.split()) > 4}
+
+
+def fixed_folder(path: str | os.PathLike) -> bool:
+    """Whether the existing folder ``path`` cannot be renamed: a mount point (a container's
+    bind-mounted ``/output``), on another device than its parent, or in a parent this process
+    may not change (not writable, or sticky and the folder someone else's)."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    real = path.resolve()
+    if os.path.ismount(real) or str(real) in _mount_points():
+        return True
+    st, st_parent = os.stat(real), os.stat(real.parent)
+    if st.st_dev != st_parent.st_dev or not os.access(real.parent, os.W_OK | os.X_OK):
+        return True
+    return bool(st_parent.st_mode & 0o1000) and os.geteuid() not in (0, st.st_uid)
+
+
+def _move_entries(src: Path, dst: Path, names: Iterable[str], last: Iterable[str] = (),
+                  first: Iterable[str] = ()) -> None:
+    """``os.replace`` each of ``names`` from ``src`` into ``dst``: those in ``first`` first,
+    those in ``last`` last."""
+    early, late = set(first), set(last)
+    for name in sorted(names, key=lambda n: (n not in early, n in late, n)):
+        os.replace(src / name, dst / name)
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, replace: bool = False,
+               last: Iterable[str] = ()) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to ``path`` when complete.
 
     If ``path`` exists and ``replace`` is False, :class:`BadInputError` is raised before any
     work starts. With ``replace`` the old folder is swapped out only after the new one is whole.
     A full disk raises :class:`BadInputError` naming ``path``, the temporary folder removed.
+    Temporaries a dead run left for ``path`` are removed first (:func:`clean_orphans`).
+
+    A folder that cannot be renamed (:func:`fixed_folder`: a mount point, say) is filled in
+    place instead: the new content is built in a hidden temporary folder inside ``path`` and
+    its entries are moved in one by one (each an atomic rename), the names in ``last`` (the
+    file that says the output is complete, e.g. a manifest) last; with ``replace`` the old
+    entries (``last`` first) are moved aside beforehand and removed after. A run killed
+    during those renames leaves ``path`` without its ``last`` file (no complete output) and
+    temporaries the next run removes. ``lost+found`` and other runs' temporaries are left
+    alone.
     """
     path = Path(path)
+    inside = fixed_folder(path)
+    home = path if inside else path.parent
+    clean_orphans(home, [path.name, f"{path.name}-old"])
     if path.exists() and not replace:
         raise BadInputError(path, "already exists (refusing to overwrite)")
-    _check_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".partial",
-                                dir=path.parent))
+    _check_writable_dir(home)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".partial",
+                                    dir=home))
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
     os.chmod(tmp, 0o777 & ~_current_umask())
+    old: Path | None = None
     try:
         yield tmp
-        if path.exists():
+        if inside:
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old.{owner_tag()}.",
+                                        suffix=".partial", dir=path))
+            # other runs' temporaries stay theirs (dead runs' were removed above)
+            keep = [p.name for p in path.iterdir() if p.name not in _FS_ENTRIES
+                    and not (_TEMP.match(p.name) or _OLD.match(p.name))]
+            _move_entries(path, old, keep, first=last)
+            _move_entries(tmp, path, [p.name for p in tmp.iterdir()], last)
+            tmp.rmdir()
+            _fsync_dir(path)
+        elif path.exists():
             old = path.with_name(f".{path.name}.old.{owner_tag()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():  # put back what the failed swap moved aside
+            with contextlib.suppress(OSError):
+                if inside:
+                    _move_entries(old, path, [p.name for p in old.iterdir()
+                                              if not (path / p.name).exists()], last)
+                    old.rmdir()
+                elif not path.exists():
+                    os.replace(old, path)
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
+        if isinstance(exc, OSError) and exc.errno in _CANNOT_MOVE:
+            raise BadInputError(path, f"cannot be put in place ({os.strerror(exc.errno)}): "
+                                      "choose a folder inside it as the output") from None
         raise

@@ -164,3 +164,78 @@ def test_reserve_refuses_what_does_not_fit(small_disk):
         assert os.fstat(fh.fileno()).st_size == 32 << 10
         with pytest.raises(BadInputError, match="No space left on device"):
             reserve(fh, 1 << 20, disk / "f")
+
+
+def _fill(folder, names):
+    for name in names:
+        (folder / name).write_text(name)
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "bind"])
+def test_a_folder_that_cannot_be_renamed_is_filled_in_place(kind, small_disk, bind_mount):
+    """A mount point as the output (a container's /output): renaming it is EBUSY, so the new
+    content is moved in file by file; with replace the old content goes, lost+found stays."""
+    from badblock.utils.atomic import fixed_folder
+
+    out = small_disk(1024) if kind == "tmpfs" else bind_mount()
+    assert fixed_folder(out) and not fixed_folder(out.parent)
+    with pytest.raises(OSError) as err:  # what atomic_dir used to do with it
+        os.rename(out, out.with_name("elsewhere"))
+    assert err.value.errno == 16  # EBUSY
+    (out / "lost+found").mkdir()
+    with atomic_dir(out, replace=True, last=["manifest.json"]) as tmp:
+        assert tmp.parent == out
+        _fill(tmp, ["a", "manifest.json"])
+        os.mkdir(tmp / "sub")
+        _fill(tmp / "sub", ["b"])
+    assert sorted(p.name for p in out.iterdir()) == ["a", "lost+found", "manifest.json", "sub"]
+    assert (out / "sub" / "b").read_text() == "b" and (out / "a").read_text() == "a"
+    with pytest.raises(BadInputError, match="already exists"):
+        with atomic_dir(out):
+            pass
+    with pytest.raises(RuntimeError):  # a failed build leaves the old content as it was
+        with atomic_dir(out, replace=True) as tmp:
+            _fill(tmp, ["c"])
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in out.iterdir()) == ["a", "lost+found", "manifest.json", "sub"]
+    with atomic_dir(out, replace=True, last=["manifest.json"]) as tmp:
+        _fill(tmp, ["c"])
+    assert sorted(p.name for p in out.iterdir()) == ["c", "lost+found"]
+
+
+def test_in_place_orphans_of_a_killed_run_are_removed(bind_mount):
+    out = bind_mount()
+    from badblock.utils.atomic import _host
+
+    pid = _dead_pid()
+    for name in (f".{out.name}.{pid}@{_host()}.x1.partial",
+                 f".{out.name}-old.{pid}@{_host()}.x2.partial"):
+        (out / name).mkdir()
+        _fill(out / name, ["half"])
+    other = f".{out.name}.1@otherhost.x3.partial"
+    (out / other).mkdir()  # another host's run: whether it lives is unknowable, so it stays
+    _fill(out, ["old"])
+    with atomic_dir(out, replace=True) as tmp:
+        _fill(tmp, ["new"])
+    assert sorted(p.name for p in out.iterdir()) == [other, "new"]
+
+
+def test_a_folder_in_an_immutable_parent_is_filled_in_place(tmp_path):
+    """Renaming a folder needs its parent writable; root too is refused under chattr +i."""
+    import subprocess
+
+    from badblock.utils.atomic import fixed_folder
+
+    parent = tmp_path / "locked"
+    out = parent / "out"
+    out.mkdir(parents=True)
+    if subprocess.run(["chattr", "+i", str(parent)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system that has it")
+    try:
+        assert fixed_folder(out)
+        with atomic_dir(out, replace=True) as tmp:
+            _fill(tmp, ["a"])
+        assert sorted(p.name for p in out.iterdir()) == ["a"]
+        assert sorted(p.name for p in parent.iterdir()) == ["out"]
+    finally:
+        subprocess.run(["chattr", "-i", str(parent)], check=True)
