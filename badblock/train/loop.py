@@ -162,7 +162,8 @@ class Trainer:
         from badblock.utils.atomic import clean_orphans
         from badblock.utils.runlock import run_lock
 
-        created = not self.folder.exists()
+        # the folders this run creates (the run folder, and -o above it), deepest first
+        created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         lock = run_lock(self.folder, "badblock train") if self.main else contextlib.nullcontext()
         refused = None
         try:
@@ -184,8 +185,9 @@ class Trainer:
         finally:
             lock.__exit__(None, None, None)
             if created and self.main and not (self.folder / LATEST).exists():
-                with contextlib.suppress(OSError):
-                    self.folder.rmdir()
+                for folder in created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
 
     def _run(self) -> Path:
         from badblock.train.logs import RunLog
