@@ -314,16 +314,19 @@ def write_damaged(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     """Thin each complete scan by ``mask`` and write it (same format, name) into ``folder``.
 
     The same ``seed`` gives the same damaged scans as :func:`evaluate_files` makes in memory.
+    Every scan's shape is checked against the mask before the first is written; NaN or inf in
+    one is a :class:`BadInputError`.
     """
-    from badblock.io import read_scan, write_scan
+    from badblock.io import write_scan
 
+    check_shapes(complete, mask, "complete", "the mask")
     rng = np.random.default_rng(seed)
     out = []
     for path in complete:
-        scan = read_scan(path)
-        dam = thin_scan(np.asarray(scan.data), mask, rng)
-        out.append(Path(write_scan(Path(folder) / Path(path).name, dam.astype(scan.header.dtype),
-                                   scan.header, force=True)))
+        data, header = _load(path)
+        dam = thin_scan(data, mask, rng)
+        out.append(Path(write_scan(Path(folder) / Path(path).name, dam.astype(header.dtype),
+                                   header, force=True)))
     return out
 
 
@@ -334,7 +337,7 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
                    baselines: Sequence[str] = tuple(bl.BASELINES),
                    widths: Sequence[float] | None = None, fbp: bool = True,
                    scanner: str | None = None, use_sensitivity: bool = True,
-                   extra: Mapping | None = None,
+                   extra: Mapping | None = None, shown: Callable[[Path], str] = str,
                    log: Callable[[str], None] | None = None) -> dict:
     """:func:`evaluate` on scan files.
 
@@ -345,7 +348,9 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     sidecars, else scored against themselves) to tune the normalised-convolution widths on.
     ``scanner`` (else the scan header's) names the preset whose real-LOR count per bin is the
     baselines' sensitivity, when its sinogram shape is the mask's; ``use_sensitivity=False``
-    turns that off.
+    turns that off. ``shown`` is how a file is named in the JSON (a caller building the output
+    under a temporary name gives the final names). NaN or inf in any scan (a truth too) is a
+    :class:`BadInputError`.
     """
     log = log or (lambda _msg: None)
     if not complete:
@@ -355,15 +360,15 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         if paths is not None and len(paths) != len(complete):
             raise BadInputError(label, f"{len(paths)} scans given for {len(complete)} complete "
                                        "scans (one each, in the same order)")
+    for label, paths in [("complete", complete), ("damaged", damaged or ()), ("tune", tune),
+                         *((f"{k} repaired", v) for k, v in (repaired or {}).items())]:
+        check_shapes(paths, mask, label, "the mask")
     rng = np.random.default_rng(seed)
     segments = tof_order = header = None
     cases = []
     inputs: dict = {"complete": [], "truth": [], "damaged": [], "repaired": {}}
     for i, path in enumerate(complete):
         measured, header = _load(path)
-        if measured.shape[-3:] != mask.shape:
-            raise BadInputError(path, f"scan [plane, view, bin] {measured.shape[-3:]} does not "
-                                      f"match the mask {mask.shape}")
         segments = header.segments
         tof_order = header.tof_order
         truth, tp = _load_truth(path)
@@ -373,12 +378,12 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
             dam = thin_scan(measured, mask, rng)
         reps = {k: _load(v[i])[0] for k, v in (repaired or {}).items()}
         cases.append(EvalCase(scan_id(Path(path)), dam, measured, truth, reps))
-        inputs["complete"].append(str(path))
-        inputs["truth"].append(str(tp) if truth is not None else None)
-        inputs["damaged"].append(str(damaged[i]) if damaged is not None else
+        inputs["complete"].append(shown(Path(path)))
+        inputs["truth"].append(shown(tp) if truth is not None else None)
+        inputs["damaged"].append(shown(Path(damaged[i])) if damaged is not None else
                                  f"thinned by the mask (seed {seed})")
         for k, v in (repaired or {}).items():
-            inputs["repaired"].setdefault(k, []).append(str(v[i]))
+            inputs["repaired"].setdefault(k, []).append(shown(Path(v[i])))
     sensitivity, sens_from = None, "none"
     name = scanner or (header.scanner if header is not None else None)
     if name and use_sensitivity:
@@ -395,7 +400,8 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         truth, _ = _load_truth(path)
         ref = measured if truth is None else truth
         pairs.append((thin_scan(measured, mask, rng), ref))
-    more = {"inputs": inputs, "tune_scans": [str(p) for p in tune], "sensitivity": sens_from}
+    more = {"inputs": inputs, "tune_scans": [shown(Path(p)) for p in tune],
+            "sensitivity": sens_from}
     more.update(dict(extra or {}))
     return evaluate(cases, mask, out_dir, baselines=baselines, widths=widths, tune=pairs,
                     segments=segments, tof_order=tof_order, sensitivity=sensitivity, fbp=fbp,

@@ -226,6 +226,21 @@ def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) ->
     return out / inp.name
 
 
+def mask_report(scan, mask, declared: ResolvedMask | None = None) -> dict:
+    """The ``mask`` ``[plane, view, bin]`` checked against the damaged ``scan`` (a
+    :func:`badblock.io.read_scan` scan) before it is used on it
+    (:func:`badblock.physics.detect.check_scan_mask`): a contradiction is a
+    :class:`BadInputError` naming the scan. ``declared``: how the mask was given (a file, or
+    the scanner and dead blocks it was computed from, which are then verified one by one)."""
+    from badblock.physics.detect import check_scan_mask
+
+    d = declared or ResolvedMask(np.asarray(mask))
+    return check_scan_mask(
+        scan.data, np.asarray(mask, np.float32), d.scanner or scan.header.scanner,
+        blocks=d.blocks if d.scanner else None, crystals=d.crystals if d.scanner else None,
+        where=str(scan.path), what=d.describe() if (d.path or d.scanner) else "the mask")
+
+
 def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
                  all_planes: bool = False, mask_check: bool = True,
@@ -237,14 +252,12 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     ``mask``: one ``[plane, view, bin]`` mask for every input, or a list of one per input.
     Every input is checked before the first is written: its mask's shape, the checkpoint's
     scanner (:func:`check_checkpoint`), finite values (float scans), its output path, and
-    with ``mask_check`` the mask against the scan's counts
-    (:func:`badblock.physics.detect.check_scan_mask`; ``declared`` says what the mask was
-    made of, when known). Temporaries that killed repairs left beside the outputs are
-    removed. Each summary's ``mask_check`` holds the check's report (or, without
+    with ``mask_check`` the mask against the scan's counts (:func:`mask_report`; ``declared``
+    says what the mask was made of, when known). Temporaries that killed repairs left beside
+    the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
     ``mask_check``, ``unchecked_why``).
     """
     from badblock.io import check_finite, output_paths, read_scan
-    from badblock.physics.detect import check_scan_mask
     from badblock.utils.atomic import clean_orphans
 
     if not inputs:
@@ -266,14 +279,8 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
         raise BadInputError(out, "two inputs have the same file name; repair them into "
                                  "separate folders")
     for scan, m in zip(scans, masks):
-        if not mask_check:
-            reports.append({"checked": False, "why": unchecked_why})
-            continue
-        d = declared or ResolvedMask(np.asarray(m))
-        reports.append(check_scan_mask(
-            scan.data, np.asarray(m, np.float32), d.scanner or scan.header.scanner,
-            blocks=d.blocks if d.scanner else None, crystals=d.crystals if d.scanner else None,
-            where=str(scan.path), what=d.describe() if (d.path or d.scanner) else "the mask"))
+        reports.append(mask_report(scan, m, declared) if mask_check else
+                       {"checked": False, "why": unchecked_why})
     for target in targets:
         clean_orphans(target.parent, [p.name for p in output_paths(target, "flat")
                                       + output_paths(target, "interfile")
