@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,9 @@ class Source:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """Bytes of the array: exact (Python integers), so a forged header's 10^30 elements
+        neither overflow int64 nor wrap to a small number that a short file would match."""
+        return math.prod(int(n) for n in self.shape) * self.dtype.itemsize
 
     def fingerprint(self) -> dict:
         st = self.data_file.stat()
