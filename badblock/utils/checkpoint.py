@@ -10,8 +10,6 @@ checkpoint has at least the keys in :data:`REQUIRED_KEYS`.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -75,8 +73,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                                   "copy?")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError) as exc:
+    except Exception as exc:
+        # Whatever the unpickler trips over in bytes that are no checkpoint (struct.error on a
+        # 4-byte file, KeyError, IndexError, ...) means just that.
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             problem = "holds pickled Python objects, refusing to load it (weights_only=True)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,18 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(BadInputError, match="empty"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("junk", [b"junk", b"\x80\x02", b"PK\x03\x04", bytes(range(256)) * 3,
+                                  np.random.default_rng(0).bytes(4096)])
+def test_bytes_that_are_no_checkpoint_are_a_clear_error(tmp_path, junk):
+    """A 4-byte text file was a struct.error traceback from torch's unpickler (random bytes
+    may also read as a pickle the weights-only loader refuses)."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(junk)
+    with pytest.raises(BadInputError, match="not a torch checkpoint|refusing to load") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_and_foreign_files(tmp_path):
