@@ -39,13 +39,27 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _check_writable_dir(folder: Path) -> None:
+def _check_writable_dir(folder: Path) -> list[Path]:
+    """Create ``folder`` if needed and check it is writable; returns the folders it created,
+    deepest first, for :func:`_remove_created` to take back when the write fails."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_created(created)
         raise BadInputError(folder, f"cannot create output folder ({exc.strerror})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BadInputError(folder, "output folder is not writable")
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the folders a failed write created, as long as they are empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _host() -> str:
@@ -97,10 +111,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     disk raises :class:`BadInputError` naming ``path`` (see :func:`disk_full_error`).
     """
     path = Path(path)
-    _check_writable_dir(path.parent)
+    created = _check_writable_dir(path.parent)
     try:
         tmp = _temp_file(path)
     except OSError as exc:
+        _remove_created(created)
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
         raise
@@ -110,6 +125,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        _remove_created(created)
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
         raise
@@ -122,8 +138,8 @@ def atomic_pair(data: str | os.PathLike, header: str | os.PathLike
     cleanly put them in place with :func:`replace_pair`, else remove them (a full disk: one
     :class:`BadInputError` naming the data file)."""
     data, header = Path(data), Path(header)
-    for folder in {data.parent, header.parent}:
-        _check_writable_dir(folder)
+    created = [p for folder in dict.fromkeys([data.parent, header.parent])
+               for p in _check_writable_dir(folder)]
     made: list[Path] = []
     try:
         made.append(_temp_file(data))
@@ -134,6 +150,7 @@ def atomic_pair(data: str | os.PathLike, header: str | os.PathLike
         for tmp in made:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        _remove_created(created)
         if is_disk_full(exc):
             raise disk_full_error(data, exc) from None
         raise
@@ -340,11 +357,12 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False,
     clean_orphans(home, [path.name, f"{path.name}-old"])
     if path.exists() and not replace:
         raise BadInputError(path, "already exists (refusing to overwrite)")
-    _check_writable_dir(home)
+    created = _check_writable_dir(home)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".partial",
                                     dir=home))
     except OSError as exc:
+        _remove_created(created)
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
         raise
@@ -372,6 +390,7 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False,
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
         if old is not None and old.exists():  # put back what the failed swap moved aside
             with contextlib.suppress(OSError):
                 if inside:

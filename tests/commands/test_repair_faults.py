@@ -69,7 +69,7 @@ def test_nan_weights_stop_the_repair_and_write_nothing(tmp_path, checkpoint):
     out = tmp_path / "out"
     res = _repair(bad, "--scanner", "mini", "--dead-blocks", "3:1", src, "-o", out)
     _one_line(res, "nan.pt", "NaN or inf", "damaged bins")
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # not even the folder -o named
 
 
 def test_nan_or_inf_in_a_float_scan_is_refused_naming_the_bin(tmp_path, checkpoint):

@@ -239,3 +239,19 @@ def test_a_folder_in_an_immutable_parent_is_filled_in_place(tmp_path):
         assert sorted(p.name for p in parent.iterdir()) == ["out"]
     finally:
         subprocess.run(["chattr", "-i", str(parent)], check=True)
+
+
+def test_a_failed_write_takes_back_the_folders_it_created(tmp_path):
+    """repair -o new/folder with a broken checkpoint left the empty folders behind."""
+    from badblock.utils.atomic import atomic_pair
+
+    (tmp_path / "kept").mkdir()
+    for write in (lambda p: atomic_path(p / "x.txt"), lambda p: atomic_dir(p / "d"),
+                  lambda p: atomic_pair(p / "x.s", p / "x.hs")):
+        with pytest.raises(RuntimeError):
+            with write(tmp_path / "kept" / "new" / "deeper"):
+                raise RuntimeError("the network predicted NaN")
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
+    with atomic_path(tmp_path / "a" / "b" / "x.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "a" / "b" / "x.txt").read_text() == "x"
