@@ -201,7 +201,7 @@ def test_every_variable_the_repo_uses_is_accepted():
     # The names the scripts, Slurm templates, docker files and tests use (a new one must be
     # added to loader.ENV_RESERVED or be a config key, or every stage would refuse it).
     names = set()
-    for sub in ("slurm", "docker", "scripts", "tests", "bench"):
+    for sub in ("slurm", "docker", "scripts", "tests", "bench", ".ci"):
         for path in (ROOT / sub).rglob("*"):
             if path.is_file() and path.suffix in ("", ".sh", ".sbatch", ".py", ".yaml") \
                     and path.name != Path(__file__).name:  # this file spells typos on purpose
