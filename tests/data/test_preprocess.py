@@ -363,3 +363,20 @@ def test_a_header_claiming_more_than_int64_is_one_line(tmp_path, shape, elements
     assert "forged.npy" in msg and "\n" not in msg
     assert f"({offset + 4 * elements} bytes)" in msg, msg
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_store(tmp_path, small_disk):
+    """--copy into a file system that fills up halfway through the scans: one error naming
+    what could not be written, no store, no temporary folder."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shape = (4, 16, 32, 64)  # 256 KiB per uint16 scan; the disk holds about two
+    for i in range(4):
+        np.random.default_rng(i).poisson(3, shape).astype(np.uint16).tofile(folder / f"s{i}.s")
+    disk = small_disk(600)
+    cfg = config(tmp_path, [folder], f"preprocess.shape={list(shape)}", "preprocess.copy=true")
+    cfg.run.output = str(disk / "out")
+    with pytest.raises(BadInputError, match="No space left on device") as err:
+        preprocess(cfg)
+    assert "\n" not in str(err.value)
+    assert list(disk.rglob("*")) == []
