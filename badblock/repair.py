@@ -102,6 +102,32 @@ def check_output(scan, out_path: str | os.PathLike, force: bool) -> None:
             raise BadInputError(out, "already exists (refusing to overwrite; use --force)")
 
 
+def _cached(cache: dict, key: int, limit: int, make):
+    """``cache[key]``, made with ``make(key)`` on a miss; emptied past ``limit`` entries so
+    memory stays bounded."""
+    if key not in cache:
+        if len(cache) > limit:
+            cache.clear()
+        cache[key] = make(key)
+    return cache[key]
+
+
+def _sensitivity(predictor, shape) -> np.ndarray:
+    """Real LORs per bin ``[1, plane, view, bin]`` of the predictor's scanner (per-LOR networks
+    need them), checked against the scan's shape."""
+    from badblock.physics.mask import real_lor_count
+    from badblock.physics.scanners import get_scanner
+
+    name = (getattr(predictor, "data", None) or {}).get("scanner")
+    if not name:
+        raise BadInputError("checkpoint", "a per-LOR network without its scanner recorded")
+    scanner = get_scanner(name)
+    if tuple(scanner.shape[1:]) != tuple(shape[1:]):
+        raise BadInputError("checkpoint", f"trained for scanner {name} {list(scanner.shape[1:])}, "
+                                          f"the scan is [plane, view, bin] {list(shape[1:])}")
+    return real_lor_count(scanner)[None]
+
+
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
                 context: int | None = None, views_to: int | None = None,
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
@@ -109,8 +135,9 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
-    ``predictor``: callable ``(stacks [N, 2k+1, Vp, B], masks [N, 2k+1, Vp, B] | None) ->
-    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.inference.Predictor`;
+    ``predictor``: callable ``(stacks [N, 2k+1, Vw, B], masks [N, 2k+1, Vw, B] | None
+    [, sensitivity stacks alike when its ``per_lor``]) -> [N, Vp, B]`` counts (numpy or torch),
+    e.g. :class:`badblock.inference.Predictor`, with ``Vw = Vp + 2 predictor.margin``;
     ``context`` (k), ``views_to`` (Vp; 0 = the next multiple of ``predictor.multiple``) and
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
@@ -137,6 +164,9 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         raise BadInputError("repair", f"the network pads views to {views_to}, fewer than the "
                                       f"scan's {n_views} views (a checkpoint for another scanner?)")
     before, _ = view_padding(n_views, views_to)
+    margin = int(getattr(predictor, "margin", 0) or 0)
+    wide = views_to + 2 * margin  # the prior channel reads margin views beyond the network's
+    sens = _sensitivity(predictor, header.shape) if getattr(predictor, "per_lor", False) else None
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
@@ -151,6 +181,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     clipped_low = clipped_high = 0
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
     mask_cache: dict[int, np.ndarray] = {}
+    sens_cache: dict[int, np.ndarray] = {}
 
     with open_scan_writer(out_path, header, force=force) as writer:
         step = max(1, COPY_CHUNK_BYTES // max(1, n_views * n_bins * out_dtype.itemsize))
@@ -161,16 +192,16 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         for b0 in progress(batches, total=len(batches), desc="repair", unit="batch"):
             batch = items[b0:b0 + batch_size]
             stacks = np.stack([plane_stack(scan.data, t, p, context, segments, tof_order,
-                                           views_to) for t, p in batch])
-            masks = None
+                                           wide) for t, p in batch])
+            masks = senses = None
             if mask_channel:
-                for _, p in batch:
-                    if p not in mask_cache:
-                        if len(mask_cache) > 4 * batch_size:  # keeps memory bounded
-                            mask_cache.clear()
-                        mask_cache[p] = mask_stack(mask, p, context, segments, views_to)
-                masks = np.stack([mask_cache[p] for _, p in batch])
-            pred = _to_numpy(predictor(stacks, masks))
+                masks = np.stack([_cached(mask_cache, p, 4 * batch_size, lambda q: mask_stack(
+                    mask, q, context, segments, wide)) for _, p in batch])
+            if sens is not None:
+                senses = np.stack([_cached(sens_cache, p, 4 * batch_size, lambda q: plane_stack(
+                    sens, 0, q, context, segments, "none", wide)) for _, p in batch])
+            pred = _to_numpy(predictor(stacks, masks, senses) if sens is not None
+                             else predictor(stacks, masks))
             if pred.shape != (len(batch), views_to, n_bins):
                 raise BadInputError("predictor", f"returned shape {pred.shape}, expected "
                                                  f"{(len(batch), views_to, n_bins)}")
