@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from badblock.errors import BadInputError
+from badblock.physics.mask import ResolvedMask
 from badblock.utils.progress import progress
 
 # Bytes of input copied per step when streaming untouched planes to the output.
@@ -33,6 +34,47 @@ def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike)
         raise BadInputError(where, f"mask [plane, view, bin] {tuple(mask.shape)} does not match "
                                    f"the scan's {tuple(shape[1:])} (wrong scanner or mask?)")
     return mask
+
+
+def finite_prediction(value: np.ndarray, damaged: np.ndarray, t: int, p: int,
+                      predictor) -> np.ndarray:
+    """The prediction ``value`` ``[view, bin]`` of TOF bin ``t``, plane ``p``, checked: a NaN or
+    inf where ``damaged`` (f > 0) raises :class:`BadInputError` naming the checkpoint (NaN
+    weights or a flipped bit that loading cannot see), so that a broken network never passes
+    the damaged input off as repaired; elsewhere (bins that keep the input) it becomes 0."""
+    bad = ~np.isfinite(value)
+    if not bad.any():
+        return value
+    hit = int((bad & damaged).sum())
+    if hit:
+        raise BadInputError(getattr(predictor, "path", "predictor"),
+                            f"the network predicts NaN or inf for {hit} of the "
+                            f"{int(damaged.sum())} damaged bins of TOF bin {t}, plane {p}: a "
+                            "broken checkpoint (NaN weights, a flipped bit?); nothing written")
+    return np.where(bad, 0, value)
+
+
+def check_checkpoint(predictor, header, where: str | os.PathLike) -> None:
+    """Refuse a scan the predictor's checkpoint was not trained for: another scanner preset
+    (its ``data`` dict's ``scanner``) than the scan's header names, or another ``[plane, view,
+    bin]`` than that preset's, or another number of views or bins than training saw."""
+    from badblock.physics.scanners import PRESETS
+
+    data = getattr(predictor, "data", None) or {}
+    name, shape = data.get("scanner"), tuple(header.shape[1:])
+    ckpt = getattr(predictor, "path", "the checkpoint")
+    theirs = f"{list(shape)}" + (f" ({header.scanner})" if header.scanner else "")
+    if name in PRESETS:
+        want = tuple(PRESETS[name].shape[1:])
+        if (header.scanner in PRESETS and header.scanner != name) or want != shape:
+            raise BadInputError(where, f"{ckpt} was trained on {name} scans ([plane, view, bin] "
+                                       f"= {list(want)}), this scan is {theirs}: repair it with "
+                                       "a checkpoint of its scanner")
+    views, bins = data.get("views"), data.get("bins")
+    if views and bins and (int(views), int(bins)) != shape[1:]:
+        raise BadInputError(where, f"{ckpt} was trained on {views} views x {bins} bins, this "
+                                   f"scan has [plane, view, bin] = {theirs}: repair it with a "
+                                   "checkpoint of its scanner")
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -136,7 +178,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     out_dtype = header.dtype
     is_int = out_dtype.kind in "iu"
     lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
-    clipped_low = clipped_high = nonfinite = 0
+    clipped_low = clipped_high = 0
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
     mask_cache: dict[int, np.ndarray] = {}
     sens_cache: dict[int, np.ndarray] = {}
@@ -166,11 +208,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
             pred = pred[:, before:before + n_views]
             for i, (t, p) in enumerate(batch):
                 original = np.asarray(scan.data[t, p])
-                value = pred[i]
-                bad = ~np.isfinite(value)
-                if bad.any():
-                    nonfinite += int((bad & (mask[p] > 0)).sum())
-                    value = np.where(bad, original, value)
+                value = finite_prediction(pred[i], mask[p] > 0, t, p, predictor)
                 if is_int:
                     value = np.rint(value)
                     damaged = mask[p] > 0
@@ -184,8 +222,6 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if is_int:
         log(f"{written.name}: predictions rounded to {out_dtype.name} and clipped to "
             f"[{lo}, {hi}]: {clipped} bins clipped ({clipped_low} below, {clipped_high} above)")
-    if nonfinite:
-        log(f"{written.name}: {nonfinite} non-finite predictions replaced by the input counts")
     n_repaired = len(planes)
     return {
         "input": str(scan.path),
@@ -202,7 +238,6 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         "bins_clipped": clipped,
         "bins_clipped_low": clipped_low,
         "bins_clipped_high": clipped_high,
-        "nonfinite_predictions": nonfinite,
         "context": context,
         "views_to": views_to,
         "mask_channel": bool(mask_channel),
@@ -222,30 +257,68 @@ def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) ->
     return out / inp.name
 
 
-def repair_files(inputs: Sequence[str | os.PathLike], mask: np.ndarray, predictor: Callable,
+def mask_report(scan, mask, declared: ResolvedMask | None = None) -> dict:
+    """The ``mask`` ``[plane, view, bin]`` checked against the damaged ``scan`` (a
+    :func:`badblock.io.read_scan` scan) before it is used on it
+    (:func:`badblock.physics.detect.check_scan_mask`): a contradiction is a
+    :class:`BadInputError` naming the scan. ``declared``: how the mask was given (a file, or
+    the scanner and dead blocks it was computed from, which are then verified one by one)."""
+    from badblock.physics.detect import check_scan_mask
+
+    d = declared or ResolvedMask(np.asarray(mask))
+    return check_scan_mask(
+        scan.data, np.asarray(mask, np.float32), d.scanner or scan.header.scanner,
+        blocks=d.blocks if d.scanner else None, crystals=d.crystals if d.scanner else None,
+        where=str(scan.path), what=d.describe() if (d.path or d.scanner) else "the mask")
+
+
+def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
-                 all_planes: bool = False, log: Callable[[str], None] | None = None
-                 ) -> list[dict]:
+                 all_planes: bool = False, mask_check: bool = True,
+                 unchecked_why: str = "switched off (--no-mask-check)",
+                 declared: ResolvedMask | None = None,
+                 log: Callable[[str], None] | None = None) -> list[dict]:
     """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
 
-    Every input, its mask shape and its output path are checked before the first is written.
+    ``mask``: one ``[plane, view, bin]`` mask for every input, or a list of one per input.
+    Every input is checked before the first is written: its mask's shape, the checkpoint's
+    scanner (:func:`check_checkpoint`), finite values (float scans), its output path, and
+    with ``mask_check`` the mask against the scan's counts (:func:`mask_report`; ``declared``
+    says what the mask was made of, when known). Temporaries that killed repairs left beside
+    the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
+    ``mask_check``, ``unchecked_why``).
     """
-    from badblock.io import read_scan
+    from badblock.io import check_finite, output_paths, read_scan
+    from badblock.utils.atomic import clean_orphans
 
     if not inputs:
         raise BadInputError("repair", "no input scans given")
-    scans = []
-    targets = []
-    for inp in inputs:
+    masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(inputs)
+    if len(masks) != len(inputs):
+        raise BadInputError("mask", f"{len(masks)} masks for {len(inputs)} scans")
+    scans, targets, reports = [], [], []
+    for inp, m in zip(inputs, masks):
         scan = read_scan(inp)
-        check_mask(mask, scan.header.shape, inp)
+        check_mask(m, scan.header.shape, inp)
+        check_checkpoint(predictor, scan.header, inp)
         target = output_for(inp, out, len(inputs))
         check_output(scan, target, force)
+        check_finite(scan)
         scans.append(scan)
         targets.append(target)
     if len(set(map(str, targets))) != len(targets):
         raise BadInputError(out, "two inputs have the same file name; repair them into "
                                  "separate folders")
-    return [repair_scan(scan, mask, predictor, target, batch_size=batch_size, force=force,
-                        all_planes=all_planes, log=log)
-            for scan, target in zip(scans, targets)]
+    for scan, m in zip(scans, masks):
+        reports.append(mask_report(scan, m, declared) if mask_check else
+                       {"checked": False, "why": unchecked_why})
+    for target in targets:
+        clean_orphans(target.parent, [p.name for p in output_paths(target, "flat")
+                                      + output_paths(target, "interfile")
+                                      + output_paths(target, "e7")])
+    summaries = []
+    for scan, m, target, report in zip(scans, masks, targets, reports):
+        summary = repair_scan(scan, m, predictor, target, batch_size=batch_size, force=force,
+                              all_planes=all_planes, log=log)
+        summaries.append({**summary, "mask_check": report})
+    return summaries

@@ -66,7 +66,7 @@ class Predictor:
         """Rebuild the UNet of a checkpoint (``UNet(**model_config)`` + its ``model`` weights:
         with ``train.ema`` those are the averaged weights) on ``device``."""
         from badblock.models import UNet
-        from badblock.utils.checkpoint import load_checkpoint
+        from badblock.utils.checkpoint import load_checkpoint, load_weights
 
         state = load_checkpoint(path, map_location="cpu")
         config = state.get("model_config") or {}
@@ -75,11 +75,14 @@ class Predictor:
                                       "inside the network): train it again with this version")
         try:
             model = UNet(**config)
-            model.load_state_dict(state["model"])
-        except (TypeError, RuntimeError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BadInputError(path, f"checkpoint does not fit the UNet ({first})") from None
-        return cls(model, state["data"], torch.device(device), amp=amp)
+            raise BadInputError(path, f"its model_config does not build the UNet "
+                                      f"({first[:200]})") from None
+        load_weights(model, state["model"], path, "was it written for this UNet?")
+        predictor = cls(model, state["data"], torch.device(device), amp=amp)
+        predictor.path = Path(path)  # named by the checks that refuse what it predicts
+        return predictor
 
     def _tensor(self, a):
         t = torch.as_tensor(np.asarray(a, np.float32) if isinstance(a, np.ndarray) else a)

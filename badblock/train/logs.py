@@ -30,6 +30,19 @@ from badblock.utils.memory import peak_rss_mb
 
 LOSS_FILES = {"train_loss.txt": "train_loss", "test_loss.txt": "val_loss",
               "recon_loss.txt": "nrmse_net"}
+JSONL, PLOT, TENSORBOARD = "log.jsonl", "progress.png", "tensorboard"
+LOG_FILES = (*LOSS_FILES, JSONL, PLOT)
+
+
+def remove_logs(folder: str | os.PathLike) -> None:
+    """Remove what a :class:`RunLog` writes into ``folder`` (a run that failed before its first
+    checkpoint leaves no logs of a run that does not exist)."""
+    import shutil
+
+    folder = Path(folder)
+    for name in LOG_FILES:
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / TENSORBOARD, ignore_errors=True)
 
 
 def _fmt(v) -> str:
@@ -92,7 +105,7 @@ class RunLog:
         for name, key in LOSS_FILES.items():
             atomic_write_text(self.folder / name,
                               "".join(_fmt(h.get(key)) + "\n" for h in history))
-        atomic_write_text(self.folder / "log.jsonl",
+        atomic_write_text(self.folder / JSONL,
                           "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
         self.plot(history)
         if history:
@@ -129,7 +142,7 @@ class RunLog:
         ax.set_ylabel("learning rate")
         _log_if_positive(ax, [h.get("lr") for h in history])
         fig.tight_layout()
-        with atomic_path(self.folder / "progress.png") as tmp:
+        with atomic_path(self.folder / PLOT) as tmp:
             fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
 
@@ -145,7 +158,7 @@ class RunLog:
                 self._tb_wanted = False
                 return
             # purge_step drops events past the resume point that an interrupted run left behind.
-            self._tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=rec["epoch"])
+            self._tb = SummaryWriter(str(self.folder / TENSORBOARD), purge_step=rec["epoch"])
         for key, value in rec.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
                 self._tb.add_scalar(key, value, rec["epoch"])
