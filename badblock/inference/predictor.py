@@ -32,7 +32,11 @@ class Predictor:
     ``multiple`` (view and bin sides must divide by it), ``views_to`` (the padded view count
     used in training; 0 = unknown), and what training recorded besides (views, bins, task,
     target, scanner). Attributes: those values, ``model`` (eval mode), ``device``, ``amp``
-    (bf16 autocast; default on CUDA only), ``data`` (a copy of the dict).
+    (bf16 autocast), ``channels_last``, ``data`` (a copy of the dict). ``amp`` and
+    ``channels_last`` default to the device's fast formats
+    (:func:`badblock.utils.hardware.fast_formats`: bf16 on CUDA and on CPUs with bf16 units,
+    channels-last everywhere); ``amp`` may be switched off later (repair does when bf16
+    disagrees with float32, :meth:`bf16_error`).
 
     Call it with damaged counts ``[N, 2k+1, Vp, B]`` and masks ``[N, 2k+1, Vp, B]`` (lost
     fraction 0..1; required when ``mask_channel``, else may be None): it returns repaired
@@ -41,17 +45,24 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, data: dict, device: torch.device,
-                 amp: bool | None = None):
-        self.model = model.to(device).eval()
-        self.data = dict(data)
+                 amp: bool | None = None, channels_last: bool | None = None):
+        from badblock.utils.hardware import fast_formats
+
         self.device = torch.device(device)
+        bf16, last = fast_formats(self.device)
+        self.amp = bf16 if amp is None else bool(amp)
+        self.channels_last = last if channels_last is None else bool(channels_last)
+        self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.data = dict(data)
         self.context = int(data["context"])
         self.normalise = str(data.get("normalise", "max"))
         self.mask_channel = bool(data.get("mask_channel", False))
         self.mask_stack = bool(data.get("mask_stack", False))
         self.multiple = int(data.get("multiple", 1))
         self.views_to = int(data.get("views_to", 0))
-        self.amp = (self.device.type == "cuda") if amp is None else amp
+        self._pinned: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -69,32 +80,64 @@ class Predictor:
             raise BadInputError(path, f"checkpoint does not fit the UNet ({exc})") from None
         return cls(model, state["data"], torch.device(device), amp=amp)
 
-    @torch.no_grad()
+    def bytes_per_image(self, views: int, bins: int) -> int:
+        """Host or device memory one plane image needs in a forward pass, bytes: measured peaks
+        are 10-13 float32 activations of ``width x views x bins`` (the level-0 skip, the
+        concatenation before the last up block, the working tensors); 16 is the margin."""
+        width = int(getattr(self.model, "config", {}).get("width", 64))
+        return 16 * width * int(views) * int(bins) * 4
+
+    def _to_device(self, a, name: str) -> torch.Tensor:
+        """float32 tensor on the device; numpy goes through a reused pinned buffer to CUDA."""
+        if not isinstance(a, np.ndarray):
+            return a.to(self.device, torch.float32)
+        a = np.asarray(a, np.float32)
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        buf = self._pinned.get(name)
+        if buf is None or buf.numel() < a.size:
+            buf = self._pinned[name] = torch.empty(a.size, pin_memory=True)
+        host = buf[:a.size].view(a.shape)
+        host.numpy()[...] = a
+        return host.to(self.device, non_blocking=True)
+
     def __call__(self, stacks, masks=None):
         """Damaged counts ``[N, 2k+1, Vp, B]`` (+ masks alike) -> repaired counts ``[N, Vp, B]``.
 
         numpy in, numpy float32 out; tensors in, a float32 tensor on the predictor's device out.
         The caller crops the view padding (``badblock.physics.stack.view_padding``).
         """
+        return self.run(stacks, masks, self.amp)
+
+    def run(self, stacks, masks=None, bf16: bool = False):
+        """:meth:`__call__` with bf16 autocast on or off for this call."""
         as_numpy = isinstance(stacks, np.ndarray)
-        inp = torch.as_tensor(np.asarray(stacks, np.float32) if as_numpy else stacks)
-        inp = inp.to(self.device, torch.float32)
         c = 2 * self.context + 1
-        if inp.ndim != 4 or inp.shape[1] != c:
+        if stacks.ndim != 4 or stacks.shape[1] != c:
             raise BadInputError("stacks", f"expected [N, {c}, V, B] context stacks, got "
-                                          f"{list(inp.shape)}")
-        m = None
-        if masks is not None:
-            m = torch.as_tensor(np.asarray(masks, np.float32) if isinstance(masks, np.ndarray)
-                                else masks).to(self.device, torch.float32)
-        scale = normalise_scale(inp, self.normalise)
-        x = network_input(inp, m, scale, self.context, self.mask_channel, self.mask_stack)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            y = self.model(x)
-        out = (y.float() * scale)[:, 0]
-        return out.cpu().numpy() if as_numpy else out
+                                          f"{list(stacks.shape)}")
+        with torch.inference_mode():
+            inp = self._to_device(stacks, "stacks")
+            m = None if masks is None else self._to_device(masks, "masks")
+            scale = normalise_scale(inp, self.normalise)
+            x = network_input(inp, m, scale, self.context, self.mask_channel, self.mask_stack)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                y = self.model(x)
+            out = (y.float() * scale)[:, 0]
+            if as_numpy:
+                return out.cpu().numpy()
+        return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
+
+    def bf16_error(self, stacks, masks, region: np.ndarray) -> float:
+        """Relative RMS difference of the bf16 and the float32 prediction over ``region``
+        (bool ``[N, Vp, B]``, e.g. the bins repair takes from the network):
+        ``sqrt(sum (bf16 - fp32)^2 / sum fp32^2)``; 0 for an empty region."""
+        lo = np.asarray(self.run(stacks, masks, True), np.float64)[region]
+        hi = np.asarray(self.run(stacks, masks, False), np.float64)[region]
+        den = float((hi ** 2).sum())
+        return float(np.sqrt(((lo - hi) ** 2).sum() / den)) if den > 0 else 0.0
 
 
 def load_predictor(checkpoint: str | os.PathLike, device: str = "auto",
