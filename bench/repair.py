@@ -105,7 +105,7 @@ def make_checkpoint(path: Path, preset: str, scanner: str, width: int | None) ->
     views_to = cfg.data.views_to or padded_views(views, 2 ** cfg.model.depth)
     info = {"scanner": scanner, "views": views, "views_to": views_to, "bins": sc.shape[3]}
     torch.manual_seed(0)
-    model, _ = build_network(cfg, info, torch.device("cpu"))
+    model = build_network(cfg, info, torch.device("cpu"))
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

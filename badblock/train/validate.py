@@ -41,7 +41,7 @@ def error_sums(net: torch.Tensor, b: Batch, reference: str, paired: bool,
         torch.tensor(float(n), dtype=torch.float64, device=net.device)])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], loss_fn, *,
              batch_size: int, crop: tuple[int, int], device: torch.device, env, amp: bool,
              channels_last: bool, reference: str, paired: bool) -> dict:

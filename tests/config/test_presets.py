@@ -45,7 +45,7 @@ def test_preset_geometry_fits_the_network(name):
         t, a = map(int, block.split(":"))
         assert t < sc.blocks_transaxial and a < sc.blocks_axial
     info = {"views": n_views, "views_to": views_to, "bins": n_bins, "scanner": sc.name}
-    model, _ = build_network(cfg, info, torch.device("cpu"))
+    model = build_network(cfg, info, torch.device("cpu"))
     layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
     assert model.config["in_channels"] == layout.in_channels
     x = torch.rand(1, layout.in_channels, views_to, n_bins)
