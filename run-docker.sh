@@ -12,6 +12,11 @@
 #   --config FILE     config file, mounted read-only at /config/<name>; a preset name (demo, ...)
 #                     is passed as it is ($BADBLOCK_CONFIG)
 #   --gpus SPEC       docker --gpus value ($BADBLOCK_GPUS, default all; none = no GPU)
+#   --ulimits MODE    auto | on | off ($BADBLOCK_DOCKER_ULIMITS, default auto): NVIDIA's
+#                     --ulimit memlock=-1 --ulimit stack=67108864. auto tries them first with a
+#                     throw-away container and leaves them out, with a note, where the daemon
+#                     cannot raise the limits (rootless Docker, some VMs: exit 125, "error
+#                     setting rlimit"); on passes them always, off never.
 #   --socket PATH     Docker socket to use ($BADBLOCK_DOCKER_SOCKET). On a DGX each user has
 #                     /mnt/docker_socks/$USER/docker.sock; it is used when it exists.
 #   --name NAME       container name
@@ -22,7 +27,7 @@
 #
 # The container runs as the calling user (--user UID:GID) so that outputs belong to them, with
 # --ipc=host (DataLoader workers die in Docker's default 64 MB /dev/shm), unlimited locked memory
-# and a 64 MB stack as NVIDIA recommends, and --init so that signals (Slurm's preemption USR2,
+# and a 64 MB stack as NVIDIA recommends (where the daemon allows them), and --init so that signals (Slurm's preemption USR2,
 # docker stop's TERM) reach the Python process and worker zombies are reaped.
 # Every BADBLOCK_* variable of the caller's environment is passed through; inside a Slurm job
 # also SLURM_*, MASTER_ADDR/PORT, NCCL_* (ranks for torch.distributed), with --network=host.
@@ -35,6 +40,7 @@ data=${BADBLOCK_DATA:-./data}
 output=${BADBLOCK_OUTPUT:-./badblock-output}
 config=${BADBLOCK_CONFIG:-}
 gpus=${BADBLOCK_GPUS:-all}
+ulimits=${BADBLOCK_DOCKER_ULIMITS:-auto}
 socket=${BADBLOCK_DOCKER_SOCKET:-}
 socks_root=${BADBLOCK_DOCKER_SOCKS:-/mnt/docker_socks}
 name=""
@@ -48,6 +54,7 @@ while [ $# -gt 0 ]; do
     --output) output=${2:?--output needs a value}; shift 2 ;;
     --config) config=${2:?--config needs a value}; shift 2 ;;
     --gpus) gpus=${2:?--gpus needs a value}; shift 2 ;;
+    --ulimits) ulimits=${2:?--ulimits needs a value}; shift 2 ;;
     --socket) socket=${2:?--socket needs a value}; shift 2 ;;
     --name) name=${2:?--name needs a value}; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
@@ -59,6 +66,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+
+case "$ulimits" in auto | on | off) ;; *) die "--ulimits $ulimits: use auto, on or off" ;; esac
 
 mode=stage
 if [ $# -eq 0 ] || [ "$1" = shell ] || [ "$1" = bash ]; then
@@ -82,7 +91,21 @@ if [ -n "$socket" ]; then
   docker+=(-H "unix://$socket")
 fi
 
-args=(run --rm --init --ipc=host --ulimit memlock=-1 --ulimit stack=67108864
+limits=(--ulimit memlock=-1 --ulimit stack=67108864)
+if [ "$ulimits" = auto ] && [ "$dry_run" = 0 ]; then
+  # A container that only runs `true`: where the daemon cannot raise the limits, its runtime
+  # fails before the container starts, and every real run would fail the same way.
+  if probe=$("${docker[@]}" run --rm "${limits[@]}" --entrypoint true "$image" 2>&1 >/dev/null); then
+    :
+  elif [[ "$probe" == *rlimit* ]]; then
+    echo "run-docker.sh: note: this Docker daemon cannot raise memlock/stack limits (rootless or" \
+         "restricted); running without --ulimit (--ulimits off skips this check)" >&2
+    ulimits=off
+  fi
+fi
+[ "$ulimits" != off ] || limits=()
+
+args=(run --rm --init --ipc=host "${limits[@]}"
       --user "$(id -u):$(id -g)"
       -v "$data:/data:ro" -v "$output:/output"
       -e BADBLOCK_DATA=/data -e BADBLOCK_OUTPUT=/output -e HOME=/tmp -w /output)
@@ -107,7 +130,7 @@ fi
 while IFS= read -r var; do
   case "$var" in
     BADBLOCK_DATA | BADBLOCK_OUTPUT | BADBLOCK_CONFIG | BADBLOCK_IMAGE | BADBLOCK_GPUS) ;;
-    BADBLOCK_DOCKER_SOCKET | BADBLOCK_DOCKER_SOCKS) ;;
+    BADBLOCK_DOCKER_SOCKET | BADBLOCK_DOCKER_SOCKS | BADBLOCK_DOCKER_ULIMITS) ;;
     BADBLOCK_*) args+=(-e "$var") ;;
     # Under Slurm: the task's rank and the rendezvous, for torch.distributed in the container.
     SLURM_CONF | SLURM_CPU_BIND* | SLURM_GPUS_ON_NODE) ;;

@@ -9,6 +9,10 @@
 #
 # SOURCE_DIR defaults to the current directory, $PYTHON picks the python. The Dockerfile runs the
 # two halves as two layers, so that a code change does not reinstall the requirements.
+#
+# The site's pip settings come as BuildKit secrets, mounted for the install steps only:
+# /run/secrets/pipconf, a pip.conf (index-url, extra-index-url, proxy, trusted-host...), and
+# /run/secrets/pipcert, a CA bundle for a site mirror or a TLS-inspecting proxy.
 set -euo pipefail
 what=all
 case "${1:-}" in
@@ -19,6 +23,15 @@ esac
 src=${1:-.}
 py=${PYTHON:-python}
 pip=("$py" -m pip --disable-pip-version-check --no-input)
+secrets=/run/secrets
+if [ -r "$secrets/pipconf" ]; then
+  export PIP_CONFIG_FILE=$secrets/pipconf
+  echo "install-deps: pip settings from the build secret pipconf"
+fi
+if [ -r "$secrets/pipcert" ]; then
+  export PIP_CERT=$secrets/pipcert
+  echo "install-deps: CA bundle from the build secret pipcert"
+fi
 
 torch_version=$("$py" -c 'import torch; print(torch.__version__)') || {
   echo "install-deps: torch is not installed in $py: this step only adds badblock to an image" \

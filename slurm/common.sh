@@ -11,11 +11,16 @@
 #   BADBLOCK_DATA     input root on the host, read-only in containers (default $SLURM_SUBMIT_DIR/data)
 #   BADBLOCK_OUTPUT   output root on the host (default $SLURM_SUBMIT_DIR/badblock-output); the
 #                     stage's logs go to $BADBLOCK_OUTPUT/logs/<job name>-<job id>.{out,err}
-#   BADBLOCK_ARGS     more arguments for `badblock STAGE` (word-split), after the script's own
+#   BADBLOCK_ARGS     more arguments for `badblock STAGE` (word-split), after the script's own.
+#                     preprocess with no arguments at all reads the data folder; repair needs
+#                     its scans named (the job stops at once with one line otherwise)
 #   BADBLOCK_PYTHON   host runtime: the python to use (default: $SLURM_SUBMIT_DIR/.venv/bin/python
 #                     when it exists, else python3)
 #   BADBLOCK_SRUN_ARGS more srun options (word-split), e.g. "--container-mount-home"
 #   BADBLOCK_DRY_RUN  1: print the command the job would run, and stop
+#
+# CPUs: the templates ask for none beyond Slurm's default (one per task), so that they fit any
+# node; with --cpus-per-task=N each task's torch uses N threads (run.threads, unless set).
 #
 # Preemption and time limits: the templates ask for `--requeue` and `--signal=B:USR2@<s>`. The
 # signal reaches this batch shell, which forwards it to the job step (srun passes it on to every
@@ -40,12 +45,25 @@ badblock_main() {
   local data=${BADBLOCK_DATA:-$submit/data}
   local output=${BADBLOCK_OUTPUT:-$submit/badblock-output}
   local job=${SLURM_JOB_ID:-0} name=${SLURM_JOB_NAME:-badblock-$stage}
-  local extra=() srun_extra=()
+  local extra=() srun_extra=() read_data=0
   # Word-splitting on purpose: these hold several arguments.
   # shellcheck disable=SC2206
   extra=("$@" ${BADBLOCK_ARGS:-})
   # shellcheck disable=SC2206
   srun_extra=(${BADBLOCK_SRUN_ARGS:-})
+
+  # No inputs: preprocess reads the data folder; repair cannot guess which scans to repair.
+  if [ "${#extra[@]}" = 0 ]; then
+    case "$stage" in
+      preprocess)
+        [ -d "$data" ] || badblock_die "no inputs: pass scans or folders (sbatch" \
+          "slurm/preprocess.sbatch INPUT...) or put them in the data folder $data (BADBLOCK_DATA)," \
+          "which does not exist"
+        read_data=1 ;;
+      repair) badblock_die "no scans to repair: sbatch slurm/repair.sbatch [OPTIONS] SCAN.hs..." \
+                "(with --checkpoint and --mask or --dead-blocks)" ;;
+    esac
+  fi
 
   if [ "$runtime" = auto ]; then
     if srun --help 2>/dev/null | grep -q -- --container-image; then runtime=pyxis; else runtime=host; fi
@@ -55,6 +73,9 @@ badblock_main() {
   mkdir -p "$output/logs" || badblock_die "cannot create $output/logs"
   output=$(cd "$output" && pwd -P)
   [ -d "$data" ] && data=$(cd "$data" && pwd -P)
+  if [ "$read_data" = 1 ]; then
+    if [ "$runtime" = host ]; then extra=("$data"); else extra=(/data); fi
+  fi
   local config_host=""
   if [ -f "$config" ]; then
     config_host=$(cd "$(dirname "$config")" && pwd -P)/$(basename "$config")
@@ -74,6 +95,9 @@ badblock_main() {
   export MASTER_ADDR MASTER_PORT
   export BADBLOCK_TRAIN__REQUEUE=false  # this script requeues (see the top of this file)
   export PYTHONUNBUFFERED=1
+  if [ -n "${SLURM_CPUS_PER_TASK:-}" ] && [ -z "${BADBLOCK_RUN__THREADS:-}" ]; then
+    export BADBLOCK_RUN__THREADS=$SLURM_CPUS_PER_TASK OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+  fi
 
   local srun=(srun --kill-on-bad-exit=1 --open-mode=append
               "--output=$output/logs/%x-%j.out" "--error=$output/logs/%x-%j.err" "${srun_extra[@]}")
@@ -85,6 +109,7 @@ badblock_main() {
         if [ -x "$submit/.venv/bin/python" ]; then py=$submit/.venv/bin/python; else py=python3; fi
       fi
       export BADBLOCK_CONFIG=$config BADBLOCK_DATA=$data BADBLOCK_OUTPUT=$output
+      badblock_log "python: $py"
       cmd=("${srun[@]}" "$py" -m badblock "$stage" "${extra[@]}")
       ;;
     pyxis)
@@ -95,9 +120,17 @@ badblock_main() {
         config=/config/$(basename "$config_host")
       fi
       export BADBLOCK_CONFIG=$config BADBLOCK_DATA=/data BADBLOCK_OUTPUT=/output
-      # pyxis does not run the image's ENTRYPOINT unless asked: call the entrypoint by path.
+      # NGC's NVIDIA_VISIBLE_DEVICES=all makes enroot's GPU hook fail on a node without the
+      # NVIDIA driver: there, ask for no GPU.
+      if [ -z "${NVIDIA_VISIBLE_DEVICES:-}" ] && ! command -v nvidia-smi >/dev/null; then
+        export NVIDIA_VISIBLE_DEVICES=void
+        badblock_log "no NVIDIA driver on this node: NVIDIA_VISIBLE_DEVICES=void for enroot"
+      fi
+      # pyxis does not run the image's ENTRYPOINT unless asked: call both entrypoints by path,
+      # NVIDIA's first (CUDA forward compatibility), as `docker run` does.
       cmd=("${srun[@]}" "--container-image=$image" "--container-mounts=$mounts"
-           --container-workdir=/output /opt/badblock/docker/entrypoint.sh "$stage" "${extra[@]}")
+           --container-workdir=/output /opt/nvidia/nvidia_entrypoint.sh
+           /opt/badblock/docker/entrypoint.sh "$stage" "${extra[@]}")
       ;;
     docker)
       local image=${BADBLOCK_IMAGE:-badblock:latest}
@@ -122,11 +155,15 @@ badblock_main() {
 
   preempted=""
   forwarded=""
+  step=""
   step_interrupted=0
-  "${cmd[@]}" &
-  step=$!
+  # The traps come first: Slurm's time-limit USR2 may arrive at any moment, even before the step
+  # starts (up to a minute early), and an untrapped USR2 would kill this shell, not requeue.
   trap 'badblock_forward USR2' USR2
   trap 'badblock_forward TERM' TERM
+  "${cmd[@]}" &
+  step=$!
+  for sig in $forwarded; do kill -s "$sig" "$step" 2>/dev/null || true; done
   local rc
   while :; do
     step_interrupted=0
@@ -159,6 +196,10 @@ badblock_forward() {
   case " $forwarded " in *" $sig "*) return 0 ;; esac
   forwarded+=" $sig"
   [ "$sig" != USR2 ] || preempted=$sig
+  if [ -z "$step" ]; then
+    badblock_log "caught SIG$sig before the step started: passing it on once it has"
+    return 0
+  fi
   badblock_log "caught SIG$sig: forwarding it to the step (pid $step)"
   kill -s "$sig" "$step" 2>/dev/null || true
 }

@@ -73,7 +73,8 @@ def test_evaluate_arrays_scores_and_outputs(tmp_path, mask):
     res = evaluate([case], mask, tmp_path, widths=(1.0, 1.0, 1.5), segments=SCANNER.segments,
                    tof_order="siemens")
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["methods"] == ["none", "divide", "interp", "biharmonic", "normconv", "oracle"]
+    assert saved["methods"] == ["none", "divide", "interp", "biharmonic", "normconv", "model",
+                                "oracle"]
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     m = res["mean"]
     assert m["oracle"]["truth"]["nrmse"] == 0.0

@@ -2,7 +2,9 @@
 
 The stage runs with the resolved config (written to OUTPUT/launch/<stage>-<time>/), one task per
 GPU. Under Slurm, USR2 comes launch.signal_delay_s before the time limit: the stage saves its
-checkpoint, submitit requeues the job and the stage resumes from checkpoint_latest.pt. --args
+checkpoint, submitit requeues the job and the stage resumes from checkpoint_latest.pt. To
+preempt such a job by hand: scancel -s USR2 JOBID (to the job's tasks; not scancel -b, which
+signals submitit's batch shell: it has no handler, dies, and the job ends FAILED). --args
 passes arguments to the stage. Everything below is also in the config's launch section.
 
 examples:

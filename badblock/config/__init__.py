@@ -16,7 +16,7 @@ from badblock.config.cluster import LaunchConfig
 from badblock.config.common import RunConfig, ScannerConfig
 from badblock.config.evaluation import DemoConfig, EvaluateConfig, RepairConfig
 from badblock.config.loader import build, from_dict, layered, presets, to_dict
-from badblock.config.physics import SimulateConfig
+from badblock.config.physics import DetectConfig, SimulateConfig
 from badblock.config.preprocess import PreprocessConfig
 from badblock.config.training import (
     AugmentConfig,
@@ -36,6 +36,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -60,7 +61,7 @@ class Config:
 def load_config(config: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                 env: Mapping[str, str] | None = None) -> Config:
     """Defaults < ``config`` (file or preset name; else ``$BADBLOCK_CONFIG``) < env < overrides."""
-    return build(Config, layered(config, overrides, env))
+    return build(Config, layered(config, overrides, env, schema=Config))
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -18,7 +18,23 @@ class SimulateConfig:
     dtype: Literal["uint16", "float32"] = "uint16"  # prompts; the truth is always float32
     seed: int = 0
     step_mm: float = 0.0  # sample spacing along each LOR; 0 = one transaxial voxel (bin size)
+    # exact: every LOR (physics.projector), damage LOR by LOR; fast: physics.fastproj (torch, on
+    # a GPU when there is one), damage as binomial thinning of the bins (expectation x (1 - f));
+    # auto: exact for scanners of at most 5 million LORs (mini), fast for the clinical ones.
+    projector: Literal["auto", "exact", "fast"] = "auto"
     chunk_mb: float = 256.0  # memory for one chunk of views/planes being projected or written
     # Also write damaged/ copies with the LORs through these dead crystals removed ("T:A").
     dead_blocks: list[str] = field(default_factory=list)
     dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"
+
+
+@dataclass
+class DetectConfig:
+    # Evidence a verdict needs, in standard deviations of the deadness estimate: a candidate
+    # is decided only when 1/2 lies z of them from both "alive" (0) and "dead" (1).
+    z: float = 5.0
+    crystals: bool = True  # also search single dead crystals outside the dead blocks
+
+    def __post_init__(self):
+        if not self.z > 0:
+            raise ValueError(f"z must be positive, not {self.z}")

@@ -7,6 +7,7 @@ Every reader fills a :class:`ScanHeader`; every writer takes one. Shapes are alw
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class ScanHeader:
             raise BadInputError(where, f"unknown scan format {self.format!r} (one of {FORMATS})")
         if len(self.shape) != 4 or min(self.shape) < 1:
             raise BadInputError(where, f"shape {self.shape} is not [TOF, plane, view, bin] > 0")
+        self.data_offset = int(self.data_offset)
+        if self.data_offset < 0:
+            raise BadInputError(where, f"data offset {self.data_offset} bytes is negative")
         if self.tof_order not in TOF_ORDERS:
             raise BadInputError(where, f"unknown TOF order {self.tof_order!r} ({TOF_ORDERS})")
         if self.segments is not None:
@@ -74,8 +78,9 @@ class ScanHeader:
 
     @property
     def nbytes(self) -> int:
-        """Size of the data block in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """Size of the data block in bytes (a Python int: a header may declare sizes whose
+        product overflows int64, and the size check must still compare them exactly)."""
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def replace(self, **changes) -> ScanHeader:
         """A copy with some fields changed (``keys`` and ``segments`` copied, not shared)."""

@@ -100,11 +100,17 @@ class Keys:
 
 
 def parse_int(path, key: str, value: str) -> int:
+    """An integer value, exactly (Python ints: header sizes beyond int64 stay exact so that
+    the size check can report them); ``3.0`` is accepted as 3."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        pass
     try:
         f = float(value.strip())
     except ValueError:
         raise BadInputError(path, f"cannot parse '{key} := {value}' as an integer") from None
-    if not f.is_integer():
+    if not f.is_integer():  # also nan and inf
         raise BadInputError(path, f"'{key} := {value}' is not a whole number")
     return int(f)
 

@@ -9,6 +9,7 @@ and header in place only when the ``with`` block ends cleanly.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ def _map(header: ScanHeader):
     """Memory map of the data, as ``[TOF, plane, view, bin]``."""
     n_tof, n_planes, n_views, n_bins = header.shape
     flat_map = np.memmap(header.data_file, dtype=header.dtype, mode="r",
-                         offset=header.data_offset, shape=(int(np.prod(header.shape)),))
+                         offset=header.data_offset, shape=(math.prod(header.shape),))
     if not header.view_major:
         return flat_map.reshape(header.shape)
     segments = header.segments or []

@@ -151,6 +151,17 @@ def lor_geometry(scanner: Scanner) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(phi, c.shape[:2] + e.shape).copy(), np.broadcast_to(s, phi.shape).copy()
 
 
+# Scanners with at most this many real LORs are projected LOR by LOR by default (mini has 0.5
+# million, the Vision 1.2 billion); larger ones use the fast projector's approximations.
+EXACT_MAX_LORS = 5_000_000
+
+
+def lor_total(scanner: Scanner) -> int:
+    """Number of real LORs of the sinogram: real transaxial pairs x real ring pairs."""
+    _, _, valid = transaxial_pairs(scanner)
+    return int(valid.sum()) * sum(len(p) for p in plane_ring_pairs(scanner))
+
+
 def ring_z_mm(scanner: Scanner) -> np.ndarray:
     """float64 ``[n_rings]``: axial centre of each ring (mm), the scanner centre at 0."""
     return (np.arange(scanner.n_rings) - (scanner.n_rings - 1) / 2) * scanner.ring_spacing_mm

@@ -220,7 +220,7 @@ def _bilinear_columns(vol_yxz: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np
     return out
 
 
-def _support_radius(grid: VolumeGrid, activity: np.ndarray, mu: np.ndarray | None) -> float:
+def support_radius(grid: VolumeGrid, activity: np.ndarray, mu: np.ndarray | None) -> float:
     """Radius (mm) of a circle around the axis outside which trilinear samples of the volumes
     are zero: the farthest non-zero voxel centre plus one voxel diagonal."""
     support = np.asarray(activity).max(axis=0) > 0
@@ -280,7 +280,7 @@ def project(geom: ProjectionGeometry, activity: np.ndarray, mu: np.ndarray | Non
             tmax_all = np.minimum(tmax_all, np.where(
                 par, np.where(inside, np.inf, -np.inf), np.maximum(t1, t2)))
     # Also clip to a circle around the volume's support: nothing outside it contributes.
-    r_clip = _support_radius(grid, activity, mu)
+    r_clip = support_radius(grid, activity, mu)
     a_q = lxy_all * lxy_all
     b_q = 2.0 * (geom.yx1 * d_all).sum(axis=1)
     c_q = (geom.yx1 * geom.yx1).sum(axis=1) - r_clip * r_clip

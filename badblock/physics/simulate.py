@@ -1,11 +1,17 @@
 """Synthetic datasets: phantom activity -> TOF sinograms with Poisson noise, per scanner preset.
 
 For every scan the noiseless expectation (``scan_NNN.truth.*``, float32) is the forward
-projection of the activity along the preset's own LORs (:mod:`badblock.physics.projector`),
-attenuated by a water body outline and scaled so that its sum is the requested expected count;
-the prompts (``scan_NNN.*``) are a Poisson draw from it. Both are written plane-streamed through
-memory maps, so memory stays bounded for any scanner. The whole folder is built under a temporary
-name and renamed into place at the end: an interrupted run leaves nothing that looks complete.
+projection of the activity along the preset's own LORs, attenuated by a water body outline and
+scaled so that its sum is the requested expected count; the prompts (``scan_NNN.*``) are a
+Poisson draw from it. ``simulate.projector`` picks the projector: ``exact``
+(:func:`badblock.physics.projector.project`, LOR by LOR; a damaged copy drops the LORs through
+dead crystals) or ``fast`` (:class:`badblock.physics.fastproj.FastProjector`; a damaged copy's
+expectation is the complete one times ``1 - f`` of the dead-block mask, i.e. the binomial-
+thinning model of damage, exact in expectation when the LORs of a bin see the same activity);
+``auto`` takes ``exact`` for scanners of at most ``EXACT_MAX_LORS`` LORs and ``fast`` above.
+Truth and prompts are written plane-streamed through memory maps, so memory stays bounded for
+any scanner. The whole folder is built under a temporary name and renamed into place at the end:
+an interrupted run leaves nothing that looks complete.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +29,8 @@ from badblock import __version__
 from badblock.config import Config, save_resolved
 from badblock.errors import BadInputError
 from badblock.io import ScanHeader, open_scan_writer, tof_offsets
-from badblock.physics.geometry import crystal_is_real
-from badblock.physics.mask import dead_set, parse_blocks, parse_crystals
+from badblock.physics.geometry import EXACT_MAX_LORS, crystal_is_real, lor_total
+from badblock.physics.mask import dead_block_mask, dead_set, parse_blocks, parse_crystals
 from badblock.physics.phantom import (
     VolumeGrid,
     body_mu_map,
@@ -32,7 +39,12 @@ from badblock.physics.phantom import (
     random_phantom,
     render,
 )
-from badblock.physics.projector import ProjectionGeometry, project, scanner_geometry
+from badblock.physics.projector import (
+    ProjectionGeometry,
+    project,
+    scanner_geometry,
+    support_radius,
+)
 from badblock.physics.scanners import Scanner, get_scanner
 from badblock.utils.atomic import atomic_dir, atomic_write_json
 from badblock.utils.progress import progress
@@ -82,6 +94,15 @@ def alive_crystals(scanner: Scanner, blocks=(), crystals=()) -> np.ndarray:
     return alive
 
 
+def projector_kind(choice: str, scanner: Scanner) -> str:
+    """``exact`` or ``fast`` for ``simulate.projector`` = auto | exact | fast."""
+    if choice not in ("auto", "exact", "fast"):
+        raise BadInputError("simulate.projector", f"must be auto, exact or fast, not {choice!r}")
+    if choice != "auto":
+        return choice
+    return "exact" if lor_total(scanner) <= EXACT_MAX_LORS else "fast"
+
+
 def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
     """Yield a :class:`ScanSource` per scan (random phantoms from the seed, or the user's file)."""
     sim = cfg.simulate
@@ -107,8 +128,9 @@ def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
                          else None, {"shapes": shapes})
 
 
-def _view_chunk(scanner: Scanner, chunk_mb: float) -> int:
-    per_view = scanner.n_tof * scanner.n_planes * scanner.n_bins * 8 * 2
+def _view_chunk(scanner: Scanner, chunk_mb: float, kind: str = "exact") -> int:
+    # exact: float64 complete + damaged; fast: float32 complete + damaged
+    per_view = scanner.n_tof * scanner.n_planes * scanner.n_bins * (8 if kind == "exact" else 4) * 2
     return max(1, min(scanner.n_views, int(chunk_mb * 2**20 // per_view)))
 
 
@@ -117,36 +139,82 @@ def _plane_chunk(scanner: Scanner, chunk_mb: float) -> int:
     return max(1, min(scanner.n_planes, int(chunk_mb * 2**20 // per_plane)))
 
 
-def _poisson_into(out, truth, scale: float, rng: np.random.Generator, scanner: Scanner,
+def _poisson_into(out, truth, scale: float, seed: np.random.SeedSequence, scanner: Scanner,
                   dtype: np.dtype, chunk_mb: float, perm: np.ndarray, bar) -> dict:
     """Scale ``truth`` in place to the expected counts and write a Poisson draw to ``out``.
 
-    The draw is made in time order (``perm``: linear TOF index of each stored index), so a
-    seed gives the same counts whatever the file format's TOF order.
+    Each chunk of planes draws from its own child of ``seed``, TOF bin by TOF bin in time order
+    (``perm``: linear TOF index of each stored index), so a seed gives the same counts whatever
+    the file format's TOF order and however many threads draw: up to 4 chunks at once (numpy
+    releases the GIL while it draws; the draw is the slowest part of a Vision scan).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     top = np.iinfo(dtype).max if dtype.kind in "iu" else None
-    total, clipped, peak = 0, 0, 0
     step = _plane_chunk(scanner, chunk_mb)
-    for p0 in range(0, scanner.n_planes, step):
-        block = np.asarray(truth[:, p0:p0 + step], np.float64) * scale
-        truth[:, p0:p0 + step] = block.astype(np.float32)
-        linear = np.empty_like(block)
-        linear[perm] = block
-        counts = rng.poisson(linear)[perm]
-        peak = max(peak, int(counts.max(initial=0)))
-        if top is not None and peak > top:
-            clipped += int((counts > top).sum())
-            counts = np.minimum(counts, top)
-        out[:, p0:p0 + step] = counts.astype(dtype)
-        total += int(counts.sum())
-        bar.update(1)
+    starts = list(range(0, scanner.n_planes, step))
+    seeds = seed.spawn(len(starts))
+    time_order = np.argsort(perm)  # stored index of each TOF bin, earliest first
+
+    def draw(c: int) -> tuple[int, int, int]:
+        rng = np.random.default_rng(seeds[c])
+        planes = slice(starts[c], starts[c] + step)
+        block = np.asarray(truth[:, planes], np.float64) * scale
+        truth[:, planes] = block.astype(np.float32)
+        total, peak, clipped = 0, 0, 0
+        for i in time_order:
+            counts = rng.poisson(block[i])
+            high = int(counts.max(initial=0))
+            peak = max(peak, high)
+            if top is not None and high > top:
+                clipped += int((counts > top).sum())
+                counts = np.minimum(counts, top)
+            out[i, planes] = counts.astype(dtype)
+            total += int(counts.sum())
+        return total, peak, clipped
+
+    total, clipped, peak = 0, 0, 0
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        for t, p, c in pool.map(draw, range(len(starts))):
+            total, peak, clipped = total + t, max(peak, p), clipped + c
+            bar.update(1)
     return {"counts": total, "max_bin": peak, "clipped_bins": clipped}
+
+
+def _projections(source: ScanSource, cfg: Config, scanner: Scanner, geom: ProjectionGeometry,
+                 step_mm: float, alive: np.ndarray | None, keep: np.ndarray | None):
+    """Yield ``(v0, v1, full, damaged)`` per chunk of views: the noiseless projection
+    ``[n_tof (linear), plane, v1 - v0, bin]`` and its damaged copy (None without damage):
+    LOR by LOR with ``alive`` (exact), or ``full x keep`` (fast; ``keep`` = 1 - f)."""
+    sim = cfg.simulate
+    kind = projector_kind(sim.projector, scanner)
+    vstep = _view_chunk(scanner, sim.chunk_mb, kind)
+    if kind == "exact":
+        for v0 in range(0, scanner.n_views, vstep):
+            v1 = min(v0 + vstep, scanner.n_views)
+            full, damaged = project(geom, source.activity, source.mu, step_mm=step_mm,
+                                    views=(v0, v1), alive=alive)
+            yield v0, v1, full, damaged
+        return
+    import torch
+
+    from badblock.physics.fastproj import FastProjector
+
+    fast = FastProjector(scanner, source.mu, step_mm=step_mm, tof_fwhm_ps=sim.tof_fwhm_ps,
+                         support_mm=support_radius(geom.grid, source.activity, source.mu),
+                         device="cuda" if torch.cuda.is_available() else "cpu")
+    table = fast.prepare(source.activity)  # once: each chunk of views reuses it
+    for v0 in range(0, scanner.n_views, vstep):
+        v1 = min(v0 + vstep, scanner.n_views)
+        full = fast.forward(table, range(v0, v1)).cpu().numpy()
+        yield v0, v1, full, None if keep is None else full * keep[:, v0:v1]
 
 
 def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
                   geom: ProjectionGeometry, folder: Path, step_mm: float,
-                  alive: np.ndarray | None, bar) -> dict:
-    """Simulate scan ``index`` into ``folder`` (and ``folder/damaged`` with ``alive``)."""
+                  alive: np.ndarray | None, bar, keep: np.ndarray | None = None) -> dict:
+    """Simulate scan ``index`` into ``folder`` (and ``folder/damaged`` with ``alive``; the fast
+    projector's damaged copy keeps ``keep`` = 1 - f of each bin)."""
     sim = cfg.simulate
     fmt = sim.format
     dtype = DTYPES[sim.dtype]
@@ -154,7 +222,6 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
     names = {"scan": f"scan_{index:03d}{suffix}", "truth": f"scan_{index:03d}.truth{suffix}"}
     order = storage_tof_order(fmt, scanner)
     perm = linear_index(scanner.n_tof, order)
-    vstep = _view_chunk(scanner, sim.chunk_mb)
     targets = [folder] + ([folder / DAMAGED_DIR] if alive is not None else [])
     for t in targets[1:]:
         t.mkdir(exist_ok=True)
@@ -164,14 +231,13 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
         truths = [stack.enter_context(open_scan_writer(t / names["truth"], scan_header(
             scanner, fmt, t / names["truth"], DTYPES["float32"]))) for t in targets]
         total = 0.0
-        for v0 in range(0, scanner.n_views, vstep):
-            v1 = min(v0 + vstep, scanner.n_views)
-            full, damaged = project(geom, source.activity, source.mu, step_mm=step_mm,
-                                    views=(v0, v1), alive=alive)
-            total += float(full.sum())
-            truths[0].data[:, :, v0:v1, :] = full[perm].astype(np.float32)
-            if damaged is not None:
-                truths[1].data[:, :, v0:v1, :] = damaged[perm].astype(np.float32)
+        for v0, v1, full, damaged in _projections(source, cfg, scanner, geom, step_mm, alive,
+                                                  keep):
+            total += float(full.sum(dtype=np.float64))
+            for i, j in enumerate(perm):  # stored TOF index i holds linear index j
+                truths[0].data[i, :, v0:v1, :] = full[j]
+                if damaged is not None:
+                    truths[1].data[i, :, v0:v1, :] = damaged[j]
             bar.update(1)
         if not total > 0:
             raise BadInputError(sim.activity or "phantom",
@@ -180,10 +246,9 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
         scale = float(sim.counts) / total
         seeds = np.random.SeedSequence([sim.seed, index, 1]).spawn(2)
         for k, (t, truth) in enumerate(zip(targets, truths)):
-            rng = np.random.default_rng(seeds[k])
             with open_scan_writer(t / names["scan"], scan_header(
                     scanner, fmt, t / names["scan"], dtype)) as out:
-                stats = _poisson_into(out.data, truth.data, scale, rng, scanner, dtype,
+                stats = _poisson_into(out.data, truth.data, scale, seeds[k], scanner, dtype,
                                       sim.chunk_mb, perm, bar)
             if stats["clipped_bins"]:
                 log.warning("scan %d%s: %d bins exceed %s and were clipped (max %d); lower "
@@ -230,7 +295,11 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
     sources = make_sources(cfg, geom, sim.scans)  # validates --activity before any output
     first = next(sources)
     replace = force or (out.is_dir() and not any(out.iterdir()))
-    n_views = math.ceil(scanner.n_views / _view_chunk(scanner, sim.chunk_mb))
+    kind = projector_kind(sim.projector, scanner)
+    keep = None
+    if alive is not None and kind == "fast":
+        keep = 1.0 - dead_block_mask(scanner, blocks, crystals)
+    n_views = math.ceil(scanner.n_views / _view_chunk(scanner, sim.chunk_mb, kind))
     n_planes = math.ceil(scanner.n_planes / _plane_chunk(scanner, sim.chunk_mb))
     steps = sim.scans * (n_views + n_planes * (2 if alive is not None else 1))
     records = []
@@ -242,7 +311,7 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
                 if i:
                     source = next(sources)
                 records.append(simulate_scan(i, source, cfg, scanner, geom, tmp, step_mm,
-                                             alive, bar))
+                                             alive, bar, keep))
         finally:
             bar.close()
         grid = geom.grid
@@ -256,6 +325,10 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
             "attenuation": sim.attenuation, "mu_water_per_mm": 0.0096,
             "grid": {"shape": list(grid.shape), "voxel_mm": list(grid.voxel_mm)},
             "step_mm": step_mm,
+            "projector": kind,
+            "damage_model": None if alive is None else
+            ("LOR level: the LORs through dead crystals are left out" if kind == "exact" else
+             "binomial thinning: damaged expectation = complete expectation x (1 - f)"),
             "dead_blocks": [f"{t}:{a}" for t, a in blocks],
             "dead_crystals": [f"{c}:{r}" for c, r in crystals],
             "scans": records})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,13 +26,20 @@ DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "
                "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
 
-def slurm_env(**extra: str) -> dict[str, str]:
-    """The environment for Slurm commands and jobs: this Python first on PATH, one thread."""
+def slurm_env(locate: bool = True, **extra: str) -> dict[str, str]:
+    """The environment for Slurm commands and jobs, one thread. ``locate``: name this checkout
+    and this Python (BADBLOCK_REPO, BADBLOCK_PYTHON, PATH); without it the templates must find
+    them themselves, and this Python's folder is not on PATH."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("BADBLOCK_", "SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
-    env.update(SLURM_CONF=str(SLURM_CONF), PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
-               BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1", BADBLOCK_RUN__THREADS="1",
-               BADBLOCK_PYTHON=sys.executable, BADBLOCK_REPO=str(ROOT))
+    env.update(SLURM_CONF=str(SLURM_CONF), BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1",
+               BADBLOCK_RUN__THREADS="1")
+    bin_dir = str(Path(sys.executable).parent)
+    if locate:
+        env.update(PATH=f"{bin_dir}:{env['PATH']}", BADBLOCK_PYTHON=sys.executable,
+                   BADBLOCK_REPO=str(ROOT))
+    else:
+        env["PATH"] = ":".join(p for p in env["PATH"].split(":") if p != bin_dir)
     env.update(extra)
     return env
 
@@ -85,11 +93,22 @@ def in_queue(env: dict[str, str], job: str) -> bool:
     return bool(out.strip())
 
 
+# Why a pending job can never start on this cluster (e.g. more CPUs than the node has).
+NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "BadConstraints", "ReqNodeNotAvail"}
+
+
 def wait_job(env: dict[str, str], job: str, timeout: float = 240) -> tuple[str, str]:
-    """Wait until the job left the queue and sacct reports a final state."""
+    """Wait until the job left the queue and sacct reports a final state; fail at once for a
+    job that can never start."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not in_queue(env, job):
+        reason = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], env=env,
+                                capture_output=True, text=True, timeout=60).stdout.split()
+        if reason[:1] == ["PENDING"] and reason[1] in NEVER_STARTS:
+            cpus = scontrol_job(env, job).get("NumCPUs")
+            subprocess.run(["scancel", job], env=env, timeout=60)
+            pytest.fail(f"job {job} can never start here: {reason[1]} ({cpus} CPUs asked)")
+        if not reason:
             state, code = job_state(env, job)
             if state in DONE_STATES:
                 return state, code
@@ -110,3 +129,48 @@ def epochs_logged(run: Path) -> list[int]:
     if not log.exists():
         return []
     return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
+
+
+# The training every preemption test runs, and its uninterrupted reference: long enough (about
+# 40 s of steps here) for Slurm's time-limit signal of a --time=1 job to land inside it.
+PREEMPT_EPOCHS = 14
+PREEMPT_ARGS = ["--epochs", str(PREEMPT_EPOCHS), "--set", "data.batch_size=4", "--set",
+                "model.width=4", "--set", "train.val_batches=1", "--set", "train.tensorboard=false",
+                "--set", "data.epoch_size=256", "--set", "run.threads=1"]
+EPOCH_LINE = re.compile(r"^badblock train: epoch (\d+): (train \S+ +val \S+ +NRMSE .*? baseline "
+                        r"\S+)", re.M)
+
+
+def epoch_lines(text: str) -> list[tuple[int, str]]:
+    """The trainer's per-epoch lines in a log, in order: (epoch, losses and NRMSEs). Every run
+    of a requeued job appends to the same log, so a repeated epoch shows twice, a lost one not
+    at all, and a resume from the wrong state changes the numbers."""
+    return [(int(m.group(1)), m.group(2)) for m in EPOCH_LINE.finditer(text)]
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A tiny training store: 2 simulated mini scans, preprocessed here (no Slurm)."""
+    base = tmp_path_factory.mktemp("tiny-store")
+    env = {**os.environ, "BADBLOCK_PROGRESS": "0"}
+    bb = [sys.executable, "-m", "badblock"]
+    subprocess.run([*bb, "simulate", "--scans", "2", "--counts", "2e5", "-o", str(base / "sim")],
+                   env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([*bb, "preprocess", str(base / "sim"), "-o", str(base)], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return base / "store"
+
+
+@pytest.fixture(scope="session")
+def reference_epochs(tiny_store, tmp_path_factory) -> list[tuple[int, str]]:
+    """The per-epoch lines of PREEMPT_ARGS's training run here, uninterrupted."""
+    out = tmp_path_factory.mktemp("reference")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BADBLOCK_", "SLURM_"))}
+    env.update(BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "badblock", "train", "--config", "demo", "-o",
+                           str(out), *PREEMPT_ARGS, "--set", f"data.store={tiny_store}"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = epoch_lines(proc.stderr)
+    assert [e for e, _ in lines] == list(range(1, PREEMPT_EPOCHS + 1))
+    return lines

@@ -12,14 +12,15 @@
 # not touched: clients find the config through SLURM_CONF=$BADBLOCK_SLURM_DIR/etc/slurm.conf.
 # A munged that was already running is used and left running.
 #
-# The node offers $BADBLOCK_SLURM_CPUS task slots (default: 8 or the core count if larger; more
-# slots than cores are fine for tests) and $BADBLOCK_SLURM_GPUS fake GPUs (gres gpu, character
+# The node offers $BADBLOCK_SLURM_CPUS task slots (default 4: more than the cores of a small CI
+# machine, for the two-task tests, and fewer than the 8 CPUs a DGX-minded template might ask
+# for, so that the tests catch a template default that does not fit a small node) and $BADBLOCK_SLURM_GPUS fake GPUs (gres gpu, character
 # devices equal to /dev/null) so that `--gres=gpu:N` is accepted; there is no GPU behind them.
 set -euo pipefail
 
 DIR=${BADBLOCK_SLURM_DIR:-/tmp/badblock-slurm}
 NODE=$(hostname -s)
-CPUS=${BADBLOCK_SLURM_CPUS:-$(( $(nproc) > 8 ? $(nproc) : 8 ))}
+CPUS=${BADBLOCK_SLURM_CPUS:-4}
 GPUS=${BADBLOCK_SLURM_GPUS:-2}
 DB_PORT=${BADBLOCK_SLURM_DB_PORT:-33061}
 CONF=$DIR/etc/slurm.conf

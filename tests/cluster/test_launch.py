@@ -26,23 +26,14 @@ from badblock.launch import (
     prepare,
     submit,
 )
-from tests.cluster.conftest import ROOT, epochs_logged, scontrol_job, wait_job
-
-TINY = ["--set", "data.batch_size=4", "--set", "model.width=4", "--set", "train.val_batches=1",
-        "--set", "train.tensorboard=false", "--set", "run.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """A tiny training store: 2 simulated mini scans, preprocessed."""
-    base = tmp_path_factory.mktemp("launch-store")
-    env = {**os.environ, "BADBLOCK_PROGRESS": "0"}
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([bin_dir / "badblock", "simulate", "--scans", "2", "--counts", "2e5", "-o",
-                    str(base / "sim")], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([bin_dir / "badblock", "preprocess", str(base / "sim"), "-o", str(base)],
-                   env=env, check=True, capture_output=True, timeout=300)
-    return base / "store"
+from tests.cluster.conftest import (
+    PREEMPT_ARGS,
+    ROOT,
+    epoch_lines,
+    epochs_logged,
+    scontrol_job,
+    wait_job,
+)
 
 
 def test_parameters_come_from_the_config(tmp_path):
@@ -181,15 +172,14 @@ def _task_pid(folder: Path) -> int:
 
 
 @pytest.mark.slow
-def test_local_cluster_requeues_through_checkpoint(store, tmp_path):
+def test_local_cluster_requeues_through_checkpoint(tiny_store, reference_epochs, tmp_path):
     """A real USR2 to the local task: checkpoint() lets the trainer save, submitit requeues,
-    the stage resumes; no epoch lost or repeated."""
-    epochs = 4
+    the stage resumes; every epoch once, with the numbers of an uninterrupted run."""
     cfg = load_config("demo", [f"run.output={tmp_path}", "launch.cluster=local",
-                               f"data.store={store}", "data.epoch_size=64"])
-    job = submit(cfg, "train", ["--epochs", str(epochs), *TINY])
+                               f"data.store={tiny_store}"])
+    job = submit(cfg, "train", PREEMPT_ARGS)
     run = tmp_path / "train"
-    end = time.monotonic() + 120
+    end = time.monotonic() + 180
     while not epochs_logged(run):
         assert time.monotonic() < end and not job.done(), job.stderr()
         time.sleep(0.3)
@@ -198,42 +188,41 @@ def test_local_cluster_requeues_through_checkpoint(store, tmp_path):
     os.kill(pid, signal.SIGUSR2)
     result = job.result()
     assert result["attempt"] == 1 and result["returncode"] == 0
-    assert epochs_logged(run) == list(range(1, epochs + 1))
     err = job.stderr()
     assert "requeueing; resumes from" in err and "resuming epoch" in err
+    assert epoch_lines(err) == reference_epochs
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_slurm_ddp_train_requeued_by_interrupt(slurm, store, tmp_path, monkeypatch):
-    """Two tasks (gloo) on the real local Slurm; submitit's own preemption simulation
-    (TERM then USR2 to the steps) goes through checkpoint() and scontrol requeue."""
+def test_slurm_launch_job_preempted_by_scancel_usr2(slurm, tiny_store, reference_epochs,
+                                                     tmp_path, monkeypatch):
+    """`scancel -s USR2 JOB`, the way to preempt a `badblock launch` job by hand (USR2 to the
+    job's tasks, as Slurm's --signal=USR2@90 does; not -b, which would kill submitit's batch
+    shell): checkpoint(), scontrol requeue, resume; every epoch once, as uninterrupted."""
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
-    epochs = 4
     cfg = load_config("demo", [f"run.output={tmp_path}", "launch.cluster=slurm",
-                               "launch.partition=debug", "launch.tasks_per_node=2",
-                               "launch.cpus_per_task=1", "launch.time_min=30",
-                               f"data.store={store}", "data.epoch_size=64"])
-    job = submit(cfg, "train", ["--epochs", str(epochs), *TINY])
+                               "launch.partition=debug", "launch.cpus_per_task=1",
+                               "launch.time_min=30", f"data.store={tiny_store}"])
+    job = submit(cfg, "train", PREEMPT_ARGS)
     run = tmp_path / "train"
     end = time.monotonic() + 180
     while not epochs_logged(run):
         assert time.monotonic() < end and not job.done(), (job.state, job.stderr())
         time.sleep(0.5)
-    job._interrupt()
+    subprocess.run(["scancel", "-s", "USR2", job.job_id], env=slurm, check=True, timeout=60)
     end = time.monotonic() + 60
     while int(scontrol_job(slurm, job.job_id).get("Restarts", "0")) < 1:
         assert time.monotonic() < end, job.stderr()
         time.sleep(0.3)
     # sacct first: submitit's own polling backs off to minutes for older jobs.
-    assert wait_job(slurm, job.job_id) == ("COMPLETED", "0:0")
-    results = job.results()
-    assert [r["rank"] for r in results] == [0, 1]
-    assert all(r["attempt"] == 1 and r["returncode"] == 0 for r in results)
-    assert epochs_logged(run) == list(range(1, epochs + 1))
+    assert wait_job(slurm, job.job_id, timeout=400) == ("COMPLETED", "0:0")
+    [result] = job.results()
+    assert result["attempt"] == 1 and result["returncode"] == 0
     err = job.stderr()
-    assert "requeueing; resumes from" in err and "2 process(es)" in err
+    assert "requeueing; resumes from" in err
+    assert epoch_lines(err) == reference_epochs
 
 
 def test_launch_command_dry_run(tmp_path):
@@ -263,3 +252,14 @@ def test_launch_command_on_slurm_with_a_gpu(slurm, tmp_path):
     text = script.read_text()
     assert "#SBATCH --gpus-per-node=1" in text and "#SBATCH --signal=USR2@90" in text
     assert "#SBATCH --partition=debug" in text and "#SBATCH --time=5" in text
+
+
+def test_launch_help_names_the_preemption_command():
+    """Preempting a launch job by hand takes `scancel -s USR2` (the tasks), not the templates'
+    `scancel -b -s USR2` (the batch shell), which submitit's batch shell does not survive."""
+    proc = subprocess.run([sys.executable, "-m", "badblock", "launch", "--help"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0
+    assert "scancel -s USR2 JOBID" in proc.stdout and "not scancel -b" in proc.stdout
+    docs = (ROOT / "docs" / "containers.md").read_text()
+    assert "scancel -s USR2" in docs and "scancel -b -s USR2" in docs

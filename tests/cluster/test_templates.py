@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,9 +45,12 @@ def test_pyxis_command(folders):
     assert shlex.split(proc.stdout) == [
         *logs_flags(t / "out"), "--mpi=none", "--container-image=/images/badblock.sqsh",
         f"--container-mounts={t}/data:/data:ro,{t}/out:/output,{t}/my.yaml:/config/my.yaml:ro",
-        "--container-workdir=/output", "/opt/badblock/docker/entrypoint.sh", "train",
-        "--set", "train.lr=0.01"]
+        "--container-workdir=/output", "/opt/nvidia/nvidia_entrypoint.sh",
+        "/opt/badblock/docker/entrypoint.sh", "train", "--set", "train.lr=0.01"]
     assert (t / "out" / "logs").is_dir()
+    # NGC's NVIDIA_VISIBLE_DEVICES=all would make enroot fail on a node without the driver.
+    no_driver = shutil.which("nvidia-smi") is None
+    assert ("NVIDIA_VISIBLE_DEVICES=void" in proc.stderr) == no_driver
 
 
 def test_docker_command(folders):
@@ -91,6 +95,8 @@ def test_sbatch_headers_requeue_and_signal_the_batch_shell():
         assert "#SBATCH --requeue" in header and "#SBATCH --open-mode=append" in header
         assert any(re.fullmatch(r"#SBATCH --signal=B:USR2@\d+", line) for line in header)
         assert not any("gpus-per-task" in line for line in header)
+        # Nothing a small node lacks: a job asking for more CPUs than any node has pends forever.
+        assert not any("cpus-per-task" in line or "--mem" in line for line in header)
         # sbatch stops reading #SBATCH lines at the first command: all must come before it.
         first_command = next(i for i, line in enumerate(text.splitlines())
                              if line and not line.startswith("#"))
@@ -105,3 +111,43 @@ def test_missing_checkout_is_a_clear_error(tmp_path):
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
                           cwd=tmp_path)
     assert proc.returncode == 2 and "set BADBLOCK_REPO" in proc.stderr
+
+
+def test_preprocess_without_inputs_reads_the_data_folder(folders):
+    t = folders
+    proc = dry_run(t, "preprocess.sbatch", BADBLOCK_RUNTIME="host", BADBLOCK_PYTHON="py")
+    assert proc.returncode == 0, proc.stderr
+    assert shlex.split(proc.stdout)[-3:] == ["badblock", "preprocess", f"{t}/data"]
+    proc = dry_run(t, "preprocess.sbatch", BADBLOCK_RUNTIME="pyxis")
+    assert shlex.split(proc.stdout)[-2:] == ["preprocess", "/data"]
+    proc = dry_run(t, "preprocess.sbatch", BADBLOCK_RUNTIME="host",
+                   BADBLOCK_DATA=str(t / "nowhere"))
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "no inputs" in line and f"{t}/nowhere" in line and "does not exist" in line
+
+
+def test_repair_without_scans_is_one_clear_line(folders):
+    proc = dry_run(folders, "repair.sbatch", BADBLOCK_RUNTIME="host")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "no scans to repair" in line
+
+
+def test_threads_follow_the_cpus_slurm_gave(folders, tmp_path):
+    """--cpus-per-task=N: the stage runs with N threads, unless run.threads is set."""
+    show = tmp_path / "show.sh"
+    show.write_text('#!/bin/sh\necho "threads=$BADBLOCK_RUN__THREADS omp=$OMP_NUM_THREADS"\n')
+    show.chmod(0o755)
+    for preset, expected in [("", "threads=6 omp=6"), ("2", "threads=2 ")]:
+        env = {"BADBLOCK_RUNTIME": "host", "BADBLOCK_PYTHON": str(show),
+               "SLURM_CPUS_PER_TASK": "6", "BADBLOCK_DRY_RUN": "0",
+               "PATH": f"{tmp_path}:/usr/bin:/bin"}
+        if preset:
+            env["BADBLOCK_RUN__THREADS"] = preset
+        srun = tmp_path / "srun"  # runs the command after srun's own options, as srun would
+        srun.write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+        srun.chmod(0o755)
+        proc = dry_run(folders, "train.sbatch", **env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(expected)

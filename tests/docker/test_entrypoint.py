@@ -3,11 +3,13 @@ first argument, arguments passed through, a shell on request, clear errors."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,6 @@ def test_entrypoint_knows_exactly_the_cli_stages():
 
 @pytest.mark.parametrize("stage", COMMANDS)
 def test_every_stage_from_env_and_from_argument(stage):
-    if importlib.util.find_spec(f"badblock.commands.{stage}") is None:
-        pytest.skip(f"badblock {stage} is not written yet")
     by_env = entry("--help", env={"BADBLOCK_STAGE": stage})
     assert by_env.returncode == 0, by_env.stderr
     assert by_env.stdout.startswith(f"usage: badblock {stage}")
@@ -96,3 +96,75 @@ def test_home_made_writable_for_a_user_without_one(tmp_path):
                  env={"HOME": "/", "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"{tmp_path}/badblock-home-{os.getuid()}"
+
+
+def image_arguments() -> list[str]:
+    """What `docker run IMAGE` with no arguments hands our entrypoint: the Dockerfile's
+    ENTRYPOINT after our script, then its CMD (Docker appends CMD to ENTRYPOINT)."""
+    steps = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text()).splitlines()
+    def exec_form(word):
+        found = [line[len(word):] for line in steps if line.startswith(word + " ")]
+        return json.loads(found[-1]) if found else []
+    entry = exec_form("ENTRYPOINT")
+    return entry[entry.index("/opt/badblock/docker/entrypoint.sh") + 1:] + exec_form("CMD")
+
+
+def test_the_image_runs_the_stage_from_the_environment_alone(tmp_path):
+    """docker run -e BADBLOCK_STAGE=mask IMAGE: the stage runs; a batch job that only printed
+    the stage's help and exited 0 would look like success."""
+    out = tmp_path / "out"
+    proc = entry(*image_arguments(), env={"BADBLOCK_STAGE": "mask", "BADBLOCK_OUTPUT": str(out),
+                                          "BADBLOCK_SCANNER__NAME": "mini"})
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" not in proc.stdout
+    assert np.load(out / "mask.npy", allow_pickle=False).max() > 0
+
+
+def mounted_scratch() -> Path | None:
+    """A writable folder on a mount of its own (not the root file system), if there is one."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in ["/dev/shm", "/run", "/tmp"]:
+        if point in points and os.access(point, os.W_OK):
+            return Path(point)
+    return None
+
+
+def test_unmounted_output_and_data_are_refused(tmp_path):
+    """With BADBLOCK_REQUIRE_MOUNTS=1 (the image's setting) folders on the root file system are
+    refused (tmp_path lies there on the machines this runs on), in one line, before the stage."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    if any(p != "/" and tmp_path.resolve().is_relative_to(p) for p in points):
+        pytest.skip("tmp_path is on a mount of its own here: it cannot stand for an unmounted one")
+    out = tmp_path / "out"
+    env = {"BADBLOCK_REQUIRE_MOUNTS": "1", "BADBLOCK_OUTPUT": str(out),
+           "BADBLOCK_DATA": str(tmp_path)}
+    proc = entry("mask", "--scanner", "mini", env=env)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert f"BADBLOCK_OUTPUT={out} is not on a mounted volume" in line
+    assert "BADBLOCK_REQUIRE_MOUNTS=0" in line
+    assert not out.exists()
+    assert entry("mask", "--help", env=env).returncode == 0  # help needs no volume
+    # The explicit opt-out.
+    proc = entry("mask", "--scanner", "mini", env={**env, "BADBLOCK_REQUIRE_MOUNTS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "mask.npy").exists()
+
+
+def test_output_on_a_mount_is_accepted_and_data_stages_need_data_mounted(tmp_path):
+    scratch = mounted_scratch()
+    if scratch is None:
+        pytest.skip("no writable mount point other than / on this machine")
+    out = Path(tempfile.mkdtemp(prefix="badblock-entry-", dir=scratch))
+    try:
+        env = {"BADBLOCK_REQUIRE_MOUNTS": "1", "BADBLOCK_OUTPUT": str(out / "nested"),
+               "BADBLOCK_DATA": str(tmp_path)}
+        proc = entry("mask", "--scanner", "mini", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "nested" / "mask.npy").exists()
+        for stage in ["preprocess", "repair", "evaluate"]:
+            proc = entry(stage, env=env)
+            assert proc.returncode == 2
+            assert f"BADBLOCK_DATA={tmp_path} is not on a mounted volume" in proc.stderr
+    finally:
+        shutil.rmtree(out)

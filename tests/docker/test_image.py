@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -60,16 +61,60 @@ def test_shellcheck_passes_on_every_shell_script():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def dockerfile_steps() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
 def test_dockerfile_uses_ngc_and_never_installs_torch():
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG NGC_TAG=\d\d\.\d\d$", text, re.M)
-    assert re.search(r"^FROM nvcr\.io/nvidia/pytorch:\$\{NGC_TAG\}-py3$", text, re.M)
-    runs = [line for line in text.splitlines() if line.startswith("RUN")]
+    # A site mirror of NVIDIA's registry replaces the whole base reference.
+    assert re.search(r"^ARG BASE_IMAGE=nvcr\.io/nvidia/pytorch:\$\{NGC_TAG\}-py3$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    runs = [s for s in dockerfile_steps() if s.startswith("RUN")]
     assert any("docker/install-deps.sh --requirements-only" in r for r in runs)
     assert any("docker/install-deps.sh --package-only" in r for r in runs)
     assert not re.search(r"pip[^\n]*install[^\n]*\btorch\b", text)
-    assert 'ENTRYPOINT ["/opt/badblock/docker/entrypoint.sh"]' in text
-    assert "COPY docker/entrypoint.sh docker/" in text and "WORKDIR /opt/badblock" in text
+    assert "WORKDIR /opt/badblock" in text
+
+
+def test_entrypoint_is_nvidias_then_ours_and_no_cmd():
+    """NVIDIA's entrypoint (CUDA forward compatibility) execs ours; no CMD, whose arguments
+    would replace BADBLOCK_STAGE's stage with --help."""
+    steps = dockerfile_steps()
+    [entry] = [s for s in steps if s.startswith("ENTRYPOINT")]
+    assert json.loads(entry[len("ENTRYPOINT"):]) == ["/opt/nvidia/nvidia_entrypoint.sh",
+                                                     "/opt/badblock/docker/entrypoint.sh"]
+    assert not [s for s in steps if s.startswith("CMD")]
+
+
+def test_pip_settings_come_as_build_secrets():
+    """Both steps that run pip mount the site's pip.conf and CA bundle; the script uses them."""
+    installs = [s for s in dockerfile_steps() if s.startswith("RUN") and "install-deps.sh" in s]
+    assert len(installs) == 2
+    for step in installs:
+        assert "--mount=type=secret,id=pipconf" in step and "--mount=type=secret,id=pipcert" in step
+    script = (ROOT / "docker" / "install-deps.sh").read_text()
+    assert "PIP_CONFIG_FILE=$secrets/pipconf" in script and "PIP_CERT=$secrets/pipcert" in script
+    assert not re.search(r"^(ARG|ENV) PIP_(INDEX|EXTRA|CERT|TRUSTED)", DOCKERFILE.read_text(), re.M)
+
+
+def test_layer_order_keeps_pip_out_of_non_code_edits():
+    """Only requirements.txt and install-deps.sh come before the requirements step, only
+    pyproject.toml and the package before the package step; the entrypoint comes after both
+    and the README not at all (each edit of it would re-run pip)."""
+    steps = dockerfile_steps()
+    req = next(i for i, s in enumerate(steps) if "--requirements-only" in s)
+    pkg = next(i for i, s in enumerate(steps) if "--package-only" in s)
+    copies = {i: s.split()[1:-1] for i, s in enumerate(steps) if s.startswith("COPY")}
+    assert sorted(src for i, c in copies.items() if i < req for src in c) == [
+        "docker/install-deps.sh", "requirements.txt"]
+    assert sorted(src for i, c in copies.items() if req < i < pkg for src in c) == [
+        "badblock", "pyproject.toml"]
+    assert [src for i, c in copies.items() if i > pkg for src in c] == ["docker/entrypoint.sh"]
+    assert not any("README" in src for c in copies.values() for src in c)
 
 
 def test_build_context_keeps_what_the_dockerfile_copies():
@@ -144,8 +189,9 @@ def test_install_step_keeps_ngc_torch(ngc_like_venv, tmp_path):
     # A copy of the build context, as `COPY` would give it (the checkout stays clean).
     src = tmp_path / "src"
     src.mkdir()
-    for name in ["requirements.txt", "pyproject.toml", "README.md"]:
+    for name in ["requirements.txt", "pyproject.toml"]:
         shutil.copy(ROOT / name, src / name)
+    (src / "README.md").write_text("badblock\n")  # the image's one-line stand-in
     shutil.copytree(ROOT / "badblock", src / "badblock",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "docker", src / "docker")

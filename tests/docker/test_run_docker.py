@@ -18,6 +18,11 @@ FAKE_DOCKER = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
+# What runc says where the daemon cannot raise the limits (rootless Docker, this kind of VM).
+if "--ulimit" in sys.argv and os.environ.get("FAKE_DOCKER_NO_RLIMIT"):
+    sys.stderr.write("docker: Error response from daemon: ... error setting rlimit type 8: "
+                     "operation not permitted: unknown.\\n")
+    sys.exit(125)
 """
 
 
@@ -46,9 +51,19 @@ def run(env, *args, ok=True, stdin=subprocess.DEVNULL):
     return proc
 
 
-def calls(env) -> list[list[str]]:
+def all_calls(env) -> list[list[str]]:
     path = Path(env["FAKE_DOCKER_LOG"])
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def is_probe(argv: list[str]) -> bool:
+    """run-docker.sh's check that the daemon can raise the ulimits: a container running true."""
+    return "--entrypoint" in argv and argv[argv.index("--entrypoint") + 1] == "true"
+
+
+def calls(env) -> list[list[str]]:
+    """The docker commands run-docker.sh ran, less its ulimit probes."""
+    return [argv for argv in all_calls(env) if not is_probe(argv)]
 
 
 def pairs(argv: list[str], flag: str) -> list[str]:
@@ -148,3 +163,26 @@ def test_dry_run_prints_without_running(env):
     proc = run(env, "--dry-run", "simulate")
     assert proc.stdout.startswith("docker run ") and "simulate" in proc.stdout
     assert calls(env) == []
+
+
+def test_ulimits_dropped_where_the_daemon_cannot_raise_them(env):
+    env["FAKE_DOCKER_NO_RLIMIT"] = "1"
+    proc = run(env, "--image", "badblock:test", "mask")
+    assert "cannot raise memlock/stack limits" in proc.stderr
+    [probe] = [argv for argv in all_calls(env) if is_probe(argv)]
+    assert pairs(probe, "--ulimit") == ["memlock=-1", "stack=67108864"] and "badblock:test" in probe
+    [argv] = calls(env)
+    assert "--ulimit" not in argv and argv[-1] == "mask"
+
+
+def test_ulimits_on_or_off_on_request(env):
+    env["FAKE_DOCKER_NO_RLIMIT"] = "1"
+    run(env, "--ulimits", "off", "mask")
+    env["BADBLOCK_DOCKER_ULIMITS"] = "on"
+    run(env, "mask", ok=False)  # the daemon refuses them, as told
+    assert not any(is_probe(argv) for argv in all_calls(env))
+    off, on = calls(env)
+    assert "--ulimit" not in off
+    assert pairs(on, "--ulimit") == ["memlock=-1", "stack=67108864"]
+    proc = run(env, "--ulimits", "maybe", "mask", ok=False)
+    assert proc.returncode == 2 and "use auto, on or off" in proc.stderr

@@ -11,6 +11,13 @@ from badblock.errors import BadInputError
 from badblock.io import ScanHeader, check_finite, open_scan_writer, read_scan, write_scan
 
 
+def _write_header(path, lines: dict, edits: dict):
+    """Write ``lines`` (name -> header line) with ``edits`` replacing (None: dropping) some."""
+    lines = {**lines, **edits}
+    path.write_text("\n".join(v for v in lines.values() if v is not None) + "\n")
+    return path
+
+
 def _stir(tmp_path, **edits) -> str:
     """A small valid STIR header (2 segments, axial-major) with its data; edits replace lines."""
     lines = {
@@ -32,9 +39,7 @@ def _stir(tmp_path, **edits) -> str:
         "max": "maximum ring difference per segment := {1,3}",
         "end": "!END OF INTERFILE :=",
     }
-    lines.update(edits)
-    hdr = tmp_path / "h.hs"
-    hdr.write_text("\n".join(v for v in lines.values() if v is not None) + "\n")
+    hdr = _write_header(tmp_path / "h.hs", lines, edits)
     if not (tmp_path / "d.s").exists():
         np.arange(5 * 4 * 5, dtype="<f4").tofile(tmp_path / "d.s")
     return hdr
@@ -207,3 +212,62 @@ def test_check_finite_names_first_bad_tof_and_plane(tmp_path):
     check_finite(good, chunk_planes=4)
     ints = read_scan(write_scan(tmp_path / "i.raw", np.ones((1, 2, 3, 4), "<u2")))
     check_finite(ints)
+
+
+def _e7(tmp_path, data: bytes, **edits) -> str:
+    """A hand-written Siemens e7 header (2 x 3 x 4 uint16, no TOF) with its data file."""
+    lines = {
+        "start": "!INTERFILE :=",
+        "space": "%SMS-MI header name space := sinogram subheader",
+        "name": "!name of data file := e.s",
+        "format": "number format := unsigned integer",
+        "bytes": "!number of bytes per pixel := 2",
+        "ndim": "number of dimensions := 3",
+        "s1": "matrix size [1] := 4",
+        "s2": "matrix size [2] := 3",
+        "s3": "matrix size [3] := 2",
+        "offset": "data offset in bytes [1] := 0",
+        "end": "END OF INTERFILE :=",
+    }
+    hdr = _write_header(tmp_path / "e.s.hdr", lines, edits)
+    (tmp_path / "e.s").write_bytes(data)
+    return hdr
+
+
+@pytest.mark.parametrize("fmt, edits, need", [
+    # 10^30 bins: more than int64 holds (was an OverflowError traceback)
+    ("stir", {"s1": "!matrix size [1] := " + "1" + "0" * 30}, 4 * 5 * 4 * 10**30),
+    ("e7", {"s1": "matrix size [1] := " + "1" + "0" * 30}, 2 * 3 * 2 * 10**30),
+    # 2^62 x 4 bytes wraps int64 to 0 (was "needs 0 bytes" and then a crash)
+    ("e7", {"s1": f"matrix size [1] := {2**62}", "bytes": "!number of bytes per pixel := 4"},
+     2**62 * 3 * 2 * 4),
+    ("e7", {"s2": f"matrix size [2] := {2**31}", "s3": f"matrix size [3] := {2**31}"},
+     4 * 2**62 * 2),
+    ("e7", {"offset": f"data offset in bytes [1] := {10**30}"}, 10**30 + 48),
+    ("stir", {"s3": "!matrix size [3] := {" + str(2**61) + ",2}"}, (2**61 + 2) * 4 * 5 * 4),
+])
+def test_size_check_does_not_overflow(tmp_path, fmt, edits, need):
+    hdr = _stir(tmp_path, **edits) if fmt == "stir" else _e7(tmp_path, bytes(48), **edits)
+    with pytest.raises(BadInputError) as err:
+        read_scan(hdr)
+    msg = _one_line(err)
+    assert "does not match" in msg and f"needs {need} bytes" in msg, msg
+
+
+def test_flat_sidecar_size_does_not_overflow(tmp_path):
+    raw = tmp_path / "x.raw"
+    np.zeros(16, "<f4").tofile(raw)
+    (tmp_path / "x.raw.json").write_text(json.dumps({"shape": [1, 1, 2**31, 2**31],
+                                                     "dtype": "float32"}))
+    with pytest.raises(BadInputError) as err:
+        read_scan(raw)
+    assert f"needs {2**64} bytes" in _one_line(err)
+    with pytest.raises(BadInputError) as err:
+        read_scan(raw, shape=[10**30, 1, 1, 1], dtype="uint16")
+    assert f"needs {2 * 10**30} bytes" in _one_line(err)
+
+
+def test_negative_offset_in_header(tmp_path):
+    with pytest.raises(BadInputError) as err:
+        read_scan(_e7(tmp_path, bytes(48), offset="data offset in bytes [1] := -8"))
+    assert "negative" in _one_line(err)

@@ -139,3 +139,46 @@ def test_dialect_is_told_from_content_not_suffix(test_data, tmp_path):
     # and a binary file named like a header is a flat file, not a header
     np.zeros(6, "<u2").tofile(tmp_path / "raw.hdr")
     assert read_scan(tmp_path / "raw.hdr", shape=[1, 2, 3], dtype="uint16").header.format == "flat"
+
+
+# tests/fixtures/siemens_tof_small.s.hdr: a hand-written Siemens TOF e7 header (not one the
+# writer made) over siemens_tof_small.s: 256 bytes of 0xA5, then prompts int16 [3 TOF, 7 planes,
+# 4 projections, 5 bins] with value 1000 t + 100 p + 10 v + b, then randoms [7, 4, 5] (no TOF)
+# with 3000 + 100 p + 10 v + b. The data file name is the acquisition PC's Windows path.
+def _expected_tof_small(data_type: str) -> np.ndarray:
+    t, p, v, b = np.meshgrid(np.arange(3), np.arange(7), np.arange(4), np.arange(5),
+                             indexing="ij")
+    base = 100 * p + 10 * v + b
+    return 1000 * t + base if data_type == "prompts" else 3000 + base[:1]
+
+
+@pytest.mark.parametrize("data_type, offset", [("prompts", 256), ("randoms", 1096)])
+def test_handwritten_tof_e7_prompts_and_randoms(test_data, data_type, offset):
+    scan = read_scan(test_data / "siemens_tof_small.s.hdr", data_type=data_type)
+    h = scan.header
+    assert h.format == "e7" and h.data_type == data_type and h.data_offset == offset
+    assert h.data_file == test_data / "siemens_tof_small.s"
+    assert h.dtype == np.dtype("<i2")
+    n_tof = 3 if data_type == "prompts" else 1  # Siemens randoms carry no TOF axis
+    assert h.shape == (n_tof, 7, 4, 5)
+    assert h.tof_order == ("siemens" if n_tof > 1 else "none")
+    assert h.tof_mashing == (8 if n_tof > 1 else None)
+    assert [(s.number, s.min_rd, s.max_rd, s.n_planes) for s in h.segments] == \
+        [(0, 0, 0, 3), (-1, -1, -1, 2), (1, 1, 1, 2)]
+    want = _expected_tof_small(data_type)
+    np.testing.assert_array_equal(np.asarray(scan.data), want)
+    # and the same bytes read by hand at the header's offset
+    raw = (test_data / "siemens_tof_small.s").read_bytes()
+    assert raw[:256] == b"\xa5" * 256
+    by_hand = np.frombuffer(raw, "<i2", count=want.size, offset=offset).reshape(want.shape)
+    np.testing.assert_array_equal(by_hand, want)
+
+
+def test_handwritten_tof_e7_repair_copy_keeps_randoms(test_data, tmp_path):
+    # a file written like it (as repair does) keeps the randoms block byte for byte
+    src = read_scan(test_data / "siemens_tof_small.s.hdr")
+    out = write_scan(tmp_path / "fixed.s.hdr", np.asarray(src.data) + 1, src.header)
+    back = read_scan(out, data_type="randoms")
+    np.testing.assert_array_equal(np.asarray(back.data), _expected_tof_small("randoms"))
+    np.testing.assert_array_equal(np.asarray(read_scan(out).data),
+                                  _expected_tof_small("prompts") + 1)

@@ -22,21 +22,62 @@ from badblock.physics.mask import (
 from badblock.physics.scanners import get_scanner
 
 
-def brute_force(sc, blocks, crystals=()):
-    """Fraction lost by enumerating every real LOR of every bin."""
-    dead = np.zeros((sc.crystals_per_ring, sc.n_rings), dtype=bool)
-    for t, a in blocks:
-        dead[np.ix_(list(sc.block_crystals(t)), list(sc.block_rings(a)))] = True
-    for c, r in crystals:
-        dead[c, r] = True
-    det1, det2, valid = transaxial_pairs(sc)
-    lost = np.zeros(sc.shape[1:])
-    total = np.zeros(sc.shape[1:])
-    for p, pairs in enumerate(plane_ring_pairs(sc)):
+def _ring_pair_planes(n_rings: int, span: int, mrd: int) -> dict[tuple[int, int], int]:
+    """Stored plane of every ring pair (r1, r2), from the span/segment rule alone.
+
+    Segment k holds ring differences r2 - r1 in [span k - span//2, span k + span//2], capped at
+    +-mrd (r1: the ring of det1); segments are stored 0, -1, +1, -2, +2, ...; within a segment
+    the planes run over the sums r1 + r2 that occur, ascending."""
+    half = span // 2
+    n_side = 0
+    while span * (n_side + 1) - half <= mrd:
+        n_side += 1
+    order = [0] + [k for j in range(1, n_side + 1) for k in (-j, j)]
+    planes, start = {}, 0
+    for k in order:
+        lo, hi = max(span * k - half, -mrd), min(span * k + half, mrd)
+        pairs = [(r1, r2) for r1 in range(n_rings) for r2 in range(n_rings)
+                 if lo <= r2 - r1 <= hi]
+        sums = sorted({r1 + r2 for r1, r2 in pairs})
         for r1, r2 in pairs:
-            gone = valid & (dead[det1, r1] | dead[det2, r2])
-            lost[p] += gone.sum(axis=1)
-            total[p] += valid.sum(axis=1)
+            planes[(r1, r2)] = start + sums.index(r1 + r2)
+        start += len(sums)
+    return planes
+
+
+def brute_force(sc, blocks, crystals=()):
+    """Fraction of LORs lost per bin by enumerating every LOR, sharing no code with the
+    package: the detector-pair formula (for sub-view c = mash v + m and element e,
+    det1 = (c + e//2 - off) mod N, det2 = (c + N/2 - (e+1)//2 + off) mod N, off = bins / 4),
+    gap crystals at index = crystals_per_block (mod block pitch), and the ring-pair planes of
+    the span rule. Only the preset's plain numbers are taken from ``sc``."""
+    pitch = sc.crystals_per_block + sc.gap_crystals
+    n_cryst = sc.blocks_transaxial * pitch
+    rpitch = sc.rings_per_block + sc.gap_rings
+    n_rings = sc.blocks_axial * rpitch - sc.gap_rings
+    off = sc.n_bins // 4
+    assert sc.mash * sc.n_views == n_cryst // 2  # no sub-view repeats another (not the Vision)
+    dead = set(crystals)
+    for t, a in blocks:
+        dead |= {(t * pitch + i, a * rpitch + j) for i in range(sc.crystals_per_block)
+                 for j in range(sc.rings_per_block)}
+    planes = _ring_pair_planes(n_rings, sc.span, sc.max_ring_diff)
+    n_planes = max(planes.values()) + 1
+    lost = np.zeros((n_planes, sc.n_views, sc.n_bins))
+    total = np.zeros_like(lost)
+    real_ring = [r % rpitch < sc.rings_per_block for r in range(n_rings)]
+    for v in range(sc.n_views):
+        for m in range(sc.mash):
+            c = sc.mash * v + m
+            for e in range(sc.n_bins):
+                d1 = (c + e // 2 - off) % n_cryst
+                d2 = (c + n_cryst // 2 - (e + 1) // 2 + off) % n_cryst
+                if d1 % pitch >= sc.crystals_per_block or d2 % pitch >= sc.crystals_per_block:
+                    continue
+                for (r1, r2), p in planes.items():
+                    if real_ring[r1] and real_ring[r2]:
+                        total[p, v, e] += 1
+                        lost[p, v, e] += (d1, r1) in dead or (d2, r2) in dead
     return np.divide(lost, total, out=np.zeros_like(lost), where=total > 0), total
 
 
@@ -47,8 +88,12 @@ def brute_force(sc, blocks, crystals=()):
     ([(3, 1)], [(5, 0), (100, 4), (31, 5)]),  # crystals split a block's ring class
     ([], [(16, 11)]),
 ])
-def test_exact_against_brute_force(blocks, crystals):
-    sc = get_scanner("mini")
+@pytest.mark.parametrize("changes", [{}, {"gap_rings": 1}, {"span": 1, "max_ring_diff": 4},
+                                     {"span": 3, "max_ring_diff": 9}])
+def test_exact_against_brute_force(blocks, crystals, changes):
+    # the mini preset, and with a virtual gap ring between axial blocks (as the mCT has) or
+    # other axial compressions
+    sc = get_scanner("mini", **changes)
     want, total = brute_force(sc, blocks, crystals)
     got = dead_block_mask(sc, blocks, crystals)
     assert got.dtype == np.float32 and got.shape == sc.shape[1:]
