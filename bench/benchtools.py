@@ -154,5 +154,17 @@ def sgemm_rate(n: int = 2048, seconds: float = 5.0) -> dict:
             "gflop_per_cpu_s": round(flop / max(u1 - u0 + s1 - s0, 1e-9) / 1e9, 1)}
 
 
+def results_path(ap, args, name: str) -> Path:
+    """Where a benchmark writes its JSON: ``args.out``, else ``bench/results/<name>``. A
+    ``--tiny`` run (what CI runs so that no script rots) must name ``--out``: its figures mean
+    nothing and must never replace measured ones. ``ap`` is the script's ``ArgumentParser``,
+    whose ``error`` ends the run with the usage line."""
+    if args.out:
+        return Path(args.out)
+    if getattr(args, "tiny", False):
+        ap.error("--tiny needs --out (its figures are not results)")
+    return Path(__file__).resolve().parent / "results" / name
+
+
 __all__ = ["load", "machine", "drop_cache", "cpu_seconds", "MemorySampler", "peak_rss_mb",
-           "sgemm_rate"]
+           "sgemm_rate", "results_path"]
