@@ -193,7 +193,7 @@ def timing(scanner: str = "vision", log=print) -> dict:
                          ("detect_blocks_and_crystals", lambda: detect(scan.data, sc))):
             t0 = time.perf_counter()
             result = fn()
-            out[name] = {"seconds": round(time.perf_counter() - t0, 2)}
+            out[name] = {"seconds": time.perf_counter() - t0}  # rounded after the ratios
             if name.startswith("detect"):
                 summary = result.summary()
                 out[name]["found"] = summary["dead_blocks"] + summary["dead_crystals"]
@@ -204,6 +204,7 @@ def timing(scanner: str = "vision", log=print) -> dict:
         base = out["read_tof_sum"]["seconds"]
         for rec in out.values():
             rec["ratio_to_read"] = round(rec["seconds"] / base, 2)
+            rec["seconds"] = round(rec["seconds"], 3)
     return {"scan": list(sc.shape), "dtype": "uint16", "dead_block": "3:1", **out}
 
 
