@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from badblock.errors import BadInputError
-from badblock.io.segments import Segment, segment_offsets
+from badblock.io.segments import Segment
 
 DEAD_EPS = 1e-6
 # Normalised-convolution widths (Gaussian sigma in planes, views, bins) when not tuned.
@@ -240,60 +240,55 @@ def biharmonic(counts: np.ndarray, mask: np.ndarray, *,
     return out.reshape(shape)
 
 
-def _smooth(x: np.ndarray, widths: Sequence[float], partners, segments) -> np.ndarray:
-    """Separable Gaussian of ``x [T, P, V, B]``: planes within segments, views, bins."""
-    from scipy.ndimage import gaussian_filter1d
-
-    s_plane, s_view, s_bin = (float(w) for w in widths)
-    n_views = x.shape[2]
-    if s_view > 0:
-        pad = int(np.ceil(4.0 * s_view))
-        ext = extend_views(x, partners, np.arange(x.shape[1]), pad, pad)
-        x = gaussian_filter1d(ext, s_view, axis=2, mode="nearest", truncate=4.0)
-        x = np.ascontiguousarray(x[:, :, pad:pad + n_views])
-    if s_plane > 0:
-        offsets = segment_offsets(list(segments))
-        out = np.empty_like(x)
-        for a, b in zip(offsets[:-1], offsets[1:]):
-            # A context across a segment boundary mixes ring differences: reflect at it.
-            out[:, a:b] = gaussian_filter1d(x[:, a:b], s_plane, axis=1, mode="reflect")
-        x = out
-    if s_bin > 0:
-        x = gaussian_filter1d(x, s_bin, axis=3, mode="reflect")
-    return x
-
-
 def normconv(counts: np.ndarray, mask: np.ndarray, *, widths: Sequence[float] = DEFAULT_WIDTHS,
              segments: Sequence[Segment] | None = None, tof_order: str | None = None,
              sensitivity: np.ndarray | None = None, **_: object) -> np.ndarray:
-    """(e) Normalised convolution: n G * ((1 - f) x_hat) / G * ((1 - f) n) everywhere.
+    """(e) Normalised convolution: ``s G * sum_j w_j y_j / G * sum_j w_j (1 - f_j) s_j``.
 
-    ``x_hat`` is :func:`divide`'s estimate, so the numerator smooths the damaged counts
-    themselves (zero in dead bins); ``n`` is the per-bin ``sensitivity`` (e.g. real LORs per
-    bin; 1 when None), so what is smoothed is the count per unit of sensitivity and the bins'
-    own sensitivity pattern (gap crystals, axial compression) is put back afterwards.
-    ``widths`` are the Gaussian sigmas (planes, views, bins); planes are smoothed within each
-    segment only, views with the flipped wrap. Every bin is replaced, the undamaged ones too
-    (the filter also denoises), which makes this the fair classical reference for a network
-    that denoises. Where the smoothed weight vanishes (a dead region wider than the kernel) the
-    result falls back to :func:`divide` (0 in dead bins).
+    The estimate of :func:`badblock.physics.normconv.normconv_stack` (its docstring has the
+    formula, the kernels and how wide dead regions are bridged without holes), computed for
+    every plane that holds a damaged bin from that plane's own context stack: ``y`` the damaged
+    counts, ``s`` the per-bin ``sensitivity`` (real LORs per bin, e.g.
+    :func:`badblock.physics.mask.real_lor_count`; 1 when None), ``widths`` the Gaussian sigmas
+    (planes, views, bins). Planes are taken within their segment (clamped at its ends), views
+    continue past the seam with the flipped wrap. The network's prior channel is the same
+    function on the same stacks (:mod:`badblock.inference.layout`). Every bin is replaced, the
+    undamaged ones too (the filter also denoises); data-consistent use takes only f > 0 bins.
     """
-    if len(widths) != 3 or any(float(w) < 0 for w in widths):
-        raise BadInputError("widths", f"need three non-negative sigmas (planes, views, bins), "
-                                      f"got {list(widths)}")
+    import torch
+
+    from badblock.physics.normconv import check_widths, normconv_stack, plane_radius, view_margin
+    from badblock.physics.stack import mask_stack, plane_stack
+
+    widths = check_widths(widths)
     shape = np.shape(counts)
     c4, mask = _as4d(counts, mask)
     sens = _sensitivity(sensitivity, mask)
-    n_tof, n_planes = c4.shape[:2]
+    n_tof, n_planes, n_views, _ = c4.shape
     if segments is None:
         segments = [Segment(0, 0, 0, n_planes)]
-    partners = wrap_partners(n_tof, n_planes, segments, tof_order)
-    keep = np.clip(1.0 - mask, 0.0, 1.0).astype(np.float32)
-    base = divide(c4, mask)
-    num = _smooth(base * keep, widths, partners, segments)
-    den = _smooth(np.ascontiguousarray(_mask4d(keep * sens, n_tof)), widths, partners, segments)
-    ok = den > 1e-6
-    out = np.where(ok, sens * num / np.where(ok, den, 1.0), base).astype(np.float32)
+    segments = list(segments)
+    if tof_order is None or n_tof == 1:
+        tof_order = "none" if n_tof == 1 else "siemens"
+    k = plane_radius(widths)
+    margin = view_margin(widths)
+    wide = n_views + 2 * margin
+    out = np.empty_like(c4)
+    sens4 = sens[None]
+    step = max(1, (1 << 22) // max(1, n_tof * (2 * k + 1) * wide * c4.shape[3]))
+    for p0 in range(0, n_planes, step):
+        planes = range(p0, min(p0 + step, n_planes))
+        keep = np.stack([1.0 - mask_stack(mask, p, k, segments, wide) for p in planes])
+        s = np.stack([plane_stack(sens4, 0, p, k, segments, "none", wide) for p in planes])
+        y = np.stack([plane_stack(c4, t, p, k, segments, tof_order, wide)
+                      for p in planes for t in range(n_tof)])
+        rate = normconv_stack(torch.from_numpy(y),
+                              torch.from_numpy(np.repeat(keep, n_tof, axis=0)),
+                              torch.from_numpy(np.repeat(s, n_tof, axis=0)), widths,
+                              margin=margin, radius=k)
+        n = len(planes)
+        rate = rate.numpy().reshape(n, n_tof, n_views, -1).transpose(1, 0, 2, 3)
+        out[:, p0:p0 + n] = rate * sens[p0:p0 + n]
     return out.reshape(shape)
 
 
@@ -338,7 +333,8 @@ def _preset_for_shape(shape: tuple[int, ...]):
 def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
                tof_order: str | None = None, iterations: int = 3, subsets: int = 5,
                normalisation: np.ndarray | None = None, background: np.ndarray | None = None,
-               projector_options: dict | None = None, **_: object) -> np.ndarray:
+               projector_options: dict | None = None, image: np.ndarray | None = None,
+               **_: object) -> np.ndarray:
     """(f) Model-based fill: TOF OSEM of the damaged scan with the gaps modelled, projected.
 
     The damaged scan is reconstructed by :func:`badblock.physics.osem.osem` on the scanner's
@@ -355,7 +351,10 @@ def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
     whose sinogram shape the scan has); ``mu``: attenuation map ``[z, y, x]`` in 1/mm on
     ``scanner_grid(scanner)``, or None for no attenuation; ``tof_order`` of ``counts`` (default
     ``'siemens'`` for more than one TOF bin, as the other baselines); ``iterations`` x
-    ``subsets`` of OSEM; ``projector_options``: ``subviews``, ``tilts``, ``pool``, ``device``.
+    ``subsets`` of OSEM; ``projector_options``: ``subviews``, ``tilts``, ``pool``, ``device``;
+    ``image``: that gaps-modelled reconstruction when it is already made (``[z, y, x]``, same
+    projector and settings: the quality benchmark reconstructs it for its image domain too),
+    which skips the OSEM.
     For real data pass the scanner preset, the CT-derived mu-map resampled to the scanner's
     grid, the scan's normalisation (per-bin efficiency, ``[plane, view, bin]``) and randoms +
     scatter as ``background`` (counts per bin, same shape and TOF order as ``counts``, or
@@ -383,8 +382,9 @@ def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
         bg = np.asarray(background, np.float32)
         bg = bg.reshape((-1,) + bg.shape[-3:])[to_time] if bg.ndim == 4 else bg
     proj = FastProjector(sc, mu, **(projector_options or {}))
-    image = osem(c4[to_time], proj, iterations=iterations, subsets=subsets, sensitivity=sens,
-                 background=bg, desc="model fill")
+    if image is None:
+        image = osem(c4[to_time], proj, iterations=iterations, subsets=subsets,
+                     sensitivity=sens, background=bg, desc="model fill")
     lam = proj.forward(image).cpu().numpy()
     if normalisation is not None:
         lam *= np.asarray(normalisation, np.float32)

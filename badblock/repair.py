@@ -52,6 +52,22 @@ def check_output(scan, out_path: str | os.PathLike, force: bool) -> None:
             raise BadInputError(out, "already exists (refusing to overwrite; use --force)")
 
 
+def _sensitivity(predictor, shape) -> np.ndarray:
+    """Real LORs per bin ``[1, plane, view, bin]`` of the predictor's scanner (per-LOR networks
+    need them), checked against the scan's shape."""
+    from badblock.physics.mask import real_lor_count
+    from badblock.physics.scanners import get_scanner
+
+    name = (getattr(predictor, "data", None) or {}).get("scanner")
+    if not name:
+        raise BadInputError("checkpoint", "a per-LOR network without its scanner recorded")
+    scanner = get_scanner(name)
+    if tuple(scanner.shape[1:]) != tuple(shape[1:]):
+        raise BadInputError("checkpoint", f"trained for scanner {name} {list(scanner.shape[1:])}, "
+                                          f"the scan is [plane, view, bin] {list(shape[1:])}")
+    return real_lor_count(scanner)[None]
+
+
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
                 context: int | None = None, views_to: int | None = None,
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
@@ -60,8 +76,9 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
-    ``predictor``: callable ``(stacks [N, 2k+1, Vp, B], masks [N, 2k+1, Vp, B] | None) ->
-    [N, Vp, B]`` counts (numpy or torch), e.g. :class:`badblock.inference.Predictor`;
+    ``predictor``: callable ``(stacks [N, 2k+1, Vw, B], masks [N, 2k+1, Vw, B] | None
+    [, sensitivity stacks alike when its ``per_lor``]) -> [N, Vp, B]`` counts (numpy or torch),
+    e.g. :class:`badblock.inference.Predictor`, with ``Vw = Vp + 2 predictor.margin``;
     ``context`` (k), ``views_to`` (Vp; 0 = the next multiple of ``predictor.multiple``) and
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
@@ -98,6 +115,8 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if views_to < n_views:
         raise BadInputError("repair", f"the network pads views to {views_to}, fewer than the "
                                       f"scan's {n_views} views (a checkpoint for another scanner?)")
+    margin = int(getattr(predictor, "margin", 0) or 0)
+    sens = _sensitivity(predictor, header.shape) if getattr(predictor, "per_lor", False) else None
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
@@ -109,14 +128,17 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     is_int = out_dtype.kind in "iu"
     lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
-    skip_empty = getattr(predictor, "normalise", None) in ("max", "mean")
+    layout = getattr(predictor, "layout", None)
+    skip_empty = getattr(layout, "normalise", getattr(predictor, "normalise", None)) in (
+        "max", "mean")
 
     with open_scan_writer(out_path, header, force=force) as writer:
         job = PlaneJob(data=scan.data, out=writer.data, mask=mask, items=items,
                        copies=[(t, a, b) for t in range(n_tof) for a, b in _runs(~send)],
                        context=context, segments=header.segments,
                        tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
-                       mask_channel=mask_channel, skip_empty=skip_empty)
+                       mask_channel=mask_channel, skip_empty=skip_empty, margin=margin,
+                       sens=sens)
         with progress(total=None, desc="repair", unit="batch") as bar:
             def done(n: int, total: int) -> None:
                 bar.total = total

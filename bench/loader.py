@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     from badblock.data.build import build_data, train_loader
     from badblock.data.corruption import thin
     from badblock.data.dataset import EpochSampler
-    from badblock.inference.layout import network_input, normalise_scale
+    from badblock.inference.layout import ChannelLayout
     from badblock.physics.stack import view_padding
     from badblock.train.batch import prepare_batch
 
@@ -217,7 +217,8 @@ def main(argv=None) -> int:
         gen = torch.Generator(device=device).manual_seed(0)
 
         def one_batch(it=it, cfg=cfg, crop=crop, gen=gen):
-            prepare_batch(next(it), cfg.data, cfg.augment, device, gen, crop, augment=True)
+            prepare_batch(next(it), ChannelLayout.of(cfg.data, cfg.model), cfg.data.task,
+                          cfg.data.target, cfg.augment, device, gen, crop, augment=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -272,8 +273,7 @@ def main(argv=None) -> int:
         results[f"{name}_samples_per_s_all_rounds"] = values
 
     # where the CPU pipeline's time goes, per batch (one fixed batch, thin_on: device)
-    d = dev_cfg.data
-    k = d.context
+    layout = ChannelLayout.of(dev_cfg.data, dev_cfg.model)
     clean = raw["clean"].to(device).float()
     mask_b = raw["mask"].to(device)
     damaged = thin(clean, 1.0 - mask_b, gen)
@@ -284,8 +284,7 @@ def main(argv=None) -> int:
                       real_views=dev_crop, target_mode="counts")
 
     def norm():
-        scale = normalise_scale(damaged, d.normalise)
-        network_input(damaged, mask_b, scale, k, d.mask_channel)
+        layout.inputs(damaged, mask_b)
 
     t = max(1.0, args.seconds / 4)
     results["breakdown_ms_per_batch"] = {

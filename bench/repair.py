@@ -100,34 +100,34 @@ def make_checkpoint(path: Path, preset: str, scanner: str, width: int | None) ->
     from badblock.config import load_config
     from badblock.physics import get_scanner
     from badblock.physics.stack import padded_views
-    from badblock.train.setup import build_network
+    from badblock.train.setup import build_network, layout_for
     from badblock.utils.checkpoint import save_checkpoint
 
-    cfg = load_config(preset, [f"model.width={width}"] if width else [])
+    cfg = load_config(preset, [f"model.width={width}"] if width else [], env={})
+    layout = layout_for(cfg)
     sc = get_scanner(scanner)
     views = sc.shape[2]
     views_to = cfg.data.views_to or padded_views(views, 2 ** cfg.model.depth)
-    info = {"scanner": scanner, "views": views, "views_to": views_to, "bins": sc.shape[3]}
     torch.manual_seed(0)
-    model = build_network(cfg, info, torch.device("cpu"))
+    model = build_network(cfg, layout, torch.device("cpu"))
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.rand(1, model.config["in_channels"], views_to, sc.shape[3]))
+        model(torch.rand(1, layout.in_channels, views_to, sc.shape[3]))
     d = cfg.data
     save_checkpoint(path, {
         "model": model.state_dict(), "model_config": dict(model.config),
-        "data": {"context": d.context, "normalise": d.normalise, "mask_channel": d.mask_channel,
-                 "mask_stack": d.mask_stack, "multiple": 2 ** cfg.model.depth,
+        "data": {**layout.to_dict(), "multiple": 2 ** cfg.model.depth,
                  "views_to": views_to, "views": views, "bins": sc.shape[3], "task": d.task,
                  "target": d.target, "scanner": scanner},
         "epoch": 0, "step": 0})
     return {"preset": preset, "width": model.config["width"], "describe": model.describe(),
-            "gflop_per_image": counter.get_total_flops() / 1e9}
+            "layout": layout.to_dict(), "gflop_per_image": counter.get_total_flops() / 1e9}
 
 
 class LegacyPredictor:
-    """The predictor as it was: float32, NCHW, ``torch.no_grad``, one call per batch."""
+    """The predictor as it was: float32, NCHW, ``torch.no_grad``, one call per batch (the
+    same input layout, :meth:`badblock.inference.ChannelLayout.inputs`)."""
 
     def __init__(self, path: str):
         import torch
@@ -136,20 +136,19 @@ class LegacyPredictor:
 
         p = Predictor.from_checkpoint(path, "cpu", amp=False)
         self.model = p.model.to(memory_format=torch.contiguous_format)
-        for k in ("context", "normalise", "mask_channel", "mask_stack", "multiple", "views_to"):
+        for k in ("layout", "context", "margin", "per_lor", "mask_channel", "multiple",
+                  "views_to", "data"):
             setattr(self, k, getattr(p, k))
 
-    def __call__(self, stacks, masks):
+    def __call__(self, stacks, masks, sens=None):
         import torch
 
-        from badblock.inference.layout import network_input, normalise_scale
+        def tensor(a):
+            return None if a is None else torch.as_tensor(np.asarray(a, np.float32))
 
         with torch.no_grad():
-            inp = torch.as_tensor(np.asarray(stacks, np.float32))
-            m = torch.as_tensor(np.asarray(masks, np.float32)) if masks is not None else None
-            scale = normalise_scale(inp, self.normalise)
-            x = network_input(inp, m, scale, self.context, self.mask_channel, self.mask_stack)
-            return (self.model(x).float() * scale)[:, 0].numpy()
+            x, _, out_scale = self.layout.inputs(tensor(stacks), tensor(masks), tensor(sens))
+            return (self.model(x).float() * out_scale)[:, 0].numpy()
 
 
 def legacy_repair(scan, mask, predictor, out_path: Path, batch_size: int, seconds: float) -> dict:
@@ -157,10 +156,13 @@ def legacy_repair(scan, mask, predictor, out_path: Path, batch_size: int, second
     predictor, merge plane by plane), stopped after ``seconds`` of network batches."""
     from badblock.io import open_scan_writer
     from badblock.physics.stack import mask_stack, padded_views, plane_stack, view_padding
+    from badblock.repair import _sensitivity
 
     h = scan.header
     n_tof, n_planes, n_views, n_bins = h.shape
     views_to = predictor.views_to or padded_views(n_views, predictor.multiple)
+    wide = views_to + 2 * predictor.margin
+    sens = _sensitivity(predictor, h.shape) if predictor.per_lor else None
     before, _ = view_padding(n_views, views_to)
     planes = np.flatnonzero((mask > 0).any(axis=(1, 2)))
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
@@ -176,10 +178,12 @@ def legacy_repair(scan, mask, predictor, out_path: Path, batch_size: int, second
         while done < len(items) and time.perf_counter() - t1 < seconds:
             batch = items[done:done + batch_size]
             stacks = np.stack([plane_stack(scan.data, t, p, predictor.context, h.segments,
-                                           tof_order, views_to) for t, p in batch])
-            masks = np.stack([mask_stack(mask, p, predictor.context, h.segments, views_to)
+                                           tof_order, wide) for t, p in batch])
+            masks = np.stack([mask_stack(mask, p, predictor.context, h.segments, wide)
                               for _, p in batch]) if predictor.mask_channel else None
-            pred = predictor(stacks, masks)[:, before:before + n_views]
+            senses = None if sens is None else np.stack([plane_stack(
+                sens, 0, p, predictor.context, h.segments, "none", wide) for _, p in batch])
+            pred = predictor(stacks, masks, senses)[:, before:before + n_views]
             for i, (t, p) in enumerate(batch):
                 original = np.asarray(scan.data[t, p])
                 value = np.clip(np.rint(pred[i]), 0, 65535)

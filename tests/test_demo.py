@@ -1,4 +1,4 @@
-"""badblock demo --fast: the whole chain as a user runs it, in a subprocess."""
+"""badblock demo: the whole chain as a user runs it, in a subprocess (--fast, and the real one)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import os
 import subprocess
 import sys
+
+import pytest
 
 METHODS = ("none", "divide", "interp", "biharmonic", "normconv", "unet")
 
@@ -44,3 +46,41 @@ def test_demo_refuses_a_non_empty_output(tmp_path):
     assert proc.returncode == 2
     assert "not empty" in proc.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_demo_network_beats_normconv_on_its_held_out_test_scans(tmp_path):
+    """The real demo (the README's first command): the network it trains repairs both test
+    scans -- phantoms and a dead block it never trained on -- better than normconv with the
+    widths tune_normconv picks, scored here independently of badblock evaluate: the repaired
+    files against the noiseless truth on the damaged bins, normconv computed on the same
+    damaged files, filled only where f > 0 and rounded to uint16 alike."""
+    import numpy as np
+
+    from badblock.baselines import normconv
+    from badblock.io import read_scan
+    from badblock.physics import get_scanner
+    from badblock.physics.mask import real_lor_count
+
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "badblock", "demo", "-o", str(out),
+                           "--set", "train.tensorboard=false"],
+                          capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "BADBLOCK_PROGRESS": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sens = real_lor_count(get_scanner("mini"))
+    mask = np.load(out / "test" / "mask.npy", allow_pickle=False)
+    for name in ("scan_000", "scan_001"):
+        damaged = read_scan(out / "test" / "damaged" / f"{name}.hs")
+        d = np.asarray(damaged.data, np.float64)
+        truth = np.asarray(read_scan(out / "sim" / "test" / f"{name}.truth.hs").data, np.float64)
+        net = np.asarray(read_scan(out / "test" / "repaired" / f"{name}.hs").data, np.float64)
+        f = np.broadcast_to(mask > 0, d.shape)
+        nc = normconv(d, mask, widths=(0.7, 1.5, 0.7), segments=damaged.header.segments,
+                      tof_order=damaged.header.tof_order, sensitivity=sens)
+        nc = np.where(f, np.clip(np.rint(nc), 0, 65535), d)
+        np.testing.assert_array_equal(net[~f], d[~f])  # the network touched only f > 0
+
+        e_net, e_nc = (float(np.sqrt(np.mean((x[f] - truth[f]) ** 2))) for x in (net, nc))
+        # measured 0.914 and 0.924 (2026-12): a margin, not a tie
+        assert e_net < 0.97 * e_nc, (name, e_net, e_nc)

@@ -10,7 +10,10 @@ from typing import Literal
 class SimulateConfig:
     scans: int = 4  # number of scans to simulate
     counts: float = 2.0e6  # expected prompts per scan (sets the Poisson noise level)
-    phantom: Literal["random", "file"] = "random"
+    # random: the training family (physics.phantom.random_phantom); textured, lesions, vessels:
+    # the activity families of physics.families; file: a user's activity volume
+    phantom: Literal["random", "textured", "lesions", "vessels", "file"] = "random"
+    phantom_params: dict = field(default_factory=dict)  # the family's parameters (families.py)
     activity: str | None = None  # a user's activity volume .npy [z, y, x] when phantom=file
     attenuation: bool = True  # water body outline, exp(-integral of mu) per LOR
     tof_fwhm_ps: float = 0.0  # 0 = the preset's own timing resolution

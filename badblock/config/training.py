@@ -18,7 +18,10 @@ class DataConfig:
     mask_stack: bool = False
     # Dead-block positions drawn per sample for the inpaint task ("T:A"); empty = all blocks.
     train_blocks: list[str] = field(default_factory=list)
-    blocks_per_sample: int = 1
+    # How many of them are dead in one sample, (min, max); each one after the first is a
+    # neighbour of one already drawn (around the ring or axially) with probability `adjacent`.
+    blocks_per_sample: list[int] = field(default_factory=lambda: [1, 1])
+    adjacent: float = 0.7
     keep_rate: float = 0.25  # denoise task: share of counts kept in the low-count input
     target: Literal["measured", "truth"] = "measured"  # simulated stores can train on truth
     normalise: Literal["max", "mean", "none"] = "max"
@@ -38,7 +41,7 @@ class AugmentConfig:
     view_roll: float = 0.5  # probability of a view roll with radial flip (object rotation)
     radial_flip: float = 0.5  # probability of a mirror
     dose: float = 0.0  # probability of extra count-level thinning (lower dose)
-    dose_min: float = 0.5  # smallest keep rate of that thinning
+    dose_min: float = 0.5  # smallest keep rate of that thinning, drawn log-uniformly in [min, 1]
     augmentor: bool = False  # image-domain data: Augmentor pipeline (zoom, flips, rotation)
     augmentor_zoom: tuple[float, float] = (1.0, 1.2)  # zoom factor range (size kept)
     augmentor_zoom_p: float = 0.5  # Augmentor rounds probabilities to 0.1
@@ -61,17 +64,16 @@ class ModelConfig:
     softplus_beta: float = 5.0
     out_channels: int = 1
     up_norm: bool = False  # norms in the up blocks (the original's forward has none there)
-    # Feed the scanner's real-LOR pattern per (view, bin) (gap crystals) as a fixed extra input
-    # channel, stored with the weights. Inpaint task only; needs augment.view_roll and
-    # augment.radial_flip = 0 (they would move the data against the fixed map).
-    sensitivity_channel: bool = False
-    # With it: work per real LOR (count planes divided by the map, output multiplied by it).
-    sensitivity_per_lor: bool = False
-    # With both and data.mask_channel: add the in-plane normalised-convolution estimate of the
-    # centre plane as an input channel, Gaussian sigmas (views, bins); empty = off. Three sigmas
-    # (planes, views, bins) with data.mask_stack: the estimate across the stack's planes.
-    prior_sigma: list[float] = field(default_factory=list)
-    prior_residual: bool = False  # the network corrects that estimate instead of replacing it
+    # Sinogram repair (inpaint task): work per real LOR, as the classical baselines do -- the
+    # count planes divided by each plane's real LORs per bin (0 in gap-crystal bins), the centre
+    # plane's sensitivity pattern as one more channel, the output multiplied back.
+    per_lor: bool = False
+    # Sigmas (planes, views, bins) of the normalised-convolution prior channel: the estimate of
+    # the normconv baseline, computed by the same function; empty = no prior channel. Needs
+    # per_lor and data.mask_stack.
+    prior_widths: list[float] = field(default_factory=list)
+    # The network corrects the prior instead of replacing it, starting from it exactly.
+    prior_residual: bool = False
 
 
 @dataclass
@@ -81,6 +83,14 @@ class LossConfig:
     damaged_weight: float = 1.0  # extra weight of damaged bins (1 = none)
     # Pixel-wise terms over the damaged bins (f > 0) only: the bins repair takes from the network.
     damaged_only: bool = False
+    # What the pixel terms compare on the damaged bins: the complete plane (prediction against
+    # the target), or the lost counts scaled to a whole bin, (target - surviving input) / f,
+    # which hold none of the surviving counts' noise and have expectation the truth (inpaint
+    # task, pixel terms over the damaged bins only: elsewhere nothing was lost).
+    target: Literal["complete", "lost"] = "complete"
+    # With target "lost": bin errors weighted by f^lost_power (0 = alike, as the damaged-bin
+    # NRMSE weighs them; 1 = inverse variance of the scaled lost counts; 2 = lost-count error).
+    lost_power: float = 0.0
     ssim_win: int = 3
 
 

@@ -125,7 +125,8 @@ def augment_batch(inp: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     if cfg.dose > 0:
         if not 0.0 < cfg.dose_min <= 1.0:
             raise BadInputError("augment.dose_min", f"must be in (0, 1], got {cfg.dose_min}")
-        keep = torch.where(u_dose < cfg.dose, cfg.dose_min + (1 - cfg.dose_min) * u_keep, 1.0)
+        # log-uniform: every factor of two in dose is drawn as often
+        keep = torch.where(u_dose < cfg.dose, cfg.dose_min ** u_keep, 1.0)
         keep = keep.to(inp.dtype if inp.is_floating_point() else torch.float32).view(n, 1, 1, 1)
         centre = inp[:, c // 2: c // 2 + 1]
         new_inp = thin(inp, keep, generator)

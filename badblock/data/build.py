@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from badblock.config import Config
+from badblock.data.blockmasks import BlockSampler
 from badblock.data.dataset import (
-    BlockMasks,
     PlaneDataset,
     SampleSpec,
     all_blocks,
@@ -27,7 +27,8 @@ from badblock.data.dataset import (
 )
 from badblock.data.store import Store
 from badblock.errors import BadInputError
-from badblock.physics.mask import resolve_mask
+from badblock.physics.mask import real_lor_count, resolve_mask
+from badblock.physics.normconv import view_margin
 from badblock.physics.scanners import get_scanner
 from badblock.physics.stack import padded_views
 
@@ -77,8 +78,10 @@ def build_data(cfg: Config, multiple: int):
     Checks the data section, opens the store (and the target store of the paired task),
     pads views to ``data.views_to`` or the next multiple, builds the per-sample block masks of
     ``data.train_blocks`` (inpaint) and the validation mask (:func:`validation_mask`).
-    ``info``: store path, kind, views, views_to, bins, scanner name (or None), scan counts and
-    ``reference`` ('truth' when every validation scan has a noiseless truth, else 'measured').
+    ``info``: store path, kind, views, views_to, bins, scanner name (or None), scan counts,
+    ``reference`` (always 'measured': validation scores against the complete measured scans,
+    what real data has) and ``truth`` (True when every validation scan also has a noiseless
+    truth, which validation then logs next to it).
     """
     d = cfg.data
     if d.context < 0:
@@ -127,13 +130,24 @@ def build_data(cfg: Config, multiple: int):
     if d.task == "inpaint":
         scanner = scanner_for(store, cfg.scanner.name)
         blocks = parse_block_list(d.train_blocks, "data.train_blocks") or all_blocks(scanner)
-        train_masks = BlockMasks(scanner, blocks)
-        train_masks.check(0)  # the factorised masks agree with physics.dead_block_mask
+        if len(d.blocks_per_sample) != 2:
+            raise BadInputError("data.blocks_per_sample", f"needs [min, max], got "
+                                                          f"{d.blocks_per_sample}")
+        train_masks = BlockSampler(scanner, blocks, d.blocks_per_sample, d.adjacent)
+        # the factorised masks agree with physics.dead_block_mask
+        train_masks.masks.check(train_masks.draw(np.random.default_rng(cfg.run.seed)))
         val_mask = validation_mask(cfg.scanner, store, scanner, cfg.run.data)
-    spec = SampleSpec(task=d.task, context=d.context, views_to=views_to, target=d.target,
-                      keep_rate=d.keep_rate, seed=cfg.run.seed,
+    sensitivity = None
+    if cfg.model.per_lor:
+        if scanner is None:
+            raise BadInputError("model.per_lor", "needs the inpaint task on a scanner's "
+                                                 "sinograms")
+        sensitivity = real_lor_count(scanner)
+    margin = view_margin(cfg.model.prior_widths) if cfg.model.prior_widths else 0
+    spec = SampleSpec(task=d.task, context=d.context, views_to=views_to, margin=margin,
+                      target=d.target, keep_rate=d.keep_rate, seed=cfg.run.seed,
                       thin_in_loader=d.thin_on == "loader")
-    common = dict(segments=store.segments, tof_order=store.tof_order)
+    common = dict(segments=store.segments, tof_order=store.tof_order, sensitivity=sensitivity)
     train_scans = store.split("train")
     val_scans = store.split("val")
     if not val_scans:
@@ -145,13 +159,13 @@ def build_data(cfg: Config, multiple: int):
     val_spec = SampleSpec(**{**spec.__dict__, "seed": cfg.run.seed + 7919})
     n_val = max(1, cfg.train.val_batches) * d.batch_size
     val_ds = PlaneDataset(val_scans, val_spec, masks=val_mask, targets=targets_val,
-                          length=n_val, with_truth=True, **common)
+                          length=n_val, with_truth=True, with_measured=True, **common)
     info = {"store": os.fspath(store.path), "kind": store.kind, "views": n_views,
-            "views_to": views_to,
+            "views_to": views_to, "margin": margin,
             "bins": store.shape[3], "scanner": None if scanner is None else scanner.name,
             "train_scans": len(train_scans), "val_scans": len(val_scans),
-            "reference": "truth" if all(s.truth is not None for s in val_scans) and
-            d.task != "paired" else "measured"}
+            "reference": "measured",
+            "truth": all(s.truth is not None for s in val_scans) and d.task != "paired"}
     return train_ds, val_ds, info
 
 

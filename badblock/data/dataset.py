@@ -3,19 +3,28 @@
 The loader only reads and pads; damage (binomial thinning with the mask) and augmentation run on
 the training device in batches (``badblock.train.batch``), where they are cheapest. One sample:
 
-- ``clean``  ``[2k+1, Vp, B]``: the complete counts of the ``2k+1`` neighbouring planes
+All planes are ``Vw = Vp + 2 margin`` views wide: ``Vp`` the network's padded views, ``margin``
+views more on each side for the prior's kernel (0 without a prior).
+
+- ``clean``  ``[2k+1, Vw, B]``: the complete counts of the ``2k+1`` neighbouring planes
   of one TOF bin of one scan (clamped inside the segment), views padded to ``Vp`` with the
   flipped wrap (:func:`badblock.physics.stack.plane_stack`); uint16 / int16 when the store holds
   16-bit counts (half the bytes of float32 to collate and move), else float32;
-- ``target`` float32 ``[1, Vp, B]``: the complete centre plane (measured counts), the store's
+- ``target`` float32 ``[1, Vw, B]``: the complete centre plane (measured counts), the store's
   noiseless ``truth`` (``data.target = truth``), or the other store's plane (``paired``);
-- ``mask``   float32 ``[2k+1, Vp, B]``: fraction of LORs lost per bin (0..1). For ``inpaint``
-  the dead block is drawn per sample from ``data.train_blocks``; for ``denoise`` it is the
-  constant ``1 - keep_rate``; for ``paired`` it is zero (the input is already damaged).
-- ``damaged`` ``[2k+1, Vp, B]``, dtype of ``clean`` (only with ``thin_in_loader``, in place
+- ``mask``   float32 ``[2k+1, Vw, B]``: fraction of LORs lost per bin (0..1). For ``inpaint``
+  a set of dead blocks is drawn per sample (:class:`badblock.data.blockmasks.BlockSampler`);
+  for ``denoise`` it is the constant ``1 - keep_rate``; for ``paired`` it is zero (the input
+  is already damaged).
+- ``damaged`` ``[2k+1, Vw, B]``, dtype of ``clean`` (only with ``thin_in_loader``, in place
   of ``clean``): the clean stack thinned with ``mask`` by numpy in the loader, per sample.
 - ``where`` int64 ``[3]``: (scan index, TOF bin, plane) of the sample.
-- ``truth`` float32 ``[1, Vp, B]`` (only ``with_truth`` and all scans have one).
+- ``truth`` float32 ``[1, Vw, B]`` (only ``with_truth`` and all scans have one).
+- ``sens`` float32 ``[2k+1, Vw, B]`` (only with ``sensitivity``, the real LORs per bin
+  ``[plane, view, bin]``): the sensitivity of every plane of the stack.
+- ``measured`` float32 ``[1, Vw, B]`` (only ``with_measured``): the complete measured centre
+  plane (the target scan's plane for ``paired``), what validation scores the network against
+  whatever the training target is.
 
 Samples are a pure function of ``(seed, index)``, so any worker count, any shuffling order and
 an interrupted-and-resumed run see the same data. Nothing reads a whole scan: planes come from
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from badblock.data.blockmasks import BlockSampler
 from badblock.data.corruption import thin
 from badblock.errors import BadInputError
 from badblock.physics.stack import mask_stack_into, plane_stack_into, whole_axis_segments
@@ -63,104 +73,6 @@ class SparseMask:
         return out
 
 
-class BlockMasks:
-    """Dead-block masks of single blocks, built per sample from small factors (exact).
-
-    One dead block (crystals ``S`` of transaxial block T on the rings ``R`` of axial block A)
-    loses LOR ``(d1, r1)-(d2, r2)`` when ``d1 in S and r1 in R`` or ``d2 in S and r2 in R``. By
-    the rings' membership the lost share of bin ``(p, v, b)`` is
-
-        a01_A[p] * h2_T[v, b] + a10_A[p] * h1_T[v, b] + a11_A[p] * h12_T[v, b]
-
-    with ``a..`` the share of plane p's real ring pairs with (only r2 / only r1 / both) in R and
-    ``h..`` the share of bin (v, b)'s real sub-LORs with (d2 / d1 / either) in S -- the same
-    decomposition as :func:`badblock.physics.mask.lost_lor_count`, kept per block. So the 304
-    Vision block masks (85 MB each dense) cost 12 MB in all and a few planes per sample, and
-    :meth:`check` compares against ``dead_block_mask`` itself.
-
-    ``blocks``: list of ``(transaxial, axial)`` indices.
-    """
-
-    def __init__(self, scanner, blocks: list[tuple[int, int]]):
-        from badblock.physics.geometry import ring_is_real, ring_pair_plane, transaxial_pairs
-
-        if not blocks:
-            raise BadInputError("data.train_blocks", "no dead blocks to train with")
-        for t, a in blocks:
-            scanner.block_crystals(t)  # range checks with a clear error
-            scanner.block_rings(a)
-        self.scanner = scanner
-        self.blocks = list(blocks)
-        self.shape = (scanner.n_planes, scanner.n_views, scanner.n_bins)
-        det1, det2, valid = transaxial_pairs(scanner)  # [view, mash, bin]
-        n_sub = valid.sum(axis=1).astype(np.float64)
-        inv_sub = np.divide(1.0, n_sub, out=np.zeros_like(n_sub), where=n_sub > 0)
-        self._trans = {}
-        for t in sorted({t for t, _ in self.blocks}):
-            crystals = np.asarray(list(scanner.block_crystals(t)))
-            h1 = valid & np.isin(det1, crystals)
-            h2 = valid & np.isin(det2, crystals)
-            self._trans[t] = np.stack([h2.sum(axis=1) * inv_sub, h1.sum(axis=1) * inv_sub,
-                                       (h1 | h2).sum(axis=1) * inv_sub]).astype(np.float32)
-        table = ring_pair_plane(scanner)
-        real = ring_is_real(scanner)
-        r1, r2 = np.nonzero((table >= 0) & real[:, None] & real[None, :])
-        plane = table[r1, r2]
-        n_planes = scanner.n_planes
-        pairs = np.bincount(plane, minlength=n_planes).astype(np.float64)
-        inv_pairs = np.divide(1.0, pairs, out=np.zeros_like(pairs), where=pairs > 0)
-        self._axial = {}
-        self._affected = {}
-        for a in sorted({a for _, a in self.blocks}):
-            rings = np.asarray(list(scanner.block_rings(a)))
-            in1, in2 = np.isin(r1, rings), np.isin(r2, rings)
-            shares = np.stack([np.bincount(plane[~in1 & in2], minlength=n_planes),
-                               np.bincount(plane[in1 & ~in2], minlength=n_planes),
-                               np.bincount(plane[in1 & in2], minlength=n_planes)]) * inv_pairs
-            self._axial[a] = shares.astype(np.float32)  # [3, plane]
-        for t, a in self.blocks:
-            # a plane is touched when one of its non-zero ring shares meets a non-zero map
-            hit = (self._axial[a] > 0) & (self._trans[t].reshape(3, -1).max(axis=1) > 0)[:, None]
-            self._affected[(t, a)] = np.flatnonzero(hit.any(axis=0))
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def get(self, i: int) -> BlockMask:
-        t, a = self.blocks[i]
-        return BlockMask(self._trans[t], self._axial[a], self._affected[(t, a)], self.shape)
-
-    def affected_planes(self, i: int) -> np.ndarray:
-        return self._affected[self.blocks[i]]
-
-    def check(self, i: int = 0, atol: float = 1e-5) -> None:
-        """Compare block ``i`` with ``physics.dead_block_mask`` (raises on a mismatch)."""
-        from badblock.physics.mask import dead_block_mask
-
-        ref = dead_block_mask(self.scanner, [self.blocks[i]])
-        got = self.get(i)[np.arange(self.shape[0])]
-        err = float(np.abs(got - ref).max())
-        if err > atol:
-            raise AssertionError(f"factorised mask of block {self.blocks[i]} differs from "
-                                 f"dead_block_mask by {err:g}")
-
-
-class BlockMask:
-    """One block's mask ``[plane, view, bin]``, evaluated only for the planes asked for."""
-
-    def __init__(self, trans: np.ndarray, axial: np.ndarray, planes: np.ndarray, shape):
-        self._trans = trans  # [3, view, bin]
-        self._axial = axial  # [3, plane]
-        self.planes = planes  # affected planes (sorted)
-        self.shape = tuple(shape)
-
-    def __getitem__(self, planes) -> np.ndarray:
-        planes = np.atleast_1d(np.asarray(planes, np.int64))
-        w = self._axial[:, planes]  # [3, n]
-        out = np.tensordot(w.T, self._trans, axes=1)  # [n, view, bin]
-        return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
-
-
 def all_blocks(scanner) -> list[tuple[int, int]]:
     return [(t, a) for a in range(scanner.blocks_axial) for t in range(scanner.blocks_transaxial)]
 
@@ -183,6 +95,7 @@ class SampleSpec:
     task: str = "inpaint"  # inpaint | denoise | paired
     context: int = 2
     views_to: int = 0  # 0 = no padding
+    margin: int = 0  # extra views on each side of views_to (what the prior's kernel reads)
     target: str = "measured"  # measured | truth
     keep_rate: float = 0.25
     seed: int = 0
@@ -193,14 +106,15 @@ class PlaneDataset(torch.utils.data.Dataset):
     """Map-style dataset over the global sample index (``epoch * epoch_size + i``).
 
     ``scans``: the :class:`~badblock.data.store.StoreScan` objects to draw from (one split).
-    ``masks``: :class:`BlockMasks` (one block drawn per sample) or a fixed mask
+    ``masks``: a :class:`BlockSampler` (a set of blocks drawn per sample) or a fixed mask
     ``[plane, view, bin]`` (validation: the configured dead blocks). ``targets``: for
     ``paired``, the target scans (same order as ``scans``).
     """
 
     def __init__(self, scans, spec: SampleSpec, *, segments=None, tof_order: str = "none",
-                 masks: BlockMasks | np.ndarray | SparseMask | None = None, targets=None,
-                 length: int | None = None, with_truth: bool = False):
+                 masks: BlockSampler | np.ndarray | SparseMask | None = None, targets=None,
+                 length: int | None = None, with_truth: bool = False,
+                 with_measured: bool = False, sensitivity: np.ndarray | None = None):
         if not scans:
             raise BadInputError("store", "no scans to draw samples from")
         self.scans = list(scans)
@@ -210,13 +124,22 @@ class PlaneDataset(torch.utils.data.Dataset):
         self.n_tof, self.n_planes, self.n_views, self.n_bins = shape
         self.segments = segments or whole_axis_segments(self.n_planes)
         self.views_to = spec.views_to or self.n_views
+        self.width = self.views_to + 2 * int(spec.margin)
+        self.sensitivity = None
+        if sensitivity is not None:
+            sens = np.asarray(sensitivity, np.float32)
+            if sens.shape != (self.n_planes, self.n_views, self.n_bins):
+                raise BadInputError("sensitivity", f"shape {sens.shape} does not match the "
+                                    f"scans' [plane, view, bin] {shape[1:]}")
+            self.sensitivity = sens[None]  # [1, P, V, B]: one "TOF bin", no TOF partner
         self.targets = targets
         self.length = length
         # the noiseless truth rides along for scoring (validation) when every scan has one
         self.with_truth = with_truth and all(s.truth is not None for s in self.scans)
+        self.with_measured = with_measured
         self._fixed_mask = None
-        self._blocks: BlockMasks | None = None
-        if isinstance(masks, BlockMasks):
+        self._blocks: BlockSampler | None = None
+        if isinstance(masks, BlockSampler):
             self._blocks = masks
         elif masks is not None:
             self._fixed_mask = masks if isinstance(masks, SparseMask) else SparseMask(masks)
@@ -249,8 +172,7 @@ class PlaneDataset(torch.utils.data.Dataset):
                 flat = int(cand[rng.integers(cand.size)])
                 return s, flat // self.n_planes, flat % self.n_planes, self._fixed_mask
             if self._blocks is not None:
-                b = int(rng.integers(len(self._blocks)))
-                mask = self._blocks.get(b)
+                mask = self._blocks.mask(rng)
             else:
                 mask = self._fixed_mask
             planes = mask.planes
@@ -286,12 +208,14 @@ class PlaneDataset(torch.utils.data.Dataset):
         picks = [self._pick(np.random.default_rng([seed, int(i)])) for i in indices]
         n, k = len(picks), spec.context
         c = 2 * k + 1
-        plane = (self.views_to, self.n_bins)
+        plane = (self.width, self.n_bins)
         counts = np.result_type(*{self._count_dtype(self.scans[s]) for s, _, _, _ in picks})
         clean = np.empty((n, c) + plane, counts)
         target = np.empty((n, 1) + plane, np.float32)
         m = np.empty((n, c) + plane, np.float32)
         truth = np.empty((n, 1) + plane, np.float32) if self.with_truth else None
+        sens = None if self.sensitivity is None else np.empty((n, c) + plane, np.float32)
+        measured = np.empty((n, 1) + plane, np.float32) if self.with_measured else None
         segs, tof = self.segments, self.tof_order
         for i, (s, t, p, mask) in enumerate(picks):
             scan = self.scans[s]
@@ -303,6 +227,9 @@ class PlaneDataset(torch.utils.data.Dataset):
             else:
                 source = scan.data
             plane_stack_into(target[i], source, t, p, 0, segs, tof)
+            if measured is not None:
+                plane_stack_into(measured[i], source if spec.task == "paired" else scan.data,
+                                 t, p, 0, segs, tof)
             if spec.task == "denoise":
                 m[i] = np.float32(1.0 - spec.keep_rate)
             elif spec.task == "paired" or mask is None:
@@ -311,6 +238,8 @@ class PlaneDataset(torch.utils.data.Dataset):
                 mask_stack_into(m[i], mask, p, k, segs)
             if truth is not None:
                 plane_stack_into(truth[i], scan.truth, t, p, 0, segs, tof)
+            if sens is not None:
+                plane_stack_into(sens[i], self.sensitivity, 0, p, k, segs, "none")
         where = np.array([pick[:3] for pick in picks], np.int64).reshape(n, 3)
         out = {"clean": clean, "target": target, "mask": m, "where": where}
         if spec.thin_in_loader and spec.task != "paired":
@@ -321,6 +250,10 @@ class PlaneDataset(torch.utils.data.Dataset):
             out["damaged"] = out.pop("clean")  # in place: half the bytes to move
         if truth is not None:
             out["truth"] = truth
+        if sens is not None:
+            out["sens"] = sens
+        if measured is not None:
+            out["measured"] = measured
         return SampleBatch({key: torch.from_numpy(v) for key, v in out.items()})
 
 
@@ -390,4 +323,4 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 __all__ = ["PlaneDataset", "EpochSampler", "SampleSpec", "SampleBatch", "collate_samples",
-           "BlockMasks", "BlockMask", "SparseMask", "all_blocks", "parse_block_list"]
+           "SparseMask", "all_blocks", "parse_block_list"]

@@ -5,13 +5,7 @@ batches built with :mod:`badblock.inference.layout`); it imports models and util
 training.
 """
 
-from badblock.inference.layout import (
-    NORMALISE_MODES,
-    ChannelLayout,
-    network_input,
-    normalise_scale,
-)
+from badblock.inference.layout import NORMALISE_MODES, ChannelLayout, normalise_scale
 from badblock.inference.predictor import Predictor, load_predictor
 
-__all__ = ["Predictor", "load_predictor", "ChannelLayout", "network_input", "normalise_scale",
-           "NORMALISE_MODES"]
+__all__ = ["Predictor", "load_predictor", "ChannelLayout", "normalise_scale", "NORMALISE_MODES"]

@@ -5,12 +5,15 @@ ranges to copy unchanged. The images are cut into chunks of ``batch`` consecutiv
 chunk is one network call and is processed the same way wherever it runs, so every path below
 writes the same bytes for the same predictor:
 
-1. its context stacks ``[n, 2k+1, Vp, B]`` (and mask stacks) are built into buffers allocated
-   once (:func:`badblock.physics.stack.plane_stack_into`);
+1. its context stacks ``[n, 2k+1, Vw, B]`` (and mask and sensitivity stacks, when the
+   predictor takes them) are built into buffers allocated once
+   (:func:`badblock.physics.stack.plane_stack_into`); ``Vw = Vp + 2 margin``, the padded views
+   plus the views each side that only the predictor's prior channel reads;
 2. an image whose context stack holds no counts at all (every value of the ``2k+1`` view-padded
    planes the network would see is 0) is not sent to the network: its repair is a copy, since
    with ``max``/``mean`` normalisation the prediction is the network output times the stack's
-   scale, 1e-8, which rounds to 0 (for float outputs it differs from 0 by 1e-8 x the output);
+   scale, 1e-8 (times the sensitivity for per-LOR networks), which rounds to 0 (for float
+   outputs it differs from 0 by that factor x the output);
    such a plane is all zeros, so ``where(f > 0, prediction, input)`` is the input anyway;
 3. the rest go through the predictor in one call;
 4. each prediction is cropped to the real views; non-finite values become the input's,
@@ -67,7 +70,9 @@ class PlaneJob:
     ``copies``: ``(t, p0, p1)`` plane ranges copied unchanged; ``views_to`` (Vp) and the
     stack geometry (``context``, ``segments``, ``tof_order``); ``mask_channel``: pass mask
     stacks; ``skip_empty``: copy images whose context stack is all zeros (see the module
-    docstring)."""
+    docstring); ``margin``: views built beyond ``Vp`` on each side (the predictor's prior
+    channel reads them); ``sens``: real LORs per bin ``[1, P, V, B]`` when the predictor works
+    per LOR (its stacks are passed as a third argument), else None."""
 
     data: object
     out: np.ndarray
@@ -80,6 +85,13 @@ class PlaneJob:
     views_to: int
     mask_channel: bool
     skip_empty: bool
+    margin: int = 0
+    sens: np.ndarray | None = None
+
+    @property
+    def wide(self) -> int:
+        """Views of the stacks built: ``Vp + 2 margin``."""
+        return self.views_to + 2 * self.margin
 
 
 @dataclass
@@ -110,6 +122,7 @@ class Chunk:
     kept: list[tuple[int, int]] = field(default_factory=list)
     stacks: np.ndarray | None = None
     masks: np.ndarray | None = None
+    senses: np.ndarray | None = None
     pred: np.ndarray | None = None
     empty: list[tuple[int, int]] = field(default_factory=list)
     buffers: Buffers | None = None
@@ -117,13 +130,15 @@ class Chunk:
 
 
 class Buffers:
-    """Stack and mask buffers ``[batch, 2k+1, Vp, B]`` float32, filled chunk by chunk."""
+    """Stack, mask and sensitivity buffers ``[batch, 2k+1, Vw, B]`` float32 (the latter two
+    when the job needs them), filled chunk by chunk."""
 
     def __init__(self, job: PlaneJob, batch: int):
         n_bins = job.data.shape[-1]
-        shape = (batch, 2 * job.context + 1, job.views_to, n_bins)
+        shape = (batch, 2 * job.context + 1, job.wide, n_bins)
         self.stacks = np.empty(shape, np.float32)
         self.masks = np.empty(shape, np.float32) if job.mask_channel else None
+        self.senses = np.empty(shape, np.float32) if job.sens is not None else None
 
     def fill(self, job: PlaneJob, chunk: Chunk, items) -> Chunk:
         t0 = time.perf_counter()
@@ -136,10 +151,14 @@ class Buffers:
                 continue
             if self.masks is not None:
                 mask_stack_into(self.masks[n], job.mask, p, job.context, job.segments)
+            if self.senses is not None:  # the same for every TOF bin: its own, "none"
+                plane_stack_into(self.senses[n], job.sens, 0, p, job.context, job.segments,
+                                 "none")
             chunk.kept.append((t, p))
             n += 1
         chunk.stacks = self.stacks[:n]
         chunk.masks = None if self.masks is None else self.masks[:n]
+        chunk.senses = None if self.senses is None else self.senses[:n]
         chunk.seconds["stack_s"] = time.perf_counter() - t0
         return chunk
 
@@ -156,7 +175,8 @@ def predict(predictor, chunk: Chunk, views_to: int, n_bins: int) -> np.ndarray:
     if n == 0:
         return np.empty((0, views_to, n_bins), np.float32)
     t0 = time.perf_counter()
-    pred = _to_numpy(predictor(chunk.stacks, chunk.masks))
+    extra = () if chunk.senses is None else (chunk.senses,)
+    pred = _to_numpy(predictor(chunk.stacks, chunk.masks, *extra))
     chunk.seconds["network_s"] = time.perf_counter() - t0
     if pred.shape != (n, views_to, n_bins):
         raise BadInputError("predictor", f"returned shape {pred.shape}, expected "
@@ -227,7 +247,7 @@ def plan_workers(predictor, job: PlaneJob, batch_size: int, workers: int | None
     """
     from badblock.utils.hardware import usable_cores
 
-    n_views, n_bins = job.views_to, job.data.shape[-1]
+    n_views, n_bins = job.wide, job.data.shape[-1]
     per_image = getattr(predictor, "bytes_per_image", None)
     per_image = int(per_image(n_views, n_bins)) if callable(per_image) else 0
     batch = max(1, int(batch_size))
@@ -258,7 +278,7 @@ def check_bf16(predictor, job: PlaneJob, batch: int, log) -> float | None:
         if not chunk.kept:
             continue
         region = np.stack([_padded_region(job, p) for _, p in chunk.kept])
-        err = predictor.bf16_error(chunk.stacks, chunk.masks, region)
+        err = predictor.bf16_error(chunk.stacks, chunk.masks, region, sens=chunk.senses)
         if err > BF16_TOLERANCE:
             predictor.amp = False
             log(f"bf16 predictions differ from float32 by {err:.3g} (relative RMS on the "

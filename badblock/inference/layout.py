@@ -1,23 +1,30 @@
 """The network's input: which channels, in which order, normalised how. One definition for
 training (the trainer builds its batches with it) and inference (the predictor does the same).
 
-A sample is a context stack of ``2k+1`` neighbouring planes ``[2k+1, Vp, B]`` (damaged counts,
-the centre plane ``k`` the one to repair) with its mask stack ``[2k+1, Vp, B]`` (fraction of
-real LORs lost per bin, 0..1). The network sees, for each sample, the channels
+A sample is a context stack of ``C = 2k+1`` neighbouring planes (damaged counts ``y_j``, the
+centre plane ``k`` the one to repair) with its mask stack (fraction ``f_j`` of real LORs lost per
+bin, 0..1) and, for the per-LOR layout, its sensitivity stack (``s_j``: real LORs per bin,
+:func:`badblock.physics.mask.real_lor_count`), all ``[C, Vw, B]``. ``Vw = Vp + 2 margin``: the
+padded views the network sees (``Vp``, a multiple of ``2**depth``) plus ``margin`` views each
+side that only the prior's kernel reads (:func:`badblock.physics.normconv.view_margin`). The
+network sees, cropped to the ``Vp`` views,
 
-    counts / scale  (2k+1 planes)  [+ f of the centre plane | + f of all 2k+1 planes]
+    u_j / scale  (C planes)  [+ f of the centre | + f of all C planes]  [+ s_c / max s_c]
+                 [+ prior / scale]
 
-``scale`` comes from the damaged input only (:func:`normalise_scale`), so that repair, which
-has nothing else, normalises exactly as training did; the network's output times ``scale`` is
-counts again. The mask channel is there with ``mask_channel``; ``mask_stack`` gives all
-``2k+1`` mask planes instead of the centre one. :class:`ChannelLayout` counts these channels:
-the UNet is built with ``in_channels = layout.in_channels`` (its own extra channels, the
-sensitivity map and the prior, it adds inside).
+with ``u_j = y_j / s_j`` (counts per real LOR, 0 in gap bins) for ``per_lor``, else ``u_j = y_j``;
+the sensitivity pattern of the centre plane (``per_lor``); and the normalised-convolution prior
+of the centre plane per LOR (``prior_widths``: :func:`badblock.physics.normconv.normconv_stack`,
+the very function of the ``normconv`` baseline). ``scale`` comes from the damaged input only
+(:func:`normalise_scale` of ``u``), so that repair, which has nothing else, normalises exactly as
+training did. The network's output ``o`` (per LOR with ``per_lor``, divided by ``scale``) maps
+back to counts as ``o * out_scale`` with ``out_scale = scale * s_c`` (``scale`` without
+``per_lor``): :meth:`ChannelLayout.inputs` returns both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -27,37 +34,11 @@ EPS = 1e-8
 NORMALISE_MODES = ("max", "mean", "none")
 
 
-@dataclass(frozen=True)
-class ChannelLayout:
-    """Input channels of the network: ``count_planes`` (2k+1) then ``mask_planes`` (0, 1 or
-    2k+1). Build it with :meth:`of`."""
-
-    count_planes: int
-    mask_planes: int
-
-    @property
-    def in_channels(self) -> int:
-        return self.count_planes + self.mask_planes
-
-    @classmethod
-    def of(cls, context: int, mask_channel: bool, mask_stack: bool = False) -> ChannelLayout:
-        """The layout for context ``k`` and the data section's mask flags.
-
-        Raises :class:`BadInputError` (key ``data.mask_stack``) for ``mask_stack`` without
-        ``mask_channel``.
-        """
-        planes = 2 * int(context) + 1
-        if mask_stack and not mask_channel:
-            raise BadInputError("data.mask_stack", "needs data.mask_channel")
-        mask_planes = (planes if mask_stack else 1) if mask_channel else 0
-        return cls(planes, mask_planes)
-
-
 def normalise_scale(inp: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-sample scale ``[N, 1, 1, 1]`` of a damaged input stack ``[N, C, V, B]`` (counts).
+    """Per-sample scale ``[N, 1, 1, 1]`` of a damaged input stack ``[N, C, V, B]``.
 
     ``max``: stack maximum + 1e-8; ``mean``: stack mean + 1e-8; ``none``: 1.
-    Network input = counts / scale; network output * scale = counts.
+    Network input = stack / scale; network output * scale = the stack's units again.
     """
     n = inp.shape[0]
     if mode == "max":
@@ -69,26 +50,142 @@ def normalise_scale(inp: torch.Tensor, mode: str) -> torch.Tensor:
     raise BadInputError("data.normalise", f"must be one of {NORMALISE_MODES}, not {mode!r}")
 
 
-def network_input(inp: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor,
-                  context: int, mask_channel: bool, mask_stack: bool = False) -> torch.Tensor:
-    """The network input ``[N, 2k+1 (+1 | +2k+1), V, B]`` (see the module docstring).
+@dataclass(frozen=True)
+class ChannelLayout:
+    """The network's input channels and how its output becomes counts (module docstring).
 
-    ``inp``: damaged counts ``[N, 2k+1, V, B]``; ``mask``: lost fractions ``[N, 2k+1, V, B]``
-    (needed with ``mask_channel``); ``scale``: ``[N, 1, 1, 1]`` from :func:`normalise_scale`.
-    Returns ``inp / scale``, then the centre plane's ``f`` (``mask_channel``) or all ``2k+1``
-    planes' (and ``mask_stack``).
+    ``context`` (k), ``mask_channel`` / ``mask_stack`` (the centre plane's f, or all C planes'),
+    ``normalise`` (:data:`NORMALISE_MODES`), ``per_lor`` (counts per real LOR plus the centre's
+    sensitivity pattern; needs sensitivity stacks), ``prior_widths`` (sigmas planes, views,
+    bins of the prior channel; empty = none; needs ``per_lor`` and ``mask_stack``), ``margin``
+    (extra views each side of the network's; 0 without a prior). Checkpoints store
+    :meth:`to_dict`; :meth:`from_dict` reads it back (older checkpoints: the plain layout).
     """
-    x = inp / scale
-    if mask_channel:
-        if mask is None:
-            raise BadInputError("mask", "this checkpoint was trained with the mask channel: "
-                                        "give the mask of the damaged scan")
-        if mask_stack and mask.shape[1] != inp.shape[1]:
-            raise BadInputError("mask", f"expected {inp.shape[1]} mask planes (one per input "
-                                        f"plane), got {mask.shape[1]}")
-        m = mask if mask_stack else mask[:, context:context + 1]
-        x = torch.cat([x, m.to(x.dtype)], dim=1)
-    return x
+
+    context: int = 2
+    mask_channel: bool = False
+    mask_stack: bool = False
+    normalise: str = "max"
+    per_lor: bool = False
+    prior_widths: tuple[float, ...] = field(default_factory=tuple)
+    margin: int = 0
+
+    def __post_init__(self):
+        if self.context < 0:
+            raise BadInputError("data.context", f"must be >= 0, got {self.context}")
+        if self.mask_stack and not self.mask_channel:
+            raise BadInputError("data.mask_stack", "needs data.mask_channel")
+        if self.normalise not in NORMALISE_MODES:
+            raise BadInputError("data.normalise", f"must be one of {NORMALISE_MODES}, not "
+                                                  f"{self.normalise!r}")
+        if self.prior_widths:
+            from badblock.physics.normconv import check_widths, view_margin
+
+            object.__setattr__(self, "prior_widths",
+                               check_widths(self.prior_widths, "model.prior_widths"))
+            if not (self.per_lor and self.mask_stack):
+                raise BadInputError("model.prior_widths", "the prior channel needs model.per_lor "
+                                    "and data.mask_stack (the sensitivity and f of every plane)")
+            if self.margin < view_margin(self.prior_widths):
+                raise BadInputError("model.prior_widths", f"needs a view margin of "
+                                    f"{view_margin(self.prior_widths)}, got {self.margin}")
+
+    @classmethod
+    def of(cls, data_cfg, model_cfg) -> ChannelLayout:
+        """The layout of a run's ``data`` and ``model`` config sections."""
+        from badblock.physics.normconv import view_margin
+
+        widths = tuple(float(v) for v in (getattr(model_cfg, "prior_widths", None) or ()))
+        return cls(context=data_cfg.context, mask_channel=data_cfg.mask_channel,
+                   mask_stack=data_cfg.mask_stack, normalise=data_cfg.normalise,
+                   per_lor=bool(getattr(model_cfg, "per_lor", False)), prior_widths=widths,
+                   margin=view_margin(widths) if widths else 0)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ChannelLayout:
+        """The layout a checkpoint's ``data`` dict describes."""
+        return cls(context=int(data["context"]), mask_channel=bool(data.get("mask_channel")),
+                   mask_stack=bool(data.get("mask_stack")),
+                   normalise=str(data.get("normalise", "max")),
+                   per_lor=bool(data.get("per_lor", False)),
+                   prior_widths=tuple(data.get("prior_widths") or ()),
+                   margin=int(data.get("margin", 0)))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["prior_widths"] = list(self.prior_widths)
+        return out
+
+    @property
+    def planes(self) -> int:
+        return 2 * self.context + 1
+
+    @property
+    def mask_planes(self) -> int:
+        return (self.planes if self.mask_stack else 1) if self.mask_channel else 0
+
+    @property
+    def in_channels(self) -> int:
+        return (self.planes + self.mask_planes + int(self.per_lor)
+                + int(bool(self.prior_widths)))
+
+    @property
+    def prior_channel(self) -> int | None:
+        """Index of the prior channel (the last), or None."""
+        return self.in_channels - 1 if self.prior_widths else None
+
+    def inputs(self, inp: torch.Tensor, mask: torch.Tensor | None = None,
+               sens: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, scale, out_scale)``: the network input ``[N, in_channels, Vp, B]``, the
+        per-sample normaliser ``[N, 1, 1, 1]`` and the factor ``[N, 1, Vp, B]`` (``[N, 1, 1, 1]``
+        without ``per_lor``) that turns the network's output into counts.
+
+        ``inp``: damaged counts ``[N, C, Vw, B]``; ``mask``: lost fractions alike (needed with
+        ``mask_channel``); ``sens``: sensitivity stacks alike (needed with ``per_lor``);
+        ``Vw = Vp + 2 margin``.
+        """
+        c, m = self.planes, self.margin
+        if inp.ndim != 4 or inp.shape[1] != c or inp.shape[2] <= 2 * m:
+            raise BadInputError("stacks", f"expected [N, {c}, Vp + {2 * m}, B] context stacks, "
+                                          f"got {list(inp.shape)}")
+        inp = inp.float()
+        if self.mask_channel:
+            if mask is None:
+                raise BadInputError("mask", "this network was trained with the mask channel: "
+                                            "give the mask of the damaged scan")
+            if mask.shape != inp.shape:
+                raise BadInputError("mask", f"expected mask stacks {list(inp.shape)}, got "
+                                            f"{list(mask.shape)}")
+        vw = inp.shape[2]
+        crop = slice(m, vw - m)
+        if self.per_lor:
+            if sens is None or sens.shape != inp.shape:
+                raise BadInputError("sensitivity", "this network works per real LOR: give "
+                                    f"sensitivity stacks {list(inp.shape)}")
+            s = sens.float()
+            u = torch.where(s > 0, inp / torch.where(s > 0, s, torch.ones_like(s)),
+                            torch.zeros_like(inp))
+        else:
+            u = inp
+        u = u[:, :, crop]
+        scale = normalise_scale(u, self.normalise)
+        parts = [u / scale]
+        if self.mask_channel:
+            f = mask.float()[:, :, crop]
+            parts.append(f if self.mask_stack else f[:, self.context:self.context + 1])
+        out_scale = scale
+        if self.per_lor:
+            centre = s[:, self.context:self.context + 1, crop]
+            peak = centre.amax(dim=(2, 3), keepdim=True)
+            parts.append(centre / torch.where(peak > 0, peak, torch.ones_like(peak)))
+            out_scale = scale * centre
+        if self.prior_widths:
+            from badblock.physics.normconv import normconv_stack
+
+            rate = normconv_stack(inp, 1.0 - mask.float(), s, self.prior_widths, margin=m)
+            parts.append(rate[:, None] / scale)
+        return torch.cat(parts, dim=1), scale, out_scale
 
 
-__all__ = ["ChannelLayout", "normalise_scale", "network_input", "NORMALISE_MODES", "EPS"]
+__all__ = ["ChannelLayout", "normalise_scale", "NORMALISE_MODES", "EPS"]

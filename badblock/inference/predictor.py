@@ -1,15 +1,18 @@
-"""Apply a trained checkpoint to context stacks: normalise, network, inverse normalise.
+"""Apply a trained checkpoint to context stacks: the input layout, the network, counts again.
 
 Used by ``repair`` and ``evaluate``; training writes the checkpoints it reads
 (:mod:`badblock.train.checkpoint`) and builds its batches with the same input layout
-(:mod:`badblock.inference.layout`), so that the normalisation at repair time is exactly the
-one the network was trained with: from the damaged input only.
+(:class:`badblock.inference.layout.ChannelLayout`), so that the normalisation at repair time is
+exactly the one the network was trained with: from the damaged input only.
 
 View padding: a scan's ``V`` views are padded to ``Vp`` before the network (a multiple of
 ``2**depth``): ``Vp = predictor.views_to`` (the training value) or
-``badblock.physics.stack.padded_views(V, predictor.multiple)``; the views added are
+``badblock.physics.stack.padded_views(V, predictor.multiple)``, plus ``predictor.margin`` views
+on each side that only the prior channel reads; stacks are built that wide
+(``badblock.physics.stack.plane_stack(..., views_to=Vp + 2 * margin)``) and the predictor
+returns the ``Vp`` views; the views added are
 ``badblock.physics.stack.view_padding(V, Vp) -> (before, after)`` and the caller crops
-``[before:before + V]`` from the output.
+``[before:before + V]``.
 """
 
 from __future__ import annotations
@@ -21,27 +24,29 @@ import numpy as np
 import torch
 
 from badblock.errors import BadInputError
-from badblock.inference.layout import network_input, normalise_scale
+from badblock.inference.layout import ChannelLayout
 
 
 class Predictor:
     """A trained network ready for inference on one device.
 
-    ``data`` is the checkpoint's data dict: ``context`` (k), ``normalise`` (default ``max``),
-    ``mask_channel``, ``mask_stack`` (absent in checkpoints from before the option: False),
-    ``multiple`` (view and bin sides must divide by it), ``views_to`` (the padded view count
-    used in training; 0 = unknown), and what training recorded besides (views, bins, task,
-    target, scanner). Attributes: those values, ``model`` (eval mode), ``device``, ``amp``
-    (bf16 autocast), ``channels_last``, ``data`` (a copy of the dict). ``amp`` and
-    ``channels_last`` default to the device's fast formats
-    (:func:`badblock.utils.hardware.fast_formats`: bf16 on CUDA and on CPUs with bf16 units,
-    channels-last everywhere); ``amp`` may be switched off later (repair does when bf16
-    disagrees with float32, :meth:`bf16_error`).
+    ``data`` is the checkpoint's data dict: the input layout (``context``, ``normalise``,
+    ``mask_channel``, ``mask_stack``, ``per_lor``, ``prior_widths``, ``margin``; absent keys
+    of older checkpoints take the plain layout's values), ``multiple`` (view and bin sides
+    must divide by it), ``views_to`` (the padded view count used in training; 0 = unknown)
+    and what training recorded besides (views, bins, task, target, scanner). Attributes:
+    ``layout``, ``context``, ``margin``, ``per_lor``, ``mask_channel``, ``multiple``,
+    ``views_to``, ``model`` (eval mode), ``device``, ``amp`` (bf16 autocast),
+    ``channels_last``, ``data`` (a copy of the dict). ``amp`` and ``channels_last`` default to
+    the device's fast formats (:func:`badblock.utils.hardware.fast_formats`: bf16 on CUDA and
+    on CPUs with bf16 units, channels-last everywhere); ``amp`` may be switched off later
+    (repair does when bf16 disagrees with float32, :meth:`bf16_error`).
 
-    Call it with damaged counts ``[N, 2k+1, Vp, B]`` and masks ``[N, 2k+1, Vp, B]`` (lost
-    fraction 0..1; required when ``mask_channel``, else may be None): it returns repaired
-    counts ``[N, Vp, B]`` of the centre planes. numpy in -> numpy float32 out; tensors in ->
-    a float32 tensor on the predictor's device out.
+    Call it with damaged counts ``[N, 2k+1, Vp + 2 margin, B]``, masks alike (lost fraction
+    0..1; required with ``mask_channel``) and sensitivity stacks alike (real LORs per bin,
+    :func:`badblock.physics.mask.real_lor_count`; required with ``per_lor``): it returns the
+    repaired counts ``[N, Vp, B]`` of the centre planes. numpy in -> numpy float32 out;
+    tensors in -> a float32 tensor on the predictor's device out.
     """
 
     def __init__(self, model: torch.nn.Module, data: dict, device: torch.device,
@@ -56,10 +61,11 @@ class Predictor:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.data = dict(data)
-        self.context = int(data["context"])
-        self.normalise = str(data.get("normalise", "max"))
-        self.mask_channel = bool(data.get("mask_channel", False))
-        self.mask_stack = bool(data.get("mask_stack", False))
+        self.layout = ChannelLayout.from_dict(data)
+        self.context = self.layout.context
+        self.margin = self.layout.margin
+        self.per_lor = self.layout.per_lor
+        self.mask_channel = self.layout.mask_channel
         self.multiple = int(data.get("multiple", 1))
         self.views_to = int(data.get("views_to", 0))
         self._pinned: dict[str, torch.Tensor] = {}
@@ -73,11 +79,16 @@ class Predictor:
         from badblock.utils.checkpoint import load_checkpoint
 
         state = load_checkpoint(path, map_location="cpu")
+        config = state.get("model_config") or {}
+        if "sensitivity_shape" in config or "prior_sigma" in config:
+            raise BadInputError(path, "checkpoint of an older badblock (sensitivity and prior "
+                                      "inside the network): train it again with this version")
         try:
-            model = UNet(**state["model_config"])
+            model = UNet(**config)
             model.load_state_dict(state["model"])
-        except (TypeError, RuntimeError) as exc:
-            raise BadInputError(path, f"checkpoint does not fit the UNet ({exc})") from None
+        except (TypeError, RuntimeError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(path, f"checkpoint does not fit the UNet ({first})") from None
         return cls(model, state["data"], torch.device(device), amp=amp)
 
     def bytes_per_image(self, views: int, bins: int) -> int:
@@ -101,41 +112,38 @@ class Predictor:
         host.numpy()[...] = a
         return host.to(self.device, non_blocking=True)
 
-    def __call__(self, stacks, masks=None):
-        """Damaged counts ``[N, 2k+1, Vp, B]`` (+ masks alike) -> repaired counts ``[N, Vp, B]``.
+    def __call__(self, stacks, masks=None, sens=None):
+        """Damaged counts ``[N, 2k+1, Vp + 2 margin, B]`` (+ masks and sensitivity alike) ->
+        repaired counts ``[N, Vp, B]``.
 
         numpy in, numpy float32 out; tensors in, a float32 tensor on the predictor's device out.
         The caller crops the view padding (``badblock.physics.stack.view_padding``).
         """
-        return self.run(stacks, masks, self.amp)
+        return self.run(stacks, masks, sens, self.amp)
 
-    def run(self, stacks, masks=None, bf16: bool = False):
+    def run(self, stacks, masks=None, sens=None, bf16: bool = False):
         """:meth:`__call__` with bf16 autocast on or off for this call."""
         as_numpy = isinstance(stacks, np.ndarray)
-        c = 2 * self.context + 1
-        if stacks.ndim != 4 or stacks.shape[1] != c:
-            raise BadInputError("stacks", f"expected [N, {c}, V, B] context stacks, got "
-                                          f"{list(stacks.shape)}")
         with torch.inference_mode():
             inp = self._to_device(stacks, "stacks")
             m = None if masks is None else self._to_device(masks, "masks")
-            scale = normalise_scale(inp, self.normalise)
-            x = network_input(inp, m, scale, self.context, self.mask_channel, self.mask_stack)
+            s = None if sens is None else self._to_device(sens, "sens")
+            x, _, out_scale = self.layout.inputs(inp, m, s)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 y = self.model(x)
-            out = (y.float() * scale)[:, 0]
+            out = (y.float() * out_scale)[:, 0]
             if as_numpy:
                 return out.cpu().numpy()
         return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
 
-    def bf16_error(self, stacks, masks, region: np.ndarray) -> float:
+    def bf16_error(self, stacks, masks, region: np.ndarray, sens=None) -> float:
         """Relative RMS difference of the bf16 and the float32 prediction over ``region``
         (bool ``[N, Vp, B]``, e.g. the bins repair takes from the network):
         ``sqrt(sum (bf16 - fp32)^2 / sum fp32^2)``; 0 for an empty region."""
-        lo = np.asarray(self.run(stacks, masks, True), np.float64)[region]
-        hi = np.asarray(self.run(stacks, masks, False), np.float64)[region]
+        lo = np.asarray(self.run(stacks, masks, sens, True), np.float64)[region]
+        hi = np.asarray(self.run(stacks, masks, sens, False), np.float64)[region]
         den = float((hi ** 2).sum())
         return float(np.sqrt(((lo - hi) ** 2).sum() / den)) if den > 0 else 0.0
 

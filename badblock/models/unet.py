@@ -15,25 +15,13 @@ The default configuration is that original network exactly as its ``forward`` ra
   forward did not use them (``up_norm=True`` adds them);
 - two final 3x3 convs (ReLU between, the last with bias) and softplus with beta 5.
 
-Optional (``sensitivity_shape=(H, W)``, off by default): a fixed map ``[H, W]`` held as a buffer
-(saved with the weights, filled by the trainer with the scanner's real-LOR share per bin,
-:func:`badblock.physics.mask.sensitivity_map`) and fed as one more input channel. Gap crystals
-give sinograms a fine pattern of zero- and half-sensitivity bins that the dead region hides; it
-is the same in every plane and known from the geometry, so the network is told rather than
-left to guess it. The input must then have exactly ``H x W`` (views padded as in training) and
-never be rolled or flipped against it. With ``per_lor_channels = n`` as well, the network works
-per real LOR, as the classical baselines do: the first ``n`` input channels (the count planes)
-are divided by the map where it is > 0 and the output is multiplied by it, so gap-crystal bins
-come out exactly 0 and the network only has to fill in a smooth per-LOR distribution.
-``mask_planes = n`` (default 1): the input carries the lost fraction of every one of the ``n``
-count planes (right after them), not only the centre plane's.
-
-``prior_sigma`` (per-LOR only; the mask channel(s) right after the ``n`` count planes) adds one
-more input channel: the normalised-convolution estimate of the centre plane
-(:class:`badblock.models.prior.NormConvPrior`: two sigmas in-plane, three across the planes
-with ``mask_planes = n``), which the network then corrects. ``prior_residual``: the network's
-last layer adds to that estimate (before the softplus) instead of replacing it, so training
-starts from the classical estimate and learns the correction.
+Optional (``residual_channel = i``, off by default): the network corrects input channel ``i``
+(an estimate of the output, e.g. the classical gap-filling prior that
+:class:`badblock.inference.ChannelLayout` appends) instead of replacing it: the output is
+``softplus(softplus^-1(x_i) + h)`` with ``h`` the last convolution's output, whose weights and bias
+start at zero, so that an untrained network returns ``x_i`` exactly (no bias from the output
+activation) and training only learns the correction. ``x_i`` is clamped to at least
+``RESIDUAL_FLOOR`` so its inverse softplus stays finite.
 
 The original module also registered layers its forward never called (the stride-2 conv of the
 first down block, the up blocks' and last norms); they hold parameters but do nothing, so they
@@ -47,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from badblock.errors import BadInputError
-from badblock.models.prior import NormConvPrior
 
 NORMS = ("batch", "instance", "none")
+RESIDUAL_FLOOR = 1e-4  # smallest prior value whose inverse softplus is taken
 UPSAMPLE_MODES = {1: "transposed", 2: "nearest", 3: "area"}  # the original's up-block IDs
 
 
@@ -132,33 +120,19 @@ class UNet(nn.Module):
                  depth: int = 2, bottom_convs: int = 5, kernel_size: int = 3,
                  norm: str = "batch", upsample: int = 1, refine_blocks: int = 0,
                  softplus_beta: float = 5.0, up_norm: bool = False,
-                 sensitivity_shape: tuple[int, int] | list[int] | None = None,
-                 per_lor_channels: int = 0, prior_sigma: tuple[float, ...] | None = None,
-                 prior_residual: bool = False, mask_planes: int = 1):
+                 residual_channel: int | None = None):
         super().__init__()
         self.config = unet_config(
             in_channels=in_channels, out_channels=out_channels, width=width, depth=depth,
             bottom_convs=bottom_convs, kernel_size=kernel_size, norm=norm, upsample=upsample,
             refine_blocks=refine_blocks, softplus_beta=softplus_beta, up_norm=up_norm,
-            sensitivity_shape=sensitivity_shape, per_lor_channels=per_lor_channels,
-            prior_sigma=prior_sigma, prior_residual=prior_residual, mask_planes=mask_planes)
-        c = self.config
-        if "sensitivity_shape" in c:
-            self.register_buffer("sensitivity", torch.zeros(1, 1, *c["sensitivity_shape"]))
-        else:
-            self.sensitivity = None
-        self.per_lor = int(c.get("per_lor_channels", 0))
-        self.mask_planes = int(c.get("mask_planes", 1))
-        self.prior_sigma = c.get("prior_sigma")
-        self.prior_residual = bool(prior_residual)
-        self.prior = (NormConvPrior(self.prior_sigma, self.per_lor, self.mask_planes)
-                      if self.prior_sigma else None)
+            residual_channel=residual_channel)
+        self.residual_channel = self.config.get("residual_channel")
         self.depth = depth
         k = kernel_size
         widths = [width * 2**i for i in range(depth + 1)]
-        first = in_channels + int(self.sensitivity is not None) + int(bool(self.prior_sigma))
         self.downs = nn.ModuleList(
-            DownBlock(first if i == 0 else widths[i - 1], widths[i], i > 0, k, norm)
+            DownBlock(in_channels if i == 0 else widths[i - 1], widths[i], i > 0, k, norm)
             for i in range(depth + 1))
         self.bottom = ConvStack(widths[-1], widths[-1], bottom_convs, k, norm)
         self.ups = nn.ModuleList(
@@ -169,6 +143,9 @@ class UNet(nn.Module):
         self.last_conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.last_conv2 = nn.Conv2d(width, out_channels, 3, padding=1)
         self.softplus = nn.Softplus(beta=softplus_beta)
+        if self.residual_channel is not None:
+            nn.init.zeros_(self.last_conv2.weight)
+            nn.init.zeros_(self.last_conv2.bias)
 
     @property
     def multiple(self) -> int:
@@ -185,20 +162,13 @@ class UNet(nn.Module):
             raise BadInputError("model input", f"plane size {h}x{w} is not divisible by "
                                 f"2**depth = {m} (pad the views, e.g. with data views_to, or lower "
                                 "model.depth)")
-        if self.sensitivity is not None:
-            if tuple(x.shape[-2:]) != tuple(self.sensitivity.shape[-2:]):
-                raise BadInputError("model input", f"plane size {h}x{w} differs from the "
-                                    f"sensitivity map {list(self.sensitivity.shape[-2:])} the "
-                                    "network was trained with")
-            sens = self.sensitivity.to(x.dtype)
-            if self.per_lor:
-                inv = torch.where(sens > 0, 1.0 / sens.clamp(min=1e-6), torch.zeros_like(sens))
-                x = torch.cat([x[:, :self.per_lor] * inv, x[:, self.per_lor:]], 1)
-            extra = [sens.expand(x.shape[0], -1, -1, -1)]
-            if self.prior is not None:
-                prior = self.prior(x, sens)
-                extra.append(prior)
-            x = torch.cat([x] + extra, 1)
+        base = None
+        if self.residual_channel is not None:
+            beta = self.softplus.beta
+            z = x[:, self.residual_channel:self.residual_channel + 1].float()
+            z = z.clamp(min=RESIDUAL_FLOOR)
+            # softplus^-1(z) = z + log(1 - exp(-beta z)) / beta, written to stay finite
+            base = z + torch.log(-torch.expm1(-beta * z)) / beta
         skips = []
         for block in self.downs:
             x = block(x)
@@ -208,39 +178,30 @@ class UNet(nn.Module):
             x = block(skip, x)
         x = self.refine(x)
         x = self.last_conv2(F.relu(self.last_conv1(x)))
-        if self.prior_residual:
-            x = x + prior
-        x = self.softplus(x)
-        if self.per_lor:
-            x = x * self.sensitivity.to(x.dtype)
-        return x
+        if base is not None:
+            x = x.float() + base
+        return self.softplus(x)
 
     def describe(self) -> str:
         """One line for logs: the configuration and the parameter count."""
         c = self.config
         up = UPSAMPLE_MODES[c["upsample"]]
+        rc = self.residual_channel
         return (f"UNet {c['in_channels']}->{c['out_channels']} width {c['width']} depth "
                 f"{c['depth']} bottom {c['bottom_convs']} kernel {c['kernel_size']} norm "
                 f"{c['norm']} up {up}{' +norm' if c['up_norm'] else ''} refine "
                 f"{c['refine_blocks']} softplus(beta={c['softplus_beta']:g})"
-                f"{' +sensitivity channel' if self.sensitivity is not None else ''}"
-                f"{f' (per LOR, {self.per_lor} planes)' if self.per_lor else ''}"
-                f"{f' {self.mask_planes} mask planes' if self.mask_planes > 1 else ''}"
-                f"{f' +prior sigma {self.prior_sigma}' if self.prior_sigma else ''}"
-                f"{' (residual)' if self.prior_residual else ''}: "
+                f"{'' if rc is None else f' correcting input {rc}'}: "
                 f"{parameter_count(self):,} parameters; input sides multiple of {self.multiple}")
 
 
 def unet_config(*, in_channels: int, out_channels: int, width: int, depth: int,
                 bottom_convs: int, kernel_size: int, norm: str, upsample: int,
                 refine_blocks: int, softplus_beta: float, up_norm: bool,
-                sensitivity_shape, per_lor_channels: int, prior_sigma, prior_residual: bool,
-                mask_planes: int) -> dict:
+                residual_channel: int | None = None) -> dict:
     """Check :class:`UNet`'s arguments (a :class:`BadInputError` naming the config key) and
-    return its ``config``: the keyword arguments that rebuild it. The optional parts
-    (``sensitivity_shape``, ``per_lor_channels``, ``mask_planes``, ``prior_sigma``,
-    ``prior_residual``) appear only when used, so checkpoints of plain UNets keep their exact
-    config."""
+    return its ``config``: the keyword arguments that rebuild it (``residual_channel`` only when
+    used)."""
     _check("model.in_planes", in_channels >= 1, f"in_channels must be >= 1, got {in_channels}")
     _check("model.out_channels", out_channels >= 1, f"must be >= 1, got {out_channels}")
     _check("model.width", width >= 1, f"must be >= 1, got {width}")
@@ -257,38 +218,11 @@ def unet_config(*, in_channels: int, out_channels: int, width: int, depth: int,
                   bottom_convs=bottom_convs, kernel_size=kernel_size, norm=norm,
                   upsample=upsample, refine_blocks=refine_blocks, softplus_beta=softplus_beta,
                   up_norm=up_norm)
-    if sensitivity_shape is None:
-        _check("model.per_lor_channels", per_lor_channels == 0,
-               "needs the sensitivity map (sensitivity_shape)")
-        _check("model.prior_residual", not prior_residual, "needs model.prior_sigma")
-        return config
-    sensitivity_shape = [int(v) for v in sensitivity_shape]
-    _check("model.sensitivity_shape", len(sensitivity_shape) == 2 and min(sensitivity_shape) >= 1,
-           f"must be [H, W], got {sensitivity_shape}")
-    config["sensitivity_shape"] = sensitivity_shape
-    _check("model.per_lor_channels", 0 <= per_lor_channels <= in_channels,
-           f"must be in 0..{in_channels}, got {per_lor_channels}")
-    if per_lor_channels:
-        config["per_lor_channels"] = int(per_lor_channels)
-    if mask_planes != 1:
-        _check("data.mask_stack", mask_planes == per_lor_channels > 0
-               and in_channels >= 2 * per_lor_channels,
-               f"{mask_planes} mask planes need as many per-LOR count planes before them")
-        config["mask_planes"] = int(mask_planes)
-    if prior_sigma:
-        prior_sigma = [float(v) for v in prior_sigma]
-        _check("model.prior_sigma", len(prior_sigma) in (2, 3) and min(prior_sigma) > 0
-               and 0 < per_lor_channels < in_channels,
-               "needs two sigmas > 0 (views, bins) or three (planes, views, bins), the "
-               f"per-LOR mode and a mask channel after the count planes; got {prior_sigma}")
-        _check("model.prior_sigma", len(prior_sigma) == 2 or mask_planes > 1,
-               "three sigmas (planes, views, bins) need the mask of every plane "
-               "(data.mask_stack)")
-        config["prior_sigma"] = prior_sigma
-        if prior_residual:
-            config["prior_residual"] = True
-    _check("model.prior_residual", not prior_residual or bool(prior_sigma),
-           "needs model.prior_sigma")
+    if residual_channel is not None:
+        _check("model.prior_residual", 0 <= int(residual_channel) < in_channels
+               and out_channels == 1, f"channel {residual_channel} is not one of the "
+               f"{in_channels} inputs (or the output has more than one channel)")
+        config["residual_channel"] = int(residual_channel)
     return config
 
 
@@ -303,18 +237,13 @@ def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def build_model(cfg, in_channels: int | None = None,
-                sensitivity_shape: tuple[int, int] | None = None,
-                per_lor_channels: int = 0, mask_planes: int = 1) -> UNet:
-    """A :class:`UNet` from a ``ModelConfig``; ``in_channels`` (2k+1 planes, +1 with the mask
-    channel, +2k+1 with the mask stack) overrides ``cfg.in_planes``; ``sensitivity_shape``
-    ``(H, W)`` adds the fixed sensitivity channel (its values are set by the caller),
-    ``per_lor_channels`` the per-LOR working of the first that many channels, ``mask_planes``
-    the number of mask channels after them (1: the centre plane's only)."""
+                residual_channel: int | None = None) -> UNet:
+    """A :class:`UNet` from a ``ModelConfig``; ``in_channels`` (from the input layout,
+    :class:`badblock.inference.ChannelLayout`) overrides ``cfg.in_planes``;
+    ``residual_channel`` makes the network correct that input channel (the prior)."""
     return UNet(in_channels=cfg.in_planes if in_channels is None else in_channels,
                 out_channels=getattr(cfg, "out_channels", 1), width=cfg.width, depth=cfg.depth,
                 bottom_convs=cfg.bottom_convs, kernel_size=cfg.kernel_size, norm=cfg.norm,
                 upsample=cfg.upsample, refine_blocks=cfg.refine_blocks,
                 softplus_beta=cfg.softplus_beta, up_norm=getattr(cfg, "up_norm", False),
-                sensitivity_shape=sensitivity_shape, per_lor_channels=per_lor_channels,
-                prior_sigma=list(getattr(cfg, "prior_sigma", None) or []) or None,
-                prior_residual=getattr(cfg, "prior_residual", False), mask_planes=mask_planes)
+                residual_channel=residual_channel)

@@ -62,7 +62,7 @@ def _bins(arr, shape, what: str, projector: FastProjector) -> torch.Tensor | Non
 def osem(data, projector: FastProjector, *, iterations: int = 3, subsets: int = 5,
          sensitivity=None, background=None, image=None,
          callback: Callable[[int, torch.Tensor], None] | None = None,
-         desc: str = "osem") -> np.ndarray:
+         desc: str = "osem", sens_images: dict | None = None) -> np.ndarray:
     """Reconstruct ``data`` ``[n_tof, plane, view, bin]``: float32 image ``[z, y, x]``.
 
     ``iterations`` full passes of ``subsets`` view subsets; ``sensitivity`` ``[plane, view,
@@ -70,6 +70,9 @@ def osem(data, projector: FastProjector, *, iterations: int = 3, subsets: int = 
     ``background`` (same shapes) is added to the model; ``image`` is the start image (default
     the support cylinder); ``callback(iteration, image)`` runs after each full iteration (the
     tensor is the live image: copy it to keep it). A progress bar counts sub-iterations.
+    ``sens_images``: a dict that keeps the subset sensitivity images ``A_S^T s_S`` (filled on
+    first use): pass the same dict to reconstructions with the same projector, sensitivity and
+    subsets to compute them once (a sixth to a third of the work of a short reconstruction).
     """
     shape = projector.shape
     y = _bins(data, shape, "osem data", projector)
@@ -85,16 +88,17 @@ def osem(data, projector: FastProjector, *, iterations: int = 3, subsets: int = 
     if tuple(x.shape) != tuple(projector.grid.shape) or bool((x < 0).any()):
         raise BadInputError("osem image", f"must be non-negative {projector.grid.shape}")
     groups = subset_views(shape[2], subsets)
-    sens_img: dict[int, torch.Tensor] = {}
+    sens_img: dict = sens_images if sens_images is not None else {}
     bar = progress(total=iterations * len(groups), desc=desc, unit="subset")
     try:
         for it in range(iterations):
             for k, views in enumerate(groups):
                 sv = None if s is None else s[..., views, :]
-                if k not in sens_img:
+                if (subsets, k) not in sens_img:
                     ones = torch.ones((shape[0], shape[1], len(views), shape[3]),
                                       dtype=projector.dtype, device=projector.device)
-                    sens_img[k] = projector.adjoint(ones if sv is None else ones * sv, views)
+                    sens_img[subsets, k] = projector.adjoint(ones if sv is None else ones * sv,
+                                                             views)
                 model = projector.forward(x, views)
                 if sv is not None:
                     model *= sv
@@ -105,7 +109,7 @@ def osem(data, projector: FastProjector, *, iterations: int = 3, subsets: int = 
                 if sv is not None:
                     ratio *= sv
                 back = projector.adjoint(ratio, views)
-                norm = sens_img[k]
+                norm = sens_img[subsets, k]
                 x = torch.where(norm > 0, x * back / norm.clamp_min(1e-30), x)
                 bar.update(1)
             if callback is not None:

@@ -29,16 +29,11 @@ from badblock import __version__
 from badblock.config import Config, save_resolved
 from badblock.errors import BadInputError
 from badblock.io import ScanHeader, open_scan_writer, tof_offsets
+from badblock.physics.families import build as build_phantom
+from badblock.physics.families import check_family
 from badblock.physics.geometry import EXACT_MAX_LORS, crystal_is_real, lor_total
 from badblock.physics.mask import dead_block_mask, dead_set, parse_blocks, parse_crystals
-from badblock.physics.phantom import (
-    VolumeGrid,
-    body_mu_map,
-    load_activity,
-    place_volume,
-    random_phantom,
-    render,
-)
+from badblock.physics.phantom import VolumeGrid, body_mu_map, load_activity, place_volume
 from badblock.physics.projector import (
     ProjectionGeometry,
     project,
@@ -104,10 +99,14 @@ def projector_kind(choice: str, scanner: Scanner) -> str:
 
 
 def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
-    """Yield a :class:`ScanSource` per scan (random phantoms from the seed, or the user's file)."""
+    """Yield a :class:`ScanSource` per scan: phantoms of the ``simulate.phantom`` family
+    (:mod:`badblock.physics.families`) drawn from the seed, or the user's file."""
     sim = cfg.simulate
     grid: VolumeGrid = geom.grid
     if sim.phantom == "file" or sim.activity:
+        if sim.phantom_params:
+            raise BadInputError("simulate.phantom_params", "parameters are for a phantom "
+                                                           "family, not an activity file")
         if not sim.activity:
             raise BadInputError("simulate.activity", "phantom 'file' needs an activity .npy")
         path = cfg.data_path(sim.activity)  # relative paths are taken from run.data
@@ -121,11 +120,12 @@ def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
         for _ in range(n_scans):
             yield ScanSource(activity, mu, params)
         return
+    check_family(sim.phantom, sim.phantom_params, "simulate.phantom_params")
     for i in range(n_scans):
         rng = np.random.default_rng(np.random.SeedSequence([sim.seed, i, 0]))
-        shapes = random_phantom(grid, rng, geom.fov_radius_mm)
-        yield ScanSource(render(shapes, grid), render(shapes, grid, "mu") if sim.attenuation
-                         else None, {"shapes": shapes})
+        activity, mu, record = build_phantom(sim.phantom, grid, rng, geom.fov_radius_mm,
+                                             **sim.phantom_params)
+        yield ScanSource(activity, mu if sim.attenuation else None, record)
 
 
 def _view_chunk(scanner: Scanner, chunk_mb: float, kind: str = "exact") -> int:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from badblock.inference.layout import network_input, normalise_scale
-
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     """A 63-bit seed per (run seed, rank, step)."""
@@ -37,14 +35,50 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 @dataclass
 class Batch:
-    """A batch on the device; ``V`` real views, ``Vp`` padded, ``B`` bins."""
+    """A batch on the device; ``V`` real views, ``Vp`` padded (what the network sees), ``B``
+    bins. "Normalised" means counts divided by ``scale``."""
 
-    x: torch.Tensor  # network input [N, C(+1), Vp, B], normalised
+    x: torch.Tensor  # network input [N, C', Vp, B]
+    out_scale: torch.Tensor  # [N, 1, Vp, B] or [N, 1, 1, 1]: network output x this = counts
+    crop: tuple[int, int]  # the real views (first, stop) in the network's Vp views
     target: torch.Tensor  # [N, 1, V, B] normalised, cropped to the real views
     damage: torch.Tensor  # [N, 1, V, B] centre-plane lost fraction, cropped
     scale: torch.Tensor  # [N, 1, 1, 1]
     inp_centre: torch.Tensor  # [N, 1, V, B] damaged centre plane, counts, cropped
     truth: torch.Tensor | None = None  # [N, 1, V, B] counts, cropped (validation)
+    measured: torch.Tensor | None = None  # [N, 1, V, B] complete measured counts (validation)
+
+    def counts(self, out: torch.Tensor) -> torch.Tensor:
+        """The network's output ``[N, 1, Vp, B]`` as counts of the real views ``[N, 1, V, B]``."""
+        a, b = self.crop
+        scale = self.out_scale if self.out_scale.shape[-1] == 1 else self.out_scale[..., a:b, :]
+        return out.float()[..., a:b, :] * scale
+
+
+def batch_loss(loss_fn, counts: torch.Tensor, b: Batch, target: str = "complete",
+               lost_power: float = 0.0) -> torch.Tensor:
+    """The training loss of repaired ``counts`` ``[N, 1, V, B]`` (normalised by ``b.scale``).
+
+    ``target`` (``loss.target``): ``complete`` compares them with the target plane. ``lost``
+    compares them, on the damaged bins, with the lost counts scaled to a whole bin,
+    ``r = (target - surviving input) / f``: the lost counts ``target - y ~ Poisson(f lam)``
+    hold none of the surviving counts' noise, so ``E[r] = lam`` and
+    ``E[(pred - r)^2] = (pred - lam)^2 + lam / f`` -- with ``lost_power`` 0 the loss is, up to
+    a constant, the squared error against the truth with every damaged bin weighted alike, as
+    the damaged-bin NRMSE weights them. ``lost_power`` p weights bin errors by ``f^p`` instead
+    (p = 1: inverse variance of r; p = 2: the error of the lost counts themselves); both were
+    measured worse on validation (docs/training.md).
+    """
+    pred = counts / b.scale
+    if target == "lost":
+        f = b.damage
+        fs = torch.where(f > 0, f, torch.ones_like(f))
+        r = (b.target - b.inp_centre / b.scale) / fs
+        if lost_power:
+            w = fs ** (0.5 * lost_power)
+            return loss_fn(pred * w, r * w, f)
+        return loss_fn(pred, r, f)
+    return loss_fn(pred, b.target, b.damage)
 
 
 def counts_to(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -55,43 +89,47 @@ def counts_to(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
     return counts.to(device, non_blocking=True).float()
 
 
-def prepare_batch(raw: dict, data_cfg, augment_cfg, device: torch.device, gen: torch.Generator,
-                  crop: tuple[int, int], augment: bool, image: bool = False) -> Batch:
+def prepare_batch(raw: dict, layout, task: str, target_kind: str, augment_cfg,
+                  device: torch.device, gen: torch.Generator, crop: tuple[int, int],
+                  augment: bool, image: bool = False) -> Batch:
     """Thin, augment, normalise a loader batch on ``device`` (all randomness from ``gen``).
 
-    ``raw``: the loader's dict (``clean`` or ``damaged`` ``[N, 2k+1, Vp, B]``, ``target``
-    ``[N, 1, Vp, B]``, ``mask`` ``[N, 2k+1, Vp, B]``, optional ``truth``); ``data_cfg`` and
-    ``augment_cfg``: the ``data`` and ``augment`` config sections; ``crop``: the real views
-    ``(first, stop)`` in the padded axis. ``augment``: apply the augmentations (training);
-    ``image``: image-domain data (a store of kind 'image'): Augmentor instead of the
-    sinogram-aware augmentation, when ``augment.augmentor`` is on.
+    ``raw``: the loader's dict (``clean`` or ``damaged`` ``[N, 2k+1, Vw, B]``, ``target``
+    ``[N, 1, Vw, B]``, ``mask`` ``[N, 2k+1, Vw, B]``, optional ``sens``, ``truth`` and
+    ``measured``; ``Vw = Vp + 2 layout.margin``); ``layout``: the
+    :class:`~badblock.inference.ChannelLayout`; ``task`` and ``target_kind``: ``data.task``
+    and ``data.target``; ``augment_cfg``: the ``augment`` section; ``crop``: the real views
+    ``(first, stop)`` in the network's ``Vp`` views. ``augment``: apply the augmentations
+    (training); ``image``: image-domain data (a store of kind 'image'): Augmentor instead of
+    the sinogram-aware augmentation, when ``augment.augmentor`` is on.
     """
     from badblock.data.augment import augment_batch, augment_images
     from badblock.data.corruption import thin
 
-    d = data_cfg
-    k = d.context
+    k, m = layout.context, layout.margin
     target = raw["target"].to(device, non_blocking=True)
     mask = raw["mask"].to(device, non_blocking=True)
     if "damaged" in raw:  # thinned in the loader already
         inp = counts_to(raw["damaged"], device)
     else:
         clean = counts_to(raw["clean"], device)
-        inp = clean if d.task == "paired" else thin(clean, 1.0 - mask, gen)
+        inp = clean if task == "paired" else thin(clean, 1.0 - mask, gen)
+    a, b = crop[0] + m, crop[1] + m  # the real views in the loader's wider planes
     if augment and augment_cfg.enabled and image:
         if augment_cfg.augmentor:
             inp, target, mask = augment_images(inp, target, mask, augment_cfg, gen)
     elif augment and augment_cfg.enabled:
         inp, target, mask = augment_batch(
-            inp, target, mask, augment_cfg, gen, real_views=crop,
-            target_mode="mean" if d.target == "truth" else "counts")
-    scale = normalise_scale(inp, d.normalise)
-    x = network_input(inp, mask, scale, k, d.mask_channel, d.mask_stack)
-    a, b = crop
-    truth = raw.get("truth")
-    return Batch(x=x, target=(target / scale)[..., a:b, :], damage=mask[:, k:k + 1, a:b, :],
-                 scale=scale, inp_centre=inp[:, k:k + 1, a:b, :],
-                 truth=None if truth is None else truth.to(device)[..., a:b, :])
+            inp, target, mask, augment_cfg, gen, real_views=(a, b),
+            target_mode="mean" if target_kind == "truth" else "counts")
+    sens = raw.get("sens")
+    x, scale, out_scale = layout.inputs(inp, mask, None if sens is None else sens.to(device))
+    truth, measured = raw.get("truth"), raw.get("measured")
+    return Batch(x=x, out_scale=out_scale, crop=crop, target=(target / scale)[..., a:b, :],
+                 damage=mask[:, k:k + 1, a:b, :], scale=scale, inp_centre=inp[:, k:k + 1, a:b, :],
+                 truth=None if truth is None else truth.to(device)[..., a:b, :],
+                 measured=None if measured is None else measured.to(device)[..., a:b, :])
 
 
-__all__ = ["Batch", "prepare_batch", "counts_to", "step_seed", "device_generator", "unwrap"]
+__all__ = ["Batch", "batch_loss", "prepare_batch", "counts_to", "step_seed", "device_generator",
+           "unwrap"]

@@ -1,18 +1,18 @@
 """What a training run keeps in its checkpoints, and how a run continues from one.
 
 A run folder holds ``checkpoint_latest.pt`` (every epoch end and on preemption: what a resume
-reads), ``checkpoint_best.pt`` (lowest validation NRMSE so far) and ``checkpoint_final.pt``. The
+reads), ``checkpoint_best.pt`` (lowest validation NRMSE so far, estimated from the complete
+measured validation scans: :mod:`badblock.train.validate`) and ``checkpoint_final.pt``. The
 checkpoint dict (read and written by :mod:`badblock.utils.checkpoint`, ``weights_only=True``):
 
 - ``format``: ``"badblock-checkpoint"``;
 - ``model``: the state dict repair uses -- with ``train.ema > 0`` the averaged weights, and then
   ``model_raw`` the raw ones (training continues from those after a resume);
 - ``model_config``: the UNet's keyword arguments: ``UNet(**model_config)`` + ``load_state_dict``
-  rebuilds it, nothing else. It may hold ``sensitivity_shape``, ``per_lor_channels``,
-  ``prior_sigma`` (2 or 3 values), ``prior_residual`` and ``mask_planes`` (the fixed
-  sensitivity map itself is the ``sensitivity`` buffer in ``model``);
-- ``data``: what inference needs to build the same input: ``context``, ``normalise``,
-  ``mask_channel``, ``mask_stack`` (absent in older checkpoints = False), ``multiple``
+  rebuilds it, nothing else (``residual_channel`` when it corrects the prior channel);
+- ``data``: what inference needs to build the same input: the input layout
+  (:meth:`badblock.inference.ChannelLayout.to_dict`: ``context``, ``mask_channel``,
+  ``mask_stack``, ``normalise``, ``per_lor``, ``prior_widths``, ``margin``), ``multiple``
   (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner``;
 - ``optimizer``, ``schedule``: their state dicts;
 - ``epoch``, ``epoch_step``, ``step``, ``done``: where the run stands (:class:`TrainState`);
@@ -57,7 +57,7 @@ class TrainState:
     epoch_step: int = 0  # optimiser steps done in the current epoch
     step: int = 0  # optimiser steps done in total
     history: list = field(default_factory=list)  # one dict per finished epoch
-    best: float = math.inf  # best validation NRMSE of the network so far
+    best: float = math.inf  # best validation NRMSE (from the measured scans) of the network
     running: dict = field(default_factory=_fresh_running)
     done: bool = False
 
@@ -68,10 +68,12 @@ class TrainState:
         self.running = _fresh_running()
 
 
-def checkpoint_dict(cfg, info: dict, model: torch.nn.Module, ema_model: torch.nn.Module | None,
-                    schedule, state: TrainState, gen: torch.Generator, world_size: int) -> dict:
+def checkpoint_dict(cfg, info: dict, layout, model: torch.nn.Module,
+                    ema_model: torch.nn.Module | None, schedule, state: TrainState,
+                    gen: torch.Generator, world_size: int) -> dict:
     """The checkpoint dict of a run (see the module docstring). ``model``: the plain UNet (not
-    wrapped); ``info``: the data info of :func:`badblock.data.build.build_data`."""
+    wrapped); ``info``: the data info of :func:`badblock.data.build.build_data`; ``layout``:
+    the run's :class:`~badblock.inference.ChannelLayout`."""
     s = state
     return {
         "format": FORMAT,
@@ -79,9 +81,7 @@ def checkpoint_dict(cfg, info: dict, model: torch.nn.Module, ema_model: torch.nn
         # with train.ema the raw weights go on training after a resume
         **({"model_raw": model.state_dict()} if ema_model else {}),
         "model_config": dict(model.config),
-        "data": {"context": cfg.data.context, "normalise": cfg.data.normalise,
-                 "mask_channel": cfg.data.mask_channel, "mask_stack": cfg.data.mask_stack,
-                 "multiple": 2 ** cfg.model.depth,
+        "data": {**layout.to_dict(), "multiple": 2 ** cfg.model.depth,
                  "views_to": info["views_to"], "views": info["views"],
                  "bins": info["bins"], "task": cfg.data.task,
                  "target": cfg.data.target, "scanner": info["scanner"]},

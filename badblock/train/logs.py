@@ -7,9 +7,11 @@ run's logs hold each epoch exactly once. Only rank 0 builds a :class:`RunLog`.
 Files in the run folder:
 - ``train_loss.txt``, ``test_loss.txt``, ``recon_loss.txt``: one value per epoch and line
   (``np.loadtxt``): mean training loss, validation loss, and validation NRMSE of the network's
-  repair on damaged bins (the original scripts' "recon" curve).
+  repair on damaged bins, estimated from the measured scans (the original scripts' "recon"
+  curve).
 - ``log.jsonl``: one JSON object per epoch (losses, lr, samples/s, epoch time, peak RSS and GPU
-  memory, network and baseline NRMSE, collapse flag).
+  memory, network and baseline NRMSE estimated from the measured scans and, on simulated
+  stores, against the truth, collapse flag).
 - ``progress.png``: loss curves and NRMSE of network vs. baseline; redrawn at most every
   :data:`PLOT_EVERY_S` seconds and when the log is closed (drawing takes about a second on a
   small CPU: every epoch of the demo's 16 it was a tenth of the training time).
@@ -60,8 +62,10 @@ def epoch_message(rec: dict, reset: bool) -> str:
     """The line ``badblock train`` prints at the end of an epoch."""
     return (f"epoch {rec['epoch']}: train {rec['train_loss']:.5g}  val "
             f"{rec['val_loss']:.5g}  NRMSE damaged bins vs {rec['reference']}: network "
-            f"{rec['nrmse_net']:.4f}  baseline {rec['nrmse_baseline']:.4f}  lr "
-            f"{rec['lr']:.3g}  {rec['samples_per_s']:.1f} samples/s"
+            f"{rec['nrmse_net']:.4f}  baseline {rec['nrmse_baseline']:.4f}"
+            + (f"  (vs truth, not used for choices: {rec['nrmse_net_truth']:.4f} / "
+               f"{rec['nrmse_baseline_truth']:.4f})" if "nrmse_net_truth" in rec else "")
+            + f"  lr {rec['lr']:.3g}  {rec['samples_per_s']:.1f} samples/s"
             f"{'  (optimizer reset)' if reset else ''}")
 
 

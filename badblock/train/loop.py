@@ -25,7 +25,7 @@ import torch
 
 from badblock.config import Config, save_resolved
 from badblock.train import distributed as D
-from badblock.train.batch import device_generator, prepare_batch, step_seed, unwrap
+from badblock.train.batch import batch_loss, device_generator, prepare_batch, step_seed, unwrap
 from badblock.train.checkpoint import BEST, FINAL, LATEST, TrainState, checkpoint_dict, restore
 from badblock.utils.checkpoint import load_checkpoint, save_checkpoint
 from badblock.utils.hardware import tune_allocator
@@ -109,7 +109,8 @@ class Trainer:
         np.random.seed(cfg.run.seed & 0xFFFFFFFF)
         self.train_ds, self.val_ds, self.info = build_data(cfg, 2 ** cfg.model.depth)
         self.crop = setup.real_views(self.info)
-        self.model = setup.build_network(cfg, self.info, self.device)
+        self.layout = setup.layout_for(cfg)
+        self.model = setup.build_network(cfg, self.layout, self.device)
         self.amp = setup.use_amp(cfg.train.amp, self.device)
         self.channels_last = setup.use_channels_last(cfg.train.channels_last, self.device)
         setup.to_memory_format(self.model, self.channels_last)
@@ -127,7 +128,8 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def checkpoint_dict(self) -> dict:
-        return checkpoint_dict(self.cfg, self.info, unwrap(self.model), self.ema_model,
+        return checkpoint_dict(self.cfg, self.info, self.layout, unwrap(self.model),
+                               self.ema_model,
                                self.schedule, self.state, self.gen, self.env.world_size)
 
     def save(self, *names: str) -> None:
@@ -232,15 +234,16 @@ class Trainer:
         # Re-seeding per step makes every batch's damage a function of (seed, rank, step): a
         # resumed run, or any rank of a resumed DDP job, draws exactly what it would have drawn.
         self.gen.manual_seed(step_seed(cfg.run.seed, self.env.rank, self.state.step))
-        b = prepare_batch(raw, cfg.data, cfg.augment, self.device, self.gen, self.crop,
+        b = prepare_batch(raw, self.layout, cfg.data.task, cfg.data.target, cfg.augment,
+                          self.device, self.gen, self.crop,
                           augment=True, image=self.info["kind"] == "image")
         x = b.x.contiguous(memory_format=torch.channels_last) if self.channels_last else b.x
         opt = self.schedule.optimizer
         opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             pred = self.net(x)
-        a, c = self.crop
-        loss = self.loss_fn(pred.float()[..., a:c, :], b.target, b.damage)
+        loss = batch_loss(self.loss_fn, b.counts(pred), b, cfg.loss.target,
+                          cfg.loss.lost_power)
         value = float(loss.detach())
         # all ranks must agree before backward, or the healthy ones would wait in all-reduce
         if D.any_rank(not math.isfinite(value), self.device):
@@ -267,11 +270,13 @@ class Trainer:
         gen = device_generator(self.device, cfg.run.seed + 104729 + self.env.rank)
         return validate(
             self.ema_model or self.model, self.val_ds,
-            lambda raw: prepare_batch(raw, cfg.data, cfg.augment, self.device, gen, self.crop,
-                                      augment=False),
-            self.loss_fn, batch_size=cfg.data.batch_size, crop=self.crop, device=self.device,
+            lambda raw: prepare_batch(raw, self.layout, cfg.data.task, cfg.data.target,
+                                      cfg.augment, self.device, gen, self.crop, augment=False),
+            lambda counts, b: batch_loss(self.loss_fn, counts, b, cfg.loss.target,
+                                         cfg.loss.lost_power),
+            batch_size=cfg.data.batch_size, device=self.device,
             env=self.env, amp=self.amp, channels_last=self.channels_last,
-            reference=self.info["reference"], paired=cfg.data.task == "paired")
+            paired=cfg.data.task == "paired", truth=self.info["truth"])
 
     def _end_epoch(self, log, partial: bool) -> None:
         """Validate, record the epoch, step the schedule, log and checkpoint."""
@@ -284,6 +289,7 @@ class Trainer:
         if s.history and s.history[-1]["epoch"] == rec["epoch"] and s.history[-1]["partial"]:
             s.history.pop()  # an epoch cut short by max_steps, now complete: one line per epoch
         s.history.append(rec)
+        # the choice real data allows: estimated from the measured validation scans only
         improved = rec["nrmse_net"] < s.best
         if improved:
             s.best = rec["nrmse_net"]

@@ -1,14 +1,10 @@
-"""Setting up a training run: config checks, the network for the data, its training wrappers.
-
-The network's input layout follows the data section (:class:`badblock.inference.ChannelLayout`:
-2k+1 count planes, then 0, 1 or 2k+1 mask planes); with ``model.sensitivity_channel`` its fixed
-sensitivity buffer is the scanner's real-LOR share per bin
-(:func:`badblock.physics.mask.sensitivity_map`), padded to the training views.
+"""Setting up a training run: config checks, the input layout, the network and its training
+wrappers. The network's input layout follows the data and model sections
+(:class:`badblock.inference.ChannelLayout`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from badblock.errors import BadInputError
@@ -38,41 +34,35 @@ def real_views(info: dict) -> tuple[int, int]:
     return before, before + info["views"]
 
 
-def sensitivity_for(task: str, augment_cfg, info: dict) -> np.ndarray:
-    """The fixed sensitivity map float32 ``[views_to, bin]`` of the run's scanner (checks that
-    the ``data.task`` and the ``augment`` section allow one)."""
-    from badblock.physics.mask import sensitivity_map
+def layout_for(cfg):
+    """The network's input layout of a run (:class:`badblock.inference.ChannelLayout`), checked
+    against the task, the loss target and the augmentations it allows."""
+    layout = ChannelLayout.of(cfg.data, cfg.model)
+    if layout.per_lor and cfg.data.task != "inpaint":
+        raise BadInputError("model.per_lor", "needs the inpaint task on a scanner's sinograms")
+    a = cfg.augment
+    if layout.per_lor and a.enabled and (a.view_roll > 0 or a.radial_flip > 0):
+        # the sensitivity pattern of the bins is not symmetric under them
+        raise BadInputError("model.per_lor", "needs augment.view_roll = 0 and "
+                                             "augment.radial_flip = 0")
+    if cfg.model.prior_residual and not layout.prior_widths:
+        raise BadInputError("model.prior_residual", "needs model.prior_widths")
+    if cfg.loss.target == "lost" and (cfg.data.task != "inpaint" or cfg.data.target != "measured"):
+        raise BadInputError("loss.target", "'lost' needs the inpaint task with measured targets "
+                                           "(data.target = measured)")
+    if cfg.loss.target == "lost" and not cfg.loss.damaged_only:
+        raise BadInputError("loss.target", "'lost' needs loss.damaged_only = true (nothing was "
+                                           "lost on the other bins)")
+    return layout
 
-    if task != "inpaint" or not info.get("scanner"):
-        raise BadInputError("model.sensitivity_channel", "needs the inpaint task on a "
-                                                         "scanner's sinograms")
-    a = augment_cfg
-    if a.enabled and (a.view_roll > 0 or a.radial_flip > 0):
-        raise BadInputError("model.sensitivity_channel", "the fixed sensitivity map needs "
-                            "augment.view_roll = 0 and augment.radial_flip = 0 (they move "
-                            "the data against the map)")
-    return sensitivity_map(info["scanner"], info["views_to"])
 
-
-def build_network(cfg, info: dict, device: torch.device) -> torch.nn.Module:
-    """The UNet for ``cfg`` (data, model, augment sections) and the data ``info``, on
-    ``device``, in the default (NCHW) memory format: :func:`to_memory_format` may change it."""
+def build_network(cfg, layout: ChannelLayout, device: torch.device) -> torch.nn.Module:
+    """The UNet for ``cfg`` (model section) and the input ``layout``, on ``device``, in the
+    default (NCHW) memory format: :func:`to_memory_format` may change it."""
     from badblock.models import build_model
 
-    layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
-    planes, mask_planes = layout.count_planes, layout.mask_planes
-    sens = (sensitivity_for(cfg.data.task, cfg.augment, info)
-            if cfg.model.sensitivity_channel else None)
-    if cfg.model.sensitivity_per_lor and sens is None:
-        raise BadInputError("model.sensitivity_per_lor", "needs model.sensitivity_channel")
-    per_lor = planes if cfg.model.sensitivity_per_lor else 0
-    model = build_model(cfg.model, layout.in_channels,
-                        None if sens is None else tuple(sens.shape), per_lor,
-                        mask_planes if per_lor and mask_planes > 1 else 1)
-    if sens is not None:
-        with torch.no_grad():
-            model.sensitivity.copy_(torch.from_numpy(sens)[None, None])
-    return model.to(device)
+    residual = layout.prior_channel if cfg.model.prior_residual else None
+    return build_model(cfg.model, layout.in_channels, residual).to(device)
 
 
 def use_amp(amp: str, device: torch.device) -> bool:
@@ -118,5 +108,5 @@ def wrap_for_training(model: torch.nn.Module, env, device: torch.device,
     return net
 
 
-__all__ = ["check_train_config", "real_views", "sensitivity_for", "build_network", "use_amp",
+__all__ = ["check_train_config", "real_views", "layout_for", "build_network", "use_amp",
            "use_channels_last", "to_memory_format", "wrap_for_training"]

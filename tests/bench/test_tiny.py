@@ -4,8 +4,8 @@ The tiny figures mean nothing (and no test looks at a timing); what is checked i
 script still runs against today's library and writes the record its documentation promises,
 with the counts that follow from its own definition of the workload (computed here by hand).
 ``bench/gpu.sh --cpu-dry-run`` runs the training-step, loader and repair benchmarks tiny as
-parts of the GPU script, so those three are checked through it; ``bench/bench_simulate.py``
-has its own test in tests/physics/test_bench_simulate.py.
+parts of the GPU script, so those three are checked through it; the scripts in
+:data:`TESTED_ELSEWHERE` have smoke tests of their own.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 # scripts whose tiny (smoke) run has its own test, which names the script
-TESTED_ELSEWHERE = {"bench_simulate.py": "tests/physics/test_bench_simulate.py"}
+TESTED_ELSEWHERE = {"bench_simulate.py": "tests/physics/test_bench_simulate.py",
+                    "quality.py": "tests/bench/test_quality_smoke.py",
+                    "quality_docs.py": "tests/bench/test_quality_smoke.py",
+                    "preset_sweep.py": "tests/bench/test_preset_sweep.py"}
 
 
 def _env() -> dict:

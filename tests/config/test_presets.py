@@ -31,8 +31,7 @@ def test_preset_loads_and_unknown_keys_still_fail(name):
 def test_preset_geometry_fits_the_network(name):
     """Padded views and bins divide by 2**depth, and the network builds and runs on one plane
     stack of the scanner's padded size (what training and repair will feed it)."""
-    from badblock.inference import ChannelLayout
-    from badblock.train.setup import build_network
+    from badblock.train.setup import build_network, layout_for
 
     cfg = load_config(name, env={})
     sc = get_scanner(cfg.scanner.name)
@@ -44,9 +43,8 @@ def test_preset_geometry_fits_the_network(name):
     for block in cfg.scanner.dead_blocks:
         t, a = map(int, block.split(":"))
         assert t < sc.blocks_transaxial and a < sc.blocks_axial
-    info = {"views": n_views, "views_to": views_to, "bins": n_bins, "scanner": sc.name}
-    model = build_network(cfg, info, torch.device("cpu"))
-    layout = ChannelLayout.of(cfg.data.context, cfg.data.mask_channel, cfg.data.mask_stack)
+    layout = layout_for(cfg)
+    model = build_network(cfg, layout, torch.device("cpu"))
     assert model.config["in_channels"] == layout.in_channels
     x = torch.rand(1, layout.in_channels, views_to, n_bins)
     with torch.no_grad():

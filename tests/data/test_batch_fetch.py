@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from badblock.data.blockmasks import BlockSampler
 from badblock.data.build import train_loader
 from badblock.data.dataset import (
-    BlockMasks,
     EpochSampler,
     PlaneDataset,
     SampleBatch,
@@ -92,7 +92,8 @@ def _ds(store, task="inpaint", views_to=40, context=2, **kw):
     spec = SampleSpec(task=task, context=context, views_to=views_to, seed=11, keep_rate=0.3,
                       **spec_kw)
     if "masks" not in kw:
-        kw["masks"] = BlockMasks(SC, [(3, 1), (9, 2), (0, 0)]) if task == "inpaint" else None
+        kw["masks"] = (BlockSampler(SC, [(3, 1), (9, 2), (0, 0)], count=(1, 2))
+                       if task == "inpaint" else None)
     return PlaneDataset(store.split("train"), spec, segments=store.segments,
                         tof_order=store.tof_order, **kw)
 

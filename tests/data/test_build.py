@@ -30,7 +30,9 @@ def test_datasets_info_and_validation_mask(out):
     cfg = tiny_config(out, **{"data.views_to": 40, "scanner.dead_blocks": '["9:2"]'})
     train_ds, val_ds, info = build_data(cfg, 4)
     assert info["views"] == 36 and info["views_to"] == 40 and info["bins"] == 64
-    assert (info["train_scans"], info["val_scans"], info["reference"]) == (2, 1, "truth")
+    # scored against the measured scans; the store's truth is only logged
+    assert (info["train_scans"], info["val_scans"], info["reference"]) == (2, 1, "measured")
+    assert info["truth"] is True
     assert len(val_ds) == cfg.train.val_batches * cfg.data.batch_size
     store = open_store("store", out, out)
     sc = scanner_for(store, "vision")  # the store's own scanner wins

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from badblock.data.blockmasks import BlockSampler
 from badblock.data.dataset import (
-    BlockMasks,
     EpochSampler,
     PlaneDataset,
     SampleSpec,
@@ -41,22 +41,9 @@ def test_sparse_mask_stores_affected_planes_only():
     assert sparse.nbytes < dense.nbytes
 
 
-@pytest.mark.parametrize("scanner", ["mini", "mct"])  # the mCT has virtual gap rings
-def test_factorised_block_masks_equal_the_physics_masks(scanner):
-    sc = get_scanner(scanner)
-    blocks = [(5, 1)] if scanner == "mct" else [(0, 0), (5, 1), (15, 2)]
-    masks = BlockMasks(sc, blocks)
-    for i, block in enumerate(blocks):
-        ref = dead_block_mask(sc, [block])
-        np.testing.assert_allclose(masks.get(i)[np.arange(sc.n_planes)], ref, atol=1e-6)
-        touched = np.flatnonzero(ref.reshape(len(ref), -1).max(axis=1) > 0)
-        np.testing.assert_array_equal(masks.affected_planes(i), touched)
-    masks.check(len(blocks) - 1)
-
-
 def _ds(store, task="inpaint", **kw):
     spec = SampleSpec(task=task, context=2, views_to=40, seed=11, keep_rate=0.3)
-    masks = BlockMasks(SC, [(3, 1), (9, 2)]) if task == "inpaint" else None
+    masks = BlockSampler(SC, [(3, 1), (9, 2)], count=(1, 1)) if task == "inpaint" else None
     return PlaneDataset(store.split("train"), spec, segments=store.segments,
                         tof_order=store.tof_order, masks=masks, **kw)
 

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from badblock.inference import Predictor
+from badblock.inference import ChannelLayout, Predictor
 from badblock.inference.engine import BF16_TOLERANCE
 from badblock.io import ScanHeader, read_scan, write_scan
 from badblock.models import UNet
 from badblock.physics import dead_block_mask, get_scanner
+from badblock.physics.mask import real_lor_count
+from badblock.physics.normconv import view_margin
 from badblock.physics.stack import padded_views, plane_stack
 from badblock.repair import repair_scan
 
@@ -37,20 +39,21 @@ def _scan(tmp_path, seed=0, zero_tof=None, name="d.hs"):
 
 
 def _unet_predictor(multiple=4, normalise="mean", seed=0, **kw) -> Predictor:
-    """A small network of the presets' kind: mask stack, sensitivity map, per-LOR, prior."""
+    """A small network of the presets' kind: mask stack, per-LOR working (sensitivity stacks
+    and channel), the normalised-convolution prior channel (wide stacks) as a residual."""
+    widths = (0.7, 1.0, 1.0)
+    layout = ChannelLayout(context=2, mask_channel=True, mask_stack=True, normalise=normalise,
+                           per_lor=True, prior_widths=widths, margin=view_margin(widths))
     torch.manual_seed(seed)
     views = padded_views(SCANNER.shape[2], multiple)
-    net = UNet(in_channels=10, width=4, depth=2, bottom_convs=1,
-               sensitivity_shape=(views, SCANNER.shape[3]), per_lor_channels=5, mask_planes=5,
-               prior_sigma=(0.7, 1.0, 1.0), prior_residual=True)
+    net = UNet(in_channels=layout.in_channels, width=4, depth=2, bottom_convs=1,
+               residual_channel=layout.prior_channel)
     with torch.no_grad():
-        net.sensitivity.uniform_(0.5, 1.0)
         for m in net.modules():  # batch-norm statistics that are not the identity
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-    data = {"context": 2, "mask_channel": True, "mask_stack": True, "normalise": normalise,
-            "multiple": multiple, "views_to": views}
+    data = {**layout.to_dict(), "multiple": multiple, "views_to": views, "scanner": "mini"}
     return Predictor(net, data, torch.device("cpu"), **kw)
 
 
@@ -91,10 +94,10 @@ def test_empty_context_stacks_are_copied_not_predicted(tmp_path, one_thread):
     # TOF bin 2 (linear order: the mirror of 0 is 2, of 1 is 1), so only some are empty.
     scan, mask = _scan(tmp_path, zero_tof=1)
     pred = _unet_predictor(multiple=8)
-    vt = pred.views_to
+    wide = pred.views_to + 2 * pred.margin  # the views the stacks hold, the prior's included
     touched = np.flatnonzero((mask > 0).any(axis=(1, 2)))
     h = scan.header
-    stacks = {(t, int(p)): plane_stack(scan.data, t, int(p), 2, h.segments, h.tof_order, vt)
+    stacks = {(t, int(p)): plane_stack(scan.data, t, int(p), 2, h.segments, h.tof_order, wide)
               for t in range(3) for p in touched}
     empty = [k for k, s in stacks.items() if not s.any()]
     assert 0 < len(empty) < len(stacks)
@@ -108,8 +111,10 @@ def test_empty_context_stacks_are_copied_not_predicted(tmp_path, one_thread):
     from badblock.physics.stack import mask_stack
 
     z = np.stack([stacks[k] for k in empty[:8]])
-    m = np.stack([mask_stack(mask, p, 2, h.segments, vt) for _, p in empty[:8]])
-    assert (np.rint(pred(z, m)) == 0).all()
+    m = np.stack([mask_stack(mask, p, 2, h.segments, wide) for _, p in empty[:8]])
+    sens = real_lor_count(SCANNER)[None]
+    s = np.stack([plane_stack(sens, 0, p, 2, h.segments, "none", wide) for _, p in empty[:8]])
+    assert (np.rint(pred(z, m, s)) == 0).all()
 
 
 def test_fast_formats_agree_with_plain_float32(tmp_path, one_thread):

@@ -1,4 +1,4 @@
-"""The network's input layout: channel counts, and which mask planes follow the counts."""
+"""The network's input layout: channels, their order and values, the output's scale to counts."""
 
 from __future__ import annotations
 
@@ -6,44 +6,93 @@ import pytest
 import torch
 
 from badblock.errors import BadInputError
-from badblock.inference.layout import ChannelLayout, network_input, normalise_scale
+from badblock.inference.layout import ChannelLayout, normalise_scale
+from badblock.physics.normconv import normconv_stack, view_margin
 from tests.inference.stacks import stack_and_mask
 
 
-def test_network_input_takes_the_centre_mask_or_all_of_them():
+def test_plain_layout_is_counts_over_the_stack_mean_then_the_centre_mask():
     inp, mask = stack_and_mask()
-    scale = torch.full((2, 1, 1, 1), 2.0)
-    centre = network_input(inp, mask, scale, 2, True)
-    assert centre.shape == (2, 6, 4, 8)
-    torch.testing.assert_close(centre[:, :5], inp / 2)
-    torch.testing.assert_close(centre[:, 5], mask[:, 2])
-    stack = network_input(inp, mask, scale, 2, True, mask_stack=True)
-    assert stack.shape == (2, 10, 4, 8)
-    torch.testing.assert_close(stack[:, 5:], mask)
-    assert network_input(inp, mask, scale, 2, False, mask_stack=True).shape == (2, 5, 4, 8)
-    with pytest.raises(BadInputError, match="mask planes"):
-        network_input(inp, mask[:, 2:3], scale, 2, True, mask_stack=True)
-    with pytest.raises(BadInputError, match="mask"):
-        network_input(inp, None, scale, 2, True)
+    layout = ChannelLayout(context=2, mask_channel=True, normalise="mean")
+    x, scale, out_scale = layout.inputs(inp, mask)
+    mean = inp.reshape(2, -1).mean(dim=1).view(2, 1, 1, 1)  # from the damaged input only
+    torch.testing.assert_close(scale, mean + 1e-8)
+    assert x.shape == (2, 6, 4, 8) and layout.in_channels == 6
+    torch.testing.assert_close(x[:, :5], inp / (mean + 1e-8))
+    torch.testing.assert_close(x[:, 5], mask[:, 2])
+    torch.testing.assert_close(out_scale, scale)
 
 
-@pytest.mark.parametrize("context, mask_channel, mask_stack, counts, masks", [
-    (2, False, False, 5, 0), (2, True, False, 5, 1), (2, True, True, 5, 5), (0, True, True, 1, 1),
-    (3, True, False, 7, 1)])
-def test_channel_layout_counts_the_network_inputs(context, mask_channel, mask_stack, counts,
-                                                  masks):
-    layout = ChannelLayout.of(context, mask_channel, mask_stack)
-    assert (layout.count_planes, layout.mask_planes, layout.in_channels) == \
-        (counts, masks, counts + masks)
-    inp = torch.ones(1, counts, 4, 8)
-    x = network_input(inp, torch.zeros(1, counts, 4, 8), torch.ones(1, 1, 1, 1), context,
-                      mask_channel, mask_stack)
-    assert x.shape[1] == layout.in_channels
+def test_mask_stack_gives_every_plane_its_own_mask():
+    inp, mask = stack_and_mask()
+    x, _, _ = ChannelLayout(context=2, mask_channel=True, mask_stack=True).inputs(inp, mask)
+    assert x.shape == (2, 10, 4, 8)
+    torch.testing.assert_close(x[:, 5:], mask)
+    assert ChannelLayout(context=2).inputs(inp)[0].shape == (2, 5, 4, 8)
 
 
-def test_mask_stack_needs_the_mask_channel():
+def test_per_lor_divides_by_the_sensitivity_and_scales_back_by_it():
+    inp, mask = stack_and_mask()
+    sens = torch.ones_like(inp)
+    sens[..., 0] = 0.0  # a gap column: no real LOR
+    sens[..., 1] = 4.0
+    layout = ChannelLayout(context=2, mask_channel=True, mask_stack=True, normalise="none",
+                           per_lor=True)
+    x, scale, out_scale = layout.inputs(inp, mask, sens)
+    assert x.shape == (2, 11, 4, 8) and layout.in_channels == 11
+    expect = inp.clone()
+    expect[..., 0] = 0.0
+    expect[..., 1] = inp[..., 1] / 4.0
+    torch.testing.assert_close(x[:, :5], expect)
+    torch.testing.assert_close(x[:, 10], sens[:, 2] / 4.0)  # centre pattern, peak 1
+    torch.testing.assert_close(out_scale, sens[:, 2:3])  # per LOR x sensitivity = counts
+    with pytest.raises(BadInputError, match="sensitivity"):
+        layout.inputs(inp, mask)
+
+
+def test_prior_channel_is_normconv_of_the_wide_stack_cropped_to_the_network_views():
+    widths = (0.7, 1.0, 0.7)
+    m = view_margin(widths)
+    torch.manual_seed(0)
+    inp = torch.poisson(torch.full((2, 5, 8 + 2 * m, 6), 9.0))
+    mask = torch.zeros_like(inp)
+    mask[:, :, m + 2:m + 4, 1:3] = 1.0
+    inp = inp * (1 - mask)
+    sens = torch.ones_like(inp)
+    layout = ChannelLayout(context=2, mask_channel=True, mask_stack=True, normalise="mean",
+                           per_lor=True, prior_widths=widths, margin=m)
+    x, scale, _ = layout.inputs(inp, mask, sens)
+    assert x.shape == (2, 12, 8, 6) and layout.prior_channel == 11
+    torch.testing.assert_close(x[:, :5], inp[:, :, m:m + 8] / scale)  # cropped to the 8 views
+    rate = normconv_stack(inp, 1 - mask, sens, widths, margin=m)
+    torch.testing.assert_close(x[:, 11], rate / scale[:, 0])
+
+
+def test_layouts_refuse_what_they_cannot_build():
+    inp, mask = stack_and_mask()
     with pytest.raises(BadInputError, match="data.mask_stack"):
-        ChannelLayout.of(2, False, True)
+        ChannelLayout(context=2, mask_stack=True)
+    with pytest.raises(BadInputError, match="mask"):
+        ChannelLayout(context=2, mask_channel=True).inputs(inp)
+    with pytest.raises(BadInputError, match="mask"):
+        ChannelLayout(context=2, mask_channel=True, mask_stack=True).inputs(inp, mask[:, 2:3])
+    with pytest.raises(BadInputError, match="stacks"):
+        ChannelLayout(context=1).inputs(inp)  # 5 planes, the layout wants 3
+    with pytest.raises(BadInputError, match="per_lor"):
+        ChannelLayout(context=2, mask_channel=True, mask_stack=True, prior_widths=(1, 1, 1),
+                      margin=12)
+    with pytest.raises(BadInputError, match="margin"):
+        ChannelLayout(context=2, mask_channel=True, mask_stack=True, per_lor=True,
+                      prior_widths=(1, 1, 1), margin=3)
+
+
+def test_layout_round_trips_through_a_checkpoint_dict_and_old_ones_read_plain():
+    layout = ChannelLayout(context=2, mask_channel=True, mask_stack=True, normalise="mean",
+                           per_lor=True, prior_widths=(0.7, 1.5, 0.7), margin=18)
+    assert ChannelLayout.from_dict(layout.to_dict()) == layout
+    old = ChannelLayout.from_dict({"context": 2, "mask_channel": True})
+    assert old == ChannelLayout(context=2, mask_channel=True)
+    assert old.in_channels == 6 and old.prior_channel is None
 
 
 def test_normalise_scale_modes():

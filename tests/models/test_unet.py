@@ -8,6 +8,7 @@ import torch
 from badblock.config import load_config
 from badblock.errors import BadInputError
 from badblock.models import UNet, build_model, parameter_count
+from badblock.models.unet import RESIDUAL_FLOOR
 
 torch.set_num_threads(1)
 
@@ -110,129 +111,44 @@ def test_channels_last_gives_the_same_output():
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
 
 
-def _sensitivity_unet(**kw) -> UNet:
-    net = UNet(in_channels=6, width=4, depth=2, bottom_convs=1, sensitivity_shape=(12, 16),
-               per_lor_channels=5, **kw)
-    with torch.no_grad():
-        net.sensitivity.fill_(1.0)
-        net.sensitivity[..., ::4] = 0.0  # "gap crystal" columns
-        net.sensitivity[..., 1::4] = 0.5
-    return net.eval()
-
-
-def test_sensitivity_map_travels_with_the_weights_and_gaps_come_out_zero():
-    net = _sensitivity_unet(prior_sigma=(1.5, 1.0), prior_residual=True)
-    x = torch.rand(2, 6, 12, 16)
-    x[:, 5] = 0.0
-    x[:, 5, 3:7, 4:10] = 1.0  # the mask channel: a dead patch
+def test_residual_network_starts_exactly_at_its_prior_channel():
+    torch.manual_seed(0)
+    net = UNet(in_channels=7, width=4, depth=2, bottom_convs=1, residual_channel=6).eval()
+    x = torch.rand(2, 7, 12, 16)
+    x[:, 6] = torch.rand(2, 12, 16) * 5 + 1e-3  # the prior: positive counts per LOR
+    x[:, 6, :, 0] = 0.0  # and bins where it is 0 (gap columns)
     with torch.no_grad():
         y = net(x)
-    assert y.shape == (2, 1, 12, 16)
-    assert torch.all(y[..., ::4] == 0) and torch.all(y[..., 2::4] > 0)
-    again = UNet(**net.config)  # as Predictor.from_checkpoint builds it
-    again.load_state_dict(net.state_dict())
-    again.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(again(x), y)
-    assert again.config["sensitivity_shape"] == [12, 16]
-    assert "sensitivity channel" in again.describe() and "residual" in again.describe()
-    with pytest.raises(BadInputError, match="sensitivity map"):
-        net(torch.rand(1, 6, 8, 16))
-
-
-def test_prior_is_the_in_plane_normalised_convolution():
-    net = _sensitivity_unet(prior_sigma=(1.0, 1.0))
-    sens = net.sensitivity
-    level = 3.0
-    counts = level * sens.expand(1, 5, -1, -1).clone()  # a flat per-LOR activity of 3
-    mask = torch.zeros(1, 1, 12, 16)
-    mask[..., 4:8, 6:10] = 1.0  # a dead patch: those counts are gone
-    counts[:, 2:3] = counts[:, 2:3] * (1 - mask)
-    x = torch.cat([counts / sens.clamp(min=1e-6) * (sens > 0), mask], 1)
-    prior = net.prior(x, sens)
-    # a flat activity is recovered exactly wherever anything is near, the dead patch included
-    torch.testing.assert_close(prior, torch.full_like(prior, level), rtol=1e-4, atol=1e-4)
-
-
-def test_per_lor_and_prior_options_are_checked():
-    with pytest.raises(BadInputError, match="per_lor"):
-        UNet(in_channels=6, per_lor_channels=5)  # no sensitivity map
-    with pytest.raises(BadInputError, match="prior_sigma"):
-        UNet(in_channels=5, sensitivity_shape=(12, 16), per_lor_channels=5, prior_sigma=(1, 1))
-    with pytest.raises(BadInputError, match="prior_residual"):
-        UNet(in_channels=6, sensitivity_shape=(12, 16), per_lor_channels=5, prior_residual=True)
-    plain = UNet(in_channels=5, width=4)
-    assert "sensitivity_shape" not in plain.config and plain.sensitivity is None
-
-
-def _stack_unet(**kw) -> UNet:
-    """Per-LOR UNet whose input carries the mask of every one of its 5 planes."""
-    net = UNet(in_channels=10, width=4, depth=2, bottom_convs=1, sensitivity_shape=(12, 16),
-               per_lor_channels=5, mask_planes=5, **kw)
-    with torch.no_grad():
-        net.sensitivity.fill_(1.0)
-        net.sensitivity[..., ::4] = 0.0
-        net.sensitivity[..., 1::4] = 0.5
-    return net.eval()
-
-
-def _stack_input(sens: torch.Tensor, levels: list[float], mask: torch.Tensor) -> torch.Tensor:
-    """Per-LOR input ``[1, 10, 12, 16]``: planes of flat per-LOR activity ``levels`` (counts =
-    level * sens), damaged by ``mask`` ``[1, 5, 12, 16]``, then the 5 mask planes."""
-    counts = torch.stack([lv * sens[0, 0] for lv in levels])[None] * (1 - mask)
-    per_lor = counts / sens.clamp(min=1e-6) * (sens > 0)
-    return torch.cat([per_lor, mask], 1)
-
-
-def test_3d_prior_fills_a_dead_centre_plane_from_its_neighbours():
-    net = _stack_unet(prior_sigma=(0.7, 1.0, 1.0))
-    sens = net.sensitivity
-    mask = torch.zeros(1, 5, 12, 16)
-    mask[:, 2, 2:10, 2:14] = 1.0  # the centre plane loses a patch far wider than the kernel
-    mask[:, 1, 2:10, 2:8] = 0.5  # a neighbour loses half its counts in part of it
-    x = _stack_input(sens, [3.0] * 5, mask)
-    prior = net.prior(x, sens)
-    # every plane's own keep fraction is divided out: the flat activity comes back exactly,
-    # in the middle of the centre plane's dead patch too
-    torch.testing.assert_close(prior, torch.full_like(prior, 3.0), rtol=1e-4, atol=1e-4)
-    # the in-plane (2-D) estimate of the same input has nothing there
-    flat = _stack_unet(prior_sigma=(1.0, 1.0))
-    assert float(flat.prior(x, sens)[0, 0, 6, 8]) == 0.0
-    assert float(flat.prior(x, sens)[0, 0, 0, 0]) == pytest.approx(3.0, rel=1e-4)
-
-
-def test_3d_prior_brings_neighbouring_planes_to_the_centre_level():
-    # compressed sinograms: neighbouring planes hold 2 or 3 ring pairs, so twice the counts
-    net = _stack_unet(prior_sigma=(0.7, 1.0, 1.0))
-    sens = net.sensitivity
-    mask = torch.zeros(1, 5, 12, 16)
-    mask[:, 2, 2:10, 2:14] = 1.0
-    x = _stack_input(sens, [6.0, 3.0, 3.0, 3.0, 6.0], mask)
-    x[:, 1] *= 2.0  # plane 1 too, after the damage
-    torch.testing.assert_close(net.prior(x, sens), torch.full((1, 1, 12, 16), 3.0),
-                               rtol=1e-4, atol=1e-4)
-    with torch.no_grad():
-        y = net(x)
-    assert y.shape == (1, 1, 12, 16) and torch.all(y[..., ::4] == 0)
+    # softplus(softplus^-1(p)) = p: no bias from the output activation; 0 becomes the floor
+    torch.testing.assert_close(y[:, 0, :, 1:], x[:, 6, :, 1:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y[:, 0, :, 0], torch.full((2, 12), RESIDUAL_FLOOR))
     again = UNet(**net.config)  # as Predictor.from_checkpoint builds it
     again.load_state_dict(net.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x), y)
-    assert again.config["mask_planes"] == 5 and "5 mask planes" in again.describe()
+    assert "correcting input 6" in again.describe()
 
 
-def test_mask_planes_options_are_checked():
-    with pytest.raises(BadInputError, match="prior_sigma"):  # 3 sigmas, centre mask only
-        UNet(in_channels=6, sensitivity_shape=(12, 16), per_lor_channels=5,
-             prior_sigma=(0.7, 1, 1))
-    with pytest.raises(BadInputError, match="mask_stack"):  # not one mask per count plane
-        UNet(in_channels=8, sensitivity_shape=(12, 16), per_lor_channels=5, mask_planes=3)
-    # the centre plane's mask is found among the 5 for the in-plane prior
-    net = _stack_unet(prior_sigma=(1.0, 1.0))
-    mask = torch.zeros(1, 5, 12, 16)
-    mask[:, 2, 4:8, 6:10] = 1.0
-    x = _stack_input(net.sensitivity, [3.0] * 5, mask)
-    torch.testing.assert_close(net.prior(x, net.sensitivity), torch.full((1, 1, 12, 16), 3.0),
-                               rtol=1e-4, atol=1e-4)
-    # models from before the option keep their exact config
-    assert "mask_planes" not in _sensitivity_unet(prior_sigma=(1.0, 1.0)).config
+def test_residual_network_learns_a_correction():
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, width=4, depth=1, bottom_convs=1, norm="none", residual_channel=2)
+    x = torch.rand(4, 3, 8, 8) + 0.5
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    target = 1.5 * x[:, 2:3]
+    first = None
+    for _ in range(60):
+        loss = ((net(x) - target) ** 2).mean()
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.2 * first
+
+
+def test_residual_channel_is_checked():
+    with pytest.raises(BadInputError, match="prior_residual"):
+        UNet(in_channels=5, residual_channel=5)
+    with pytest.raises(BadInputError, match="prior_residual"):
+        UNet(in_channels=5, out_channels=2, residual_channel=1)
+    plain = UNet(in_channels=5, width=4)
+    assert "residual_channel" not in plain.config  # older checkpoints keep their exact config

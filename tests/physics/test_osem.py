@@ -109,3 +109,18 @@ def test_subsets_and_bad_input(case):
         osem(y, proj, sensitivity=-np.ones(y.shape[1:]))
     with pytest.raises(BadInputError, match="mask"):
         mask_volume(proj, np.zeros((2, 3, 4)))
+
+
+def test_sensitivity_images_are_kept_for_the_next_reconstruction(case):
+    act, proj, y = case
+    plain = osem(y, proj, iterations=1, subsets=3)
+    kept: dict = {}
+    first = osem(y, proj, iterations=1, subsets=3, sens_images=kept)
+    assert sorted(kept) == [(3, 0), (3, 1), (3, 2)]
+    images = {k: v.clone() for k, v in kept.items()}
+    second = osem(0.5 * y, proj, iterations=1, subsets=3, sens_images=kept)
+    np.testing.assert_array_equal(first, plain)
+    # EM is scale-equivariant: half the data, half the image (with the kept images unchanged)
+    np.testing.assert_allclose(second, 0.5 * osem(y, proj, iterations=1, subsets=3), rtol=1e-4,
+                               atol=1e-6 * float(plain.max()))
+    assert all(bool((kept[k] == images[k]).all()) for k in images)

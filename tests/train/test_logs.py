@@ -10,7 +10,8 @@ import torch
 
 from badblock.train.logs import RunLog, collapse_warning, epoch_message, epoch_record
 
-VAL = {"val_loss": 0.5, "nrmse_net": 0.2, "nrmse_baseline": 0.3, "reference": "truth"}
+VAL = {"val_loss": 0.5, "nrmse_net": 0.2, "nrmse_baseline": 0.3, "reference": "measured",
+       "nrmse_net_truth": 0.1, "nrmse_baseline_truth": 0.25}
 
 
 def test_epoch_record_from_the_running_sums():
@@ -25,8 +26,9 @@ def test_epoch_record_from_the_running_sums():
     # within the warm-up a worse network is not yet a verdict
     assert not epoch_record(2, 40, False, running, worse, 1e-3, 2, torch.device("cpu"))["collapse"]
     text = epoch_message(rec, reset=True)
-    assert text.startswith("epoch 3: train 0.75  val 0.5  NRMSE damaged bins vs truth: network "
-                           "0.2000  baseline 0.3000")
+    assert text.startswith("epoch 3: train 0.75  val 0.5  NRMSE damaged bins vs measured: "
+                           "network 0.2000  baseline 0.3000  (vs truth, not used for choices: "
+                           "0.1000 / 0.2500)  lr 0.001")
     assert text.endswith("(optimizer reset)")
     assert "0.4000 > 0.3000" in collapse_warning(dict(rec, nrmse_net=0.4))
 

@@ -1,15 +1,14 @@
-"""Run set-up: impossible train values refused, real views, bf16 and layout choice,
-sensitivity checks."""
+"""Run set-up: impossible train values refused, real views, bf16 and channels-last choice,
+layout checks."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from badblock.config import load_config
 from badblock.errors import BadInputError
-from badblock.train.setup import check_train_config, real_views, sensitivity_for, use_amp
+from badblock.train.setup import check_train_config, layout_for, real_views, use_amp
 
 
 @pytest.mark.parametrize("key, value", [("epochs", 0), ("max_steps", -1), ("ema", 1.0),
@@ -32,17 +31,6 @@ def test_real_views_and_amp():
     assert use_amp("auto", torch.device("cuda")) and not use_amp("off", torch.device("cuda"))
 
 
-def test_sensitivity_map_needs_inpaint_on_a_scanner_without_rolls():
-    cfg = load_config("mini", env={})
-    info = {"views": 36, "views_to": 40, "bins": 64, "scanner": "mini"}
-    sens = sensitivity_for("inpaint", cfg.augment, info)
-    assert sens.shape == (40, 64) and sens.dtype == np.float32 and sens.max() == 1.0
-    with pytest.raises(BadInputError, match="inpaint"):
-        sensitivity_for("denoise", cfg.augment, info)
-    with pytest.raises(BadInputError, match="view_roll"):
-        sensitivity_for("inpaint", load_config(None, [], env={}).augment, info)
-
-
 def test_channels_last_choice():
     from badblock.train.setup import use_channels_last
     from badblock.utils.hardware import native_bf16
@@ -53,3 +41,18 @@ def test_channels_last_choice():
     assert not use_channels_last(False, cuda)
     assert load_config("mini", env={}).train.channels_last is True  # measured faster there
     assert load_config("vision", env={}).train.channels_last == "auto"
+
+
+def test_layout_of_the_mini_preset_and_what_it_refuses():
+    layout = layout_for(load_config("mini", env={}))
+    assert layout.per_lor and layout.mask_stack and layout.prior_channel == layout.in_channels - 1
+    assert layout.in_channels == 5 + 5 + 1 + 1 and layout.margin == 18
+    for sets, match in [
+        (["data.task=denoise", "loss.target=complete"], "per_lor"),
+        (["augment.view_roll=0.5"], "view_roll"),
+        (["model.prior_widths=[]"], "prior_residual"),
+        (["loss.damaged_only=false"], "damaged_only"),
+        (["data.target=truth"], "measured"),
+    ]:
+        with pytest.raises(BadInputError, match=match):
+            layout_for(load_config("mini", sets, env={}))

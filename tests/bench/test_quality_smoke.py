@@ -1,0 +1,85 @@
+"""The benchmark's smoke run (CI): one data set, one case, a few training steps, every column."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import quality_image as qi  # noqa: E402
+import quality_report as qr  # noqa: E402
+
+SINOGRAM = ["nrmse_all", "bias_all", "nrmse_partial", "bias_partial", "nrmse_dead", "bias_dead",
+            "nrmse_measured", "lost_nrmse", "lost_bias", "psnr", "ssim", "fbp_nrmse"]
+IMAGE = ["osem_nrmse", "osem_bias_dead", "osem_bias_background"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    out = tmp / "quality_smoke.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke",
+                           "--work", str(tmp / "work"), "--out", str(out),
+                           "--figures", str(tmp), "--threads", "2"],
+                          capture_output=True, text=True, cwd=tmp, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, out, json.loads(out.read_text()), proc.stdout
+
+
+def test_smoke_produces_every_column_for_every_method(smoke):
+    tmp, out, result, stdout = smoke
+    assert len(result["cases"]) == 1 and len(result["datasets"]) == 1
+    case = result["cases"][0]
+    methods = case["methods"]
+    suite = result["suite"]
+    rows = [*suite["baselines"], "unet", "normconv, all bins (not data-consistent)",
+            "complete scan (reference)"]
+    assert list(methods)[:len(rows)] == rows
+    no_image = (*qi.SKIP_ROWS, "normconv, all bins (not data-consistent)")
+    for m in rows:
+        for key in SINOGRAM + IMAGE:
+            assert key in methods[m], (m, key)  # one set of columns for every row
+            if key in IMAGE and m in no_image:
+                assert methods[m][key] is None, (m, key)  # not reconstructed: no fill of dead bins
+            else:
+                assert methods[m][key] is not None, (m, key)
+    # The image-only row: the null comparator, OSEM of the damaged scan with the gaps modelled.
+    assert all(methods[qr.IMAGE_CLASSICAL][k] is not None for k in IMAGE)
+    assert all(methods[qr.IMAGE_CLASSICAL][k] is None for k in SINOGRAM)
+    # Every aggregate column and the figures exist.
+    for key, _ in qr.RATIO_METRICS:
+        assert "unet" in result["aggregate"]["ratio"][key]
+    assert (tmp / "quality_smoke_bars.png").stat().st_size > 1000
+    assert (tmp / "quality_smoke_panel.png").stat().st_size > 1000
+    assert "damaged bins NRMSE" in stdout and "wall time" in stdout
+
+
+def test_smoke_makes_no_choice_on_test_data(smoke):
+    tmp, out, result, _ = smoke
+    from badblock.data.store import Store
+
+    store = Store.open(tmp / "work" / "d0" / "store", check_sources=False)
+    choices = json.loads((tmp / "work" / "d0" / "choices.json").read_text())
+    assert choices["validation_ids"] == [s.id for s in store.split("val")]
+    sims = {p.parent.name: json.loads(p.read_text())
+            for p in (tmp / "work" / "d0" / "sim").glob("*/simulation.json")}
+    train = sims["train"]
+    tests = [v for k, v in sims.items() if k.startswith("test-")]
+    assert tests and all(t["seed"] != train["seed"] for t in tests)
+
+
+def test_docs_page_is_generated_from_the_json(smoke, tmp_path):
+    tmp, out, result, _ = smoke
+    page = tmp_path / "quality.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "quality_docs.py"), "--json",
+                           str(out), "--out", str(page)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    unet = result["aggregate"]["ratio"]["nrmse_all"]["unet"]["gmean"]
+    assert f"{unet:.3f}" in text and "python bench/quality.py --smoke" in text
