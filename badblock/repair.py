@@ -20,8 +20,6 @@ from badblock.errors import BadInputError
 from badblock.physics.mask import ResolvedMask
 from badblock.utils.progress import progress
 
-# Bytes of input copied per step when streaming untouched planes to the output.
-COPY_CHUNK_BYTES = 64 << 20
 SUMMARY_NAME = "repair_summary.json"
 # File names that say "this is a scan file" when -o names a single output.
 SCAN_SUFFIXES = (".hs", ".hdr", ".s", ".v", ".raw", ".bin", ".dat", ".sino")
@@ -34,24 +32,6 @@ def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike)
         raise BadInputError(where, f"mask [plane, view, bin] {tuple(mask.shape)} does not match "
                                    f"the scan's {tuple(shape[1:])} (wrong scanner or mask?)")
     return mask
-
-
-def finite_prediction(value: np.ndarray, damaged: np.ndarray, t: int, p: int,
-                      predictor) -> np.ndarray:
-    """The prediction ``value`` ``[view, bin]`` of TOF bin ``t``, plane ``p``, checked: a NaN or
-    inf where ``damaged`` (f > 0) raises :class:`BadInputError` naming the checkpoint (NaN
-    weights or a flipped bit that loading cannot see), so that a broken network never passes
-    the damaged input off as repaired; elsewhere (bins that keep the input) it becomes 0."""
-    bad = ~np.isfinite(value)
-    if not bad.any():
-        return value
-    hit = int((bad & damaged).sum())
-    if hit:
-        raise BadInputError(getattr(predictor, "path", "predictor"),
-                            f"the network predicts NaN or inf for {hit} of the "
-                            f"{int(damaged.sum())} damaged bins of TOF bin {t}, plane {p}: a "
-                            "broken checkpoint (NaN weights, a flipped bit?); nothing written")
-    return np.where(bad, 0, value)
 
 
 def check_checkpoint(predictor, header, where: str | os.PathLike) -> None:
@@ -77,12 +57,6 @@ def check_checkpoint(predictor, header, where: str | os.PathLike) -> None:
                                    "checkpoint of its scanner")
 
 
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
 def _same(a: Path, b: Path | None) -> bool:
     if b is None or not a.exists() or not b.exists():
         return False
@@ -100,16 +74,6 @@ def check_output(scan, out_path: str | os.PathLike, force: bool) -> None:
                                          "--force (choose another output)")
         if out.exists() and not force:
             raise BadInputError(out, "already exists (refusing to overwrite; use --force)")
-
-
-def _cached(cache: dict, key: int, limit: int, make):
-    """``cache[key]``, made with ``make(key)`` on a miss; emptied past ``limit`` entries so
-    memory stays bounded."""
-    if key not in cache:
-        if len(cache) > limit:
-            cache.clear()
-        cache[key] = make(key)
-    return cache[key]
 
 
 def _sensitivity(predictor, shape) -> np.ndarray:
@@ -131,7 +95,8 @@ def _sensitivity(predictor, shape) -> np.ndarray:
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
                 context: int | None = None, views_to: int | None = None,
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
-                all_planes: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                all_planes: bool = False, log: Callable[[str], None] | None = None,
+                workers: int | None = None, overlap: bool = True) -> dict:
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
@@ -142,14 +107,25 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
     benchmarks); in those planes bins with f > 0 take the prediction, the others keep the
-    input. Integer outputs are rounded and clipped to the dtype's range. Returns a summary dict
-    (also what ``badblock repair`` writes as JSON).
+    input. Integer outputs are rounded and clipped to the dtype's range. A plane whose context
+    stack holds no counts at all is copied, not predicted, for predictors that normalise by the
+    stack's ``max`` or ``mean`` (their prediction for it rounds to 0).
+
+    How it runs (:mod:`badblock.inference.engine`): ``batch_size`` images per network call at
+    most (fewer where the predictor's activations would exceed the engine's per-call memory),
+    ``workers`` processes (None = one per CPU core for a CPU predictor, else 1), ``overlap``:
+    stacking and merging in threads beside the network in a single process. Every choice
+    writes the same bytes. Returns a summary dict (also what ``badblock repair`` writes as
+    JSON).
     """
+    from badblock.inference.engine import PlaneJob, run_job
     from badblock.io import open_scan_writer
-    from badblock.physics.stack import mask_stack, padded_views, plane_stack, view_padding
+    from badblock.physics.stack import padded_views
+    from badblock.utils.hardware import tune_allocator
 
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()
+    tune_allocator()
     header = scan.header
     n_tof, n_planes, n_views, n_bins = header.shape
     mask = check_mask(mask, header.shape, "mask")
@@ -163,65 +139,52 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if views_to < n_views:
         raise BadInputError("repair", f"the network pads views to {views_to}, fewer than the "
                                       f"scan's {n_views} views (a checkpoint for another scanner?)")
-    before, _ = view_padding(n_views, views_to)
     margin = int(getattr(predictor, "margin", 0) or 0)
-    wide = views_to + 2 * margin  # the prior channel reads margin views beyond the network's
     sens = _sensitivity(predictor, header.shape) if getattr(predictor, "per_lor", False) else None
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
 
     touched = (mask > 0).any(axis=(1, 2))
-    planes = np.arange(n_planes) if all_planes else np.flatnonzero(touched)
-    segments = header.segments
-    tof_order = header.tof_order if n_tof > 1 else "none"
+    send = np.ones(n_planes, bool) if all_planes else touched
+    planes = np.flatnonzero(send)
     out_dtype = header.dtype
     is_int = out_dtype.kind in "iu"
     lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
-    clipped_low = clipped_high = 0
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
-    mask_cache: dict[int, np.ndarray] = {}
-    sens_cache: dict[int, np.ndarray] = {}
+    layout = getattr(predictor, "layout", None)
+    skip_empty = getattr(layout, "normalise", getattr(predictor, "normalise", None)) in (
+        "max", "mean")
 
     with open_scan_writer(out_path, header, force=force) as writer:
-        step = max(1, COPY_CHUNK_BYTES // max(1, n_views * n_bins * out_dtype.itemsize))
-        for t in range(n_tof):
-            for p0 in range(0, n_planes, step):
-                writer.data[t, p0:p0 + step] = scan.data[t, p0:p0 + step]
-        batches = range(0, len(items), batch_size)
-        for b0 in progress(batches, total=len(batches), desc="repair", unit="batch"):
-            batch = items[b0:b0 + batch_size]
-            stacks = np.stack([plane_stack(scan.data, t, p, context, segments, tof_order,
-                                           wide) for t, p in batch])
-            masks = senses = None
-            if mask_channel:
-                masks = np.stack([_cached(mask_cache, p, 4 * batch_size, lambda q: mask_stack(
-                    mask, q, context, segments, wide)) for _, p in batch])
-            if sens is not None:
-                senses = np.stack([_cached(sens_cache, p, 4 * batch_size, lambda q: plane_stack(
-                    sens, 0, q, context, segments, "none", wide)) for _, p in batch])
-            pred = _to_numpy(predictor(stacks, masks, senses) if sens is not None
-                             else predictor(stacks, masks))
-            if pred.shape != (len(batch), views_to, n_bins):
-                raise BadInputError("predictor", f"returned shape {pred.shape}, expected "
-                                                 f"{(len(batch), views_to, n_bins)}")
-            pred = pred[:, before:before + n_views]
-            for i, (t, p) in enumerate(batch):
-                original = np.asarray(scan.data[t, p])
-                value = finite_prediction(pred[i], mask[p] > 0, t, p, predictor)
-                if is_int:
-                    value = np.rint(value)
-                    damaged = mask[p] > 0
-                    clipped_low += int(((value < lo) & damaged).sum())
-                    clipped_high += int(((value > hi) & damaged).sum())
-                    value = np.clip(value, lo, hi)
-                writer.data[t, p] = np.where(mask[p] > 0, value, original).astype(out_dtype)
+        job = PlaneJob(data=scan.data, out=writer.data, mask=mask, items=items,
+                       copies=[(t, a, b) for t in range(n_tof) for a, b in _runs(~send)],
+                       context=context, segments=header.segments,
+                       tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
+                       mask_channel=mask_channel, skip_empty=skip_empty, margin=margin,
+                       sens=sens)
+        with progress(total=None, desc="repair", unit="batch") as bar:
+            def done(n: int, total: int) -> None:
+                bar.total = total
+                bar.update(n)
+
+            stats, ran = run_job(job, predictor, batch_size=batch_size, workers=workers,
+                                 overlap=overlap, log=log, done=done)
+        if stats.nonfinite:
+            # inside the writer: the output is never published
+            raise BadInputError(getattr(predictor, "path", "predictor"),
+                                f"the network predicts NaN or inf for {stats.nonfinite} of the "
+                                f"{int((mask > 0).sum()) * n_tof} damaged bins: a broken "
+                                "checkpoint (NaN weights, a flipped bit?); nothing written")
         written = Path(writer.path)
+        t_engine = time.perf_counter()
     seconds = time.perf_counter() - t0
-    clipped = clipped_low + clipped_high
+    publish = time.perf_counter() - t_engine
+    clipped = stats.clipped_low + stats.clipped_high
     if is_int:
         log(f"{written.name}: predictions rounded to {out_dtype.name} and clipped to "
-            f"[{lo}, {hi}]: {clipped} bins clipped ({clipped_low} below, {clipped_high} above)")
+            f"[{lo}, {hi}]: {clipped} bins clipped ({stats.clipped_low} below, "
+            f"{stats.clipped_high} above)")
     n_repaired = len(planes)
     return {
         "input": str(scan.path),
@@ -233,19 +196,34 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         "planes_repaired": int(n_repaired),
         "planes_copied": int(n_planes - n_repaired),
         "tof_bins": n_tof,
-        "plane_images_predicted": len(items),
+        "plane_images_predicted": stats.predicted,
+        "plane_images_empty": stats.skipped,
         "bins_replaced": int((mask > 0).sum()) * n_tof,
         "bins_clipped": clipped,
-        "bins_clipped_low": clipped_low,
-        "bins_clipped_high": clipped_high,
+        "bins_clipped_low": stats.clipped_low,
+        "bins_clipped_high": stats.clipped_high,
+        "nonfinite_predictions": stats.nonfinite,
         "context": context,
         "views_to": views_to,
         "mask_channel": bool(mask_channel),
         "batch_size": batch_size,
+        "network_batch": ran["batch"],
+        "workers": ran["workers"],
+        "bf16": ran["bf16"],
+        "bf16_error": ran["bf16_error"],
         "all_planes": bool(all_planes),
         "seconds": round(seconds, 3),
+        **{f"busy_{k}": round(getattr(stats, k), 3)
+           for k in ("stack_s", "network_s", "merge_s", "copy_s")},
+        "publish_s": round(publish, 3),
         "plane_images_per_s": round(len(items) / seconds, 2) if seconds > 0 else None,
     }
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of consecutive True entries of a bool array."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
 def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) -> Path:

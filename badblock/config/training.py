@@ -114,8 +114,12 @@ class TrainConfig:
     run: str = "train"  # run folder, relative to run.output
     epochs: int = 20
     val_batches: int = 8
-    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on CUDA by default
-    channels_last: bool = True  # on CUDA
+    # bf16 autocast; auto: on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16), where it is
+    # fast (elsewhere emulated bf16 is ~100x slower than float32)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    # channels-last tensors; auto: on CUDA and on CPUs with bf16 units. On other CPUs it is
+    # faster for some networks and plane sizes and slower for others (badblock.train.setup)
+    channels_last: Literal["auto", True, False] = "auto"
     compile: bool = False
     grad_clip: float = 0.0
     visdom: bool = False

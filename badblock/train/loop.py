@@ -30,6 +30,7 @@ from badblock.train import distributed as D
 from badblock.train.batch import batch_loss, device_generator, prepare_batch, step_seed, unwrap
 from badblock.train.checkpoint import BEST, FINAL, LATEST, TrainState, checkpoint_dict, restore
 from badblock.utils.checkpoint import load_checkpoint, save_checkpoint
+from badblock.utils.hardware import tune_allocator
 from badblock.utils.progress import progress
 
 
@@ -88,6 +89,7 @@ class Trainer:
         self.cfg = cfg
         self.env = D.detect_env()
         self.device = D.select_device(cfg.run.device, self.env)
+        tune_allocator()
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         D.init_process_group(self.env, self.device)
@@ -111,10 +113,12 @@ class Trainer:
         self.train_ds, self.val_ds, self.info = build_data(cfg, 2 ** cfg.model.depth)
         self.crop = setup.real_views(self.info)
         self.layout = setup.layout_for(cfg)
-        self.model, self.channels_last = setup.build_network(cfg, self.layout, self.device)
+        self.model = setup.build_network(cfg, self.layout, self.device)
+        self.amp = setup.use_amp(cfg.train.amp, self.device)
+        self.channels_last = setup.use_channels_last(cfg.train.channels_last, self.device)
+        setup.to_memory_format(self.model, self.channels_last)
         self.loss_fn = build_loss(cfg.loss)
         self.schedule = Schedule(self.model, cfg.optim)
-        self.amp = setup.use_amp(cfg.train.amp, self.device)
         self.sampler = EpochSampler(cfg.data.epoch_size, cfg.data.batch_size, env.rank,
                                     env.world_size)
         self.loader = train_loader(self.train_ds, self.sampler, cfg.data.batch_size,
@@ -256,7 +260,8 @@ class Trainer:
                 f"{self.schedule.describe()}\n  store {i['store']}: {i['train_scans']} train / "
                 f"{i['val_scans']} val scans, views {i['views']}->{i['views_to']}, task "
                 f"{self.cfg.data.task}, device {self.device}"
-                f"{' bf16' if self.amp else ''}, {self.env.world_size} process(es); "
+                f"{' bf16' if self.amp else ''}{' channels-last' if self.channels_last else ''}, "
+                f"{self.env.world_size} process(es); "
                 f"run folder {self.folder}")
 
     def _say(self, text: str) -> None:
