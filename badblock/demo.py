@@ -50,7 +50,7 @@ def scan_headers(folder: Path) -> list[Path]:
 def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the demo under ``cfg.run.output``; returns the evaluation metrics dict."""
     from badblock.data.preprocess import preprocess
-    from badblock.evaluate import evaluate_files, format_table, write_damaged
+    from badblock.evaluate import MADE_FROM_MASK, evaluate_files, format_table, write_damaged
     from badblock.inference import load_predictor
     from badblock.io.naming import scan_id
     from badblock.physics import get_scanner, parse_blocks
@@ -122,7 +122,8 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
         folder = test_dir / ("repaired" if label == "unet" else "repaired_truth")
         predictor = load_predictor(ck, cfg.run.device, cfg.run.threads)
         repair_files(damaged, mask, predictor, folder, batch_size=cfg.repair.batch_size,
-                     force=True, log=lambda m: log(f"[repair] {m}"))
+                     force=True, mask_check=False, unchecked_why=MADE_FROM_MASK,
+                     log=lambda m: log(f"[repair] {m}"))
         repaired[label] = [folder / p.name for p in damaged]
     lap("repair")
 

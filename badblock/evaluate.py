@@ -36,6 +36,8 @@ from badblock.utils.progress import progress
 
 METRICS_NAME = "metrics.json"
 REPORT_NAME = "report.png"
+# Why damaged scans made here are not checked against their mask: they are that mask's thinning.
+MADE_FROM_MASK = "the damaged scans were made by thinning the complete ones with this mask"
 # Reconstructing every affected direct plane of a big scanner adds nothing to the averages.
 MAX_FBP_PLANES = 24
 
@@ -284,11 +286,27 @@ def _load_truth(path) -> tuple[np.ndarray | None, Path | None]:
 
 
 def _load(path) -> tuple[np.ndarray, object]:
-    """A whole scan in memory (evaluation is for test-size scans) and its header."""
-    from badblock.io import read_scan
+    """A whole scan in memory (evaluation is for test-size scans) and its header; NaN or inf
+    in it (a truth file too) is a :class:`BadInputError` naming the file and the bin."""
+    from badblock.io import check_finite, read_scan
 
     scan = read_scan(path)
+    check_finite(scan)
     return np.asarray(scan.data), scan.header
+
+
+def check_shapes(paths: Sequence[str | os.PathLike], mask: np.ndarray, what: str,
+                 mask_name: str) -> None:
+    """Refuse, from the headers alone and before anything is written, a scan whose
+    ``[plane, view, bin]`` is not the mask's (a mask of another scanner)."""
+    from badblock.io import read_header
+
+    for path in paths:
+        shape = tuple(read_header(path).shape[1:])
+        if shape != tuple(mask.shape):
+            raise BadInputError(path, f"{what} scan [plane, view, bin] {list(shape)} does not "
+                                      f"match the mask {list(mask.shape)} ({mask_name}): a mask "
+                                      "of another scanner?")
 
 
 def write_damaged(complete: Sequence[str | os.PathLike], mask: np.ndarray,
@@ -296,16 +314,19 @@ def write_damaged(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     """Thin each complete scan by ``mask`` and write it (same format, name) into ``folder``.
 
     The same ``seed`` gives the same damaged scans as :func:`evaluate_files` makes in memory.
+    Every scan's shape is checked against the mask before the first is written; NaN or inf in
+    one is a :class:`BadInputError`.
     """
-    from badblock.io import read_scan, write_scan
+    from badblock.io import write_scan
 
+    check_shapes(complete, mask, "complete", "the mask")
     rng = np.random.default_rng(seed)
     out = []
     for path in complete:
-        scan = read_scan(path)
-        dam = thin_scan(np.asarray(scan.data), mask, rng)
-        out.append(Path(write_scan(Path(folder) / Path(path).name, dam.astype(scan.header.dtype),
-                                   scan.header, force=True)))
+        data, header = _load(path)
+        dam = thin_scan(data, mask, rng)
+        out.append(Path(write_scan(Path(folder) / Path(path).name, dam.astype(header.dtype),
+                                   header, force=True)))
     return out
 
 
@@ -316,7 +337,7 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
                    baselines: Sequence[str] = tuple(bl.BASELINES),
                    widths: Sequence[float] | None = None, fbp: bool = True,
                    scanner: str | None = None, use_sensitivity: bool = True,
-                   extra: Mapping | None = None,
+                   extra: Mapping | None = None, shown: Callable[[Path], str] = str,
                    log: Callable[[str], None] | None = None) -> dict:
     """:func:`evaluate` on scan files.
 
@@ -327,7 +348,9 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     sidecars, else scored against themselves) to tune the normalised-convolution widths on.
     ``scanner`` (else the scan header's) names the preset whose real-LOR count per bin is the
     baselines' sensitivity, when its sinogram shape is the mask's; ``use_sensitivity=False``
-    turns that off.
+    turns that off. ``shown`` is how a file is named in the JSON (a caller building the output
+    under a temporary name gives the final names). NaN or inf in any scan (a truth too) is a
+    :class:`BadInputError`.
     """
     log = log or (lambda _msg: None)
     if not complete:
@@ -337,15 +360,15 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         if paths is not None and len(paths) != len(complete):
             raise BadInputError(label, f"{len(paths)} scans given for {len(complete)} complete "
                                        "scans (one each, in the same order)")
+    for label, paths in [("complete", complete), ("damaged", damaged or ()), ("tune", tune),
+                         *((f"{k} repaired", v) for k, v in (repaired or {}).items())]:
+        check_shapes(paths, mask, label, "the mask")
     rng = np.random.default_rng(seed)
     segments = tof_order = header = None
     cases = []
     inputs: dict = {"complete": [], "truth": [], "damaged": [], "repaired": {}}
     for i, path in enumerate(complete):
         measured, header = _load(path)
-        if measured.shape[-3:] != mask.shape:
-            raise BadInputError(path, f"scan [plane, view, bin] {measured.shape[-3:]} does not "
-                                      f"match the mask {mask.shape}")
         segments = header.segments
         tof_order = header.tof_order
         truth, tp = _load_truth(path)
@@ -355,12 +378,12 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
             dam = thin_scan(measured, mask, rng)
         reps = {k: _load(v[i])[0] for k, v in (repaired or {}).items()}
         cases.append(EvalCase(scan_id(Path(path)), dam, measured, truth, reps))
-        inputs["complete"].append(str(path))
-        inputs["truth"].append(str(tp) if truth is not None else None)
-        inputs["damaged"].append(str(damaged[i]) if damaged is not None else
+        inputs["complete"].append(shown(Path(path)))
+        inputs["truth"].append(shown(tp) if truth is not None else None)
+        inputs["damaged"].append(shown(Path(damaged[i])) if damaged is not None else
                                  f"thinned by the mask (seed {seed})")
         for k, v in (repaired or {}).items():
-            inputs["repaired"].setdefault(k, []).append(str(v[i]))
+            inputs["repaired"].setdefault(k, []).append(shown(Path(v[i])))
     sensitivity, sens_from = None, "none"
     name = scanner or (header.scanner if header is not None else None)
     if name and use_sensitivity:
@@ -377,7 +400,8 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         truth, _ = _load_truth(path)
         ref = measured if truth is None else truth
         pairs.append((thin_scan(measured, mask, rng), ref))
-    more = {"inputs": inputs, "tune_scans": [str(p) for p in tune], "sensitivity": sens_from}
+    more = {"inputs": inputs, "tune_scans": [shown(Path(p)) for p in tune],
+            "sensitivity": sens_from}
     more.update(dict(extra or {}))
     return evaluate(cases, mask, out_dir, baselines=baselines, widths=widths, tune=pairs,
                     segments=segments, tof_order=tof_order, sensitivity=sensitivity, fbp=fbp,

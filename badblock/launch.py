@@ -26,11 +26,13 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from badblock.cli import COMMANDS
 from badblock.config import Config, save_resolved
 from badblock.config.cluster import LaunchConfig
 from badblock.errors import BadInputError
 
-STAGES = ("simulate", "mask", "preprocess", "train", "repair", "evaluate", "demo")
+# Every command but launch itself (a stage added to the CLI can be launched at once).
+STAGES = tuple(c for c in COMMANDS if c != "launch")
 DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 # How long checkpoint() waits for the stage to save and exit after USR2, seconds. The signal
 # comes launch.signal_delay_s (default 90 s) before the limit; one training step must fit.

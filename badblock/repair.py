@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from badblock.errors import BadInputError
+from badblock.physics.mask import ResolvedMask
 from badblock.utils.progress import progress
 
-# Bytes of input copied per step when streaming untouched planes to the output.
-COPY_CHUNK_BYTES = 64 << 20
 SUMMARY_NAME = "repair_summary.json"
 # File names that say "this is a scan file" when -o names a single output.
 SCAN_SUFFIXES = (".hs", ".hdr", ".s", ".v", ".raw", ".bin", ".dat", ".sino")
@@ -35,10 +34,27 @@ def check_mask(mask: np.ndarray, shape: Sequence[int], where: str | os.PathLike)
     return mask
 
 
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+def check_checkpoint(predictor, header, where: str | os.PathLike) -> None:
+    """Refuse a scan the predictor's checkpoint was not trained for: another scanner preset
+    (its ``data`` dict's ``scanner``) than the scan's header names, or another ``[plane, view,
+    bin]`` than that preset's, or another number of views or bins than training saw."""
+    from badblock.physics.scanners import PRESETS
+
+    data = getattr(predictor, "data", None) or {}
+    name, shape = data.get("scanner"), tuple(header.shape[1:])
+    ckpt = getattr(predictor, "path", "the checkpoint")
+    theirs = f"{list(shape)}" + (f" ({header.scanner})" if header.scanner else "")
+    if name in PRESETS:
+        want = tuple(PRESETS[name].shape[1:])
+        if (header.scanner in PRESETS and header.scanner != name) or want != shape:
+            raise BadInputError(where, f"{ckpt} was trained on {name} scans ([plane, view, bin] "
+                                       f"= {list(want)}), this scan is {theirs}: repair it with "
+                                       "a checkpoint of its scanner")
+    views, bins = data.get("views"), data.get("bins")
+    if views and bins and (int(views), int(bins)) != shape[1:]:
+        raise BadInputError(where, f"{ckpt} was trained on {views} views x {bins} bins, this "
+                                   f"scan has [plane, view, bin] = {theirs}: repair it with a "
+                                   "checkpoint of its scanner")
 
 
 def _same(a: Path, b: Path | None) -> bool:
@@ -60,16 +76,6 @@ def check_output(scan, out_path: str | os.PathLike, force: bool) -> None:
             raise BadInputError(out, "already exists (refusing to overwrite; use --force)")
 
 
-def _cached(cache: dict, key: int, limit: int, make):
-    """``cache[key]``, made with ``make(key)`` on a miss; emptied past ``limit`` entries so
-    memory stays bounded."""
-    if key not in cache:
-        if len(cache) > limit:
-            cache.clear()
-        cache[key] = make(key)
-    return cache[key]
-
-
 def _sensitivity(predictor, shape) -> np.ndarray:
     """Real LORs per bin ``[1, plane, view, bin]`` of the predictor's scanner (per-LOR networks
     need them), checked against the scan's shape."""
@@ -89,7 +95,8 @@ def _sensitivity(predictor, shape) -> np.ndarray:
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
                 context: int | None = None, views_to: int | None = None,
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
-                all_planes: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                all_planes: bool = False, log: Callable[[str], None] | None = None,
+                workers: int | None = None, overlap: bool = True) -> dict:
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
@@ -100,14 +107,25 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     ``mask_channel`` default to the predictor's attributes. Each TOF bin of each plane with
     f > 0 anywhere is predicted (``all_planes`` sends every plane: the naive way, for
     benchmarks); in those planes bins with f > 0 take the prediction, the others keep the
-    input. Integer outputs are rounded and clipped to the dtype's range. Returns a summary dict
-    (also what ``badblock repair`` writes as JSON).
+    input. Integer outputs are rounded and clipped to the dtype's range. A plane whose context
+    stack holds no counts at all is copied, not predicted, for predictors that normalise by the
+    stack's ``max`` or ``mean`` (their prediction for it rounds to 0).
+
+    How it runs (:mod:`badblock.inference.engine`): ``batch_size`` images per network call at
+    most (fewer where the predictor's activations would exceed the engine's per-call memory),
+    ``workers`` processes (None = one per CPU core for a CPU predictor, else 1), ``overlap``:
+    stacking and merging in threads beside the network in a single process. Every choice
+    writes the same bytes. Returns a summary dict (also what ``badblock repair`` writes as
+    JSON).
     """
+    from badblock.inference.engine import PlaneJob, run_job
     from badblock.io import open_scan_writer
-    from badblock.physics.stack import mask_stack, padded_views, plane_stack, view_padding
+    from badblock.physics.stack import padded_views
+    from badblock.utils.hardware import tune_allocator
 
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()
+    tune_allocator()
     header = scan.header
     n_tof, n_planes, n_views, n_bins = header.shape
     mask = check_mask(mask, header.shape, "mask")
@@ -121,71 +139,52 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if views_to < n_views:
         raise BadInputError("repair", f"the network pads views to {views_to}, fewer than the "
                                       f"scan's {n_views} views (a checkpoint for another scanner?)")
-    before, _ = view_padding(n_views, views_to)
     margin = int(getattr(predictor, "margin", 0) or 0)
-    wide = views_to + 2 * margin  # the prior channel reads margin views beyond the network's
     sens = _sensitivity(predictor, header.shape) if getattr(predictor, "per_lor", False) else None
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
 
     touched = (mask > 0).any(axis=(1, 2))
-    planes = np.arange(n_planes) if all_planes else np.flatnonzero(touched)
-    segments = header.segments
-    tof_order = header.tof_order if n_tof > 1 else "none"
+    send = np.ones(n_planes, bool) if all_planes else touched
+    planes = np.flatnonzero(send)
     out_dtype = header.dtype
     is_int = out_dtype.kind in "iu"
     lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
-    clipped_low = clipped_high = nonfinite = 0
     items = [(t, int(p)) for t in range(n_tof) for p in planes]
-    mask_cache: dict[int, np.ndarray] = {}
-    sens_cache: dict[int, np.ndarray] = {}
+    layout = getattr(predictor, "layout", None)
+    skip_empty = getattr(layout, "normalise", getattr(predictor, "normalise", None)) in (
+        "max", "mean")
 
     with open_scan_writer(out_path, header, force=force) as writer:
-        step = max(1, COPY_CHUNK_BYTES // max(1, n_views * n_bins * out_dtype.itemsize))
-        for t in range(n_tof):
-            for p0 in range(0, n_planes, step):
-                writer.data[t, p0:p0 + step] = scan.data[t, p0:p0 + step]
-        batches = range(0, len(items), batch_size)
-        for b0 in progress(batches, total=len(batches), desc="repair", unit="batch"):
-            batch = items[b0:b0 + batch_size]
-            stacks = np.stack([plane_stack(scan.data, t, p, context, segments, tof_order,
-                                           wide) for t, p in batch])
-            masks = senses = None
-            if mask_channel:
-                masks = np.stack([_cached(mask_cache, p, 4 * batch_size, lambda q: mask_stack(
-                    mask, q, context, segments, wide)) for _, p in batch])
-            if sens is not None:
-                senses = np.stack([_cached(sens_cache, p, 4 * batch_size, lambda q: plane_stack(
-                    sens, 0, q, context, segments, "none", wide)) for _, p in batch])
-            pred = _to_numpy(predictor(stacks, masks, senses) if sens is not None
-                             else predictor(stacks, masks))
-            if pred.shape != (len(batch), views_to, n_bins):
-                raise BadInputError("predictor", f"returned shape {pred.shape}, expected "
-                                                 f"{(len(batch), views_to, n_bins)}")
-            pred = pred[:, before:before + n_views]
-            for i, (t, p) in enumerate(batch):
-                original = np.asarray(scan.data[t, p])
-                value = pred[i]
-                bad = ~np.isfinite(value)
-                if bad.any():
-                    nonfinite += int((bad & (mask[p] > 0)).sum())
-                    value = np.where(bad, original, value)
-                if is_int:
-                    value = np.rint(value)
-                    damaged = mask[p] > 0
-                    clipped_low += int(((value < lo) & damaged).sum())
-                    clipped_high += int(((value > hi) & damaged).sum())
-                    value = np.clip(value, lo, hi)
-                writer.data[t, p] = np.where(mask[p] > 0, value, original).astype(out_dtype)
+        job = PlaneJob(data=scan.data, out=writer.data, mask=mask, items=items,
+                       copies=[(t, a, b) for t in range(n_tof) for a, b in _runs(~send)],
+                       context=context, segments=header.segments,
+                       tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
+                       mask_channel=mask_channel, skip_empty=skip_empty, margin=margin,
+                       sens=sens)
+        with progress(total=None, desc="repair", unit="batch") as bar:
+            def done(n: int, total: int) -> None:
+                bar.total = total
+                bar.update(n)
+
+            stats, ran = run_job(job, predictor, batch_size=batch_size, workers=workers,
+                                 overlap=overlap, log=log, done=done)
+        if stats.nonfinite:
+            # inside the writer: the output is never published
+            raise BadInputError(getattr(predictor, "path", "predictor"),
+                                f"the network predicts NaN or inf for {stats.nonfinite} of the "
+                                f"{int((mask > 0).sum()) * n_tof} damaged bins: a broken "
+                                "checkpoint (NaN weights, a flipped bit?); nothing written")
         written = Path(writer.path)
+        t_engine = time.perf_counter()
     seconds = time.perf_counter() - t0
-    clipped = clipped_low + clipped_high
+    publish = time.perf_counter() - t_engine
+    clipped = stats.clipped_low + stats.clipped_high
     if is_int:
         log(f"{written.name}: predictions rounded to {out_dtype.name} and clipped to "
-            f"[{lo}, {hi}]: {clipped} bins clipped ({clipped_low} below, {clipped_high} above)")
-    if nonfinite:
-        log(f"{written.name}: {nonfinite} non-finite predictions replaced by the input counts")
+            f"[{lo}, {hi}]: {clipped} bins clipped ({stats.clipped_low} below, "
+            f"{stats.clipped_high} above)")
     n_repaired = len(planes)
     return {
         "input": str(scan.path),
@@ -197,20 +196,34 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         "planes_repaired": int(n_repaired),
         "planes_copied": int(n_planes - n_repaired),
         "tof_bins": n_tof,
-        "plane_images_predicted": len(items),
+        "plane_images_predicted": stats.predicted,
+        "plane_images_empty": stats.skipped,
         "bins_replaced": int((mask > 0).sum()) * n_tof,
         "bins_clipped": clipped,
-        "bins_clipped_low": clipped_low,
-        "bins_clipped_high": clipped_high,
-        "nonfinite_predictions": nonfinite,
+        "bins_clipped_low": stats.clipped_low,
+        "bins_clipped_high": stats.clipped_high,
+        "nonfinite_predictions": stats.nonfinite,
         "context": context,
         "views_to": views_to,
         "mask_channel": bool(mask_channel),
         "batch_size": batch_size,
+        "network_batch": ran["batch"],
+        "workers": ran["workers"],
+        "bf16": ran["bf16"],
+        "bf16_error": ran["bf16_error"],
         "all_planes": bool(all_planes),
         "seconds": round(seconds, 3),
+        **{f"busy_{k}": round(getattr(stats, k), 3)
+           for k in ("stack_s", "network_s", "merge_s", "copy_s")},
+        "publish_s": round(publish, 3),
         "plane_images_per_s": round(len(items) / seconds, 2) if seconds > 0 else None,
     }
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of consecutive True entries of a bool array."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
 def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) -> Path:
@@ -222,30 +235,68 @@ def output_for(inp: str | os.PathLike, out: str | os.PathLike, n_inputs: int) ->
     return out / inp.name
 
 
-def repair_files(inputs: Sequence[str | os.PathLike], mask: np.ndarray, predictor: Callable,
+def mask_report(scan, mask, declared: ResolvedMask | None = None) -> dict:
+    """The ``mask`` ``[plane, view, bin]`` checked against the damaged ``scan`` (a
+    :func:`badblock.io.read_scan` scan) before it is used on it
+    (:func:`badblock.physics.detect.check_scan_mask`): a contradiction is a
+    :class:`BadInputError` naming the scan. ``declared``: how the mask was given (a file, or
+    the scanner and dead blocks it was computed from, which are then verified one by one)."""
+    from badblock.physics.detect import check_scan_mask
+
+    d = declared or ResolvedMask(np.asarray(mask))
+    return check_scan_mask(
+        scan.data, np.asarray(mask, np.float32), d.scanner or scan.header.scanner,
+        blocks=d.blocks if d.scanner else None, crystals=d.crystals if d.scanner else None,
+        where=str(scan.path), what=d.describe() if (d.path or d.scanner) else "the mask")
+
+
+def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
-                 all_planes: bool = False, log: Callable[[str], None] | None = None
-                 ) -> list[dict]:
+                 all_planes: bool = False, mask_check: bool = True,
+                 unchecked_why: str = "switched off (--no-mask-check)",
+                 declared: ResolvedMask | None = None,
+                 log: Callable[[str], None] | None = None) -> list[dict]:
     """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
 
-    Every input, its mask shape and its output path are checked before the first is written.
+    ``mask``: one ``[plane, view, bin]`` mask for every input, or a list of one per input.
+    Every input is checked before the first is written: its mask's shape, the checkpoint's
+    scanner (:func:`check_checkpoint`), finite values (float scans), its output path, and
+    with ``mask_check`` the mask against the scan's counts (:func:`mask_report`; ``declared``
+    says what the mask was made of, when known). Temporaries that killed repairs left beside
+    the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
+    ``mask_check``, ``unchecked_why``).
     """
-    from badblock.io import read_scan
+    from badblock.io import check_finite, output_paths, read_scan
+    from badblock.utils.atomic import clean_orphans
 
     if not inputs:
         raise BadInputError("repair", "no input scans given")
-    scans = []
-    targets = []
-    for inp in inputs:
+    masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(inputs)
+    if len(masks) != len(inputs):
+        raise BadInputError("mask", f"{len(masks)} masks for {len(inputs)} scans")
+    scans, targets, reports = [], [], []
+    for inp, m in zip(inputs, masks):
         scan = read_scan(inp)
-        check_mask(mask, scan.header.shape, inp)
+        check_mask(m, scan.header.shape, inp)
+        check_checkpoint(predictor, scan.header, inp)
         target = output_for(inp, out, len(inputs))
         check_output(scan, target, force)
+        check_finite(scan)
         scans.append(scan)
         targets.append(target)
     if len(set(map(str, targets))) != len(targets):
         raise BadInputError(out, "two inputs have the same file name; repair them into "
                                  "separate folders")
-    return [repair_scan(scan, mask, predictor, target, batch_size=batch_size, force=force,
-                        all_planes=all_planes, log=log)
-            for scan, target in zip(scans, targets)]
+    for scan, m in zip(scans, masks):
+        reports.append(mask_report(scan, m, declared) if mask_check else
+                       {"checked": False, "why": unchecked_why})
+    for target in targets:
+        clean_orphans(target.parent, [p.name for p in output_paths(target, "flat")
+                                      + output_paths(target, "interfile")
+                                      + output_paths(target, "e7")])
+    summaries = []
+    for scan, m, target, report in zip(scans, masks, targets, reports):
+        summary = repair_scan(scan, m, predictor, target, batch_size=batch_size, force=force,
+                              all_planes=all_planes, log=log)
+        summaries.append({**summary, "mask_check": report})
+    return summaries

@@ -24,6 +24,7 @@ says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. E
 README's benchmark table quotes)::
 
     python bench/loader.py --seconds 4 --rounds 3
+    python bench/loader.py --tiny --out FILE       # CI: the mini scanner, seconds
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import os
 import pickle
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -42,6 +44,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchtools import results_path  # noqa: E402
 
 from badblock.config import load_config  # noqa: E402
 from badblock.data.store import Store  # noqa: E402
@@ -156,8 +161,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="run.threads: torch intra-op threads (0 = torch's default, as the "
                          "trainer)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
+    ap.add_argument("--tiny", action="store_true",
+                    help="CI: mini scanner, one round of 0.2 s per measurement, batch 4, "
+                         "a width-4 network")
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default bench/results/loader.json)")
     args = ap.parse_args(argv)
+    out = results_path(ap, args, "loader.json")
+    if args.tiny:
+        args.scanner, args.seconds, args.rounds, args.batch, args.scale = "mini", 0.2, 1, 4, 1
     from badblock.data.augment import augment_batch
     from badblock.data.build import build_data, train_loader
     from badblock.data.corruption import thin
@@ -177,6 +189,8 @@ def main(argv=None) -> int:
                 f"data.batch_size={args.batch}", f"data.workers={args.workers}",
                 f"data.thin_on={thin_on}", "data.epoch_size=1000000",
                 f"scanner.name={store.scanner}", f"run.threads={args.threads}"]
+        if args.tiny:
+            sets.append("model.width=4")
         return load_config(None, sets, env={})
 
     cfg = cfg_for("device")
@@ -302,12 +316,12 @@ def main(argv=None) -> int:
           f"{results['full_cpu_pipeline_over_step']:.0f}x the step, target >= 2x)")
     for what, ms in results["breakdown_ms_per_batch"].items():
         print(f"  {what}: {ms:.1f} ms per batch of {args.batch}")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from badblock.utils.atomic import atomic_write_json
 
     atomic_write_json(out, results)
     print(f"wrote {out}")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

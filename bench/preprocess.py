@@ -12,6 +12,7 @@ c/a and c/b (median over rounds of the ratio within a round); writes the same as
 ``bench/results/preprocess.json``.
 
     python bench/preprocess.py --scale 0.05        # quick: 5 % of the planes (~70 MB)
+    python bench/preprocess.py --tiny --out FILE   # CI: 4 planes (7 MB), seconds
     python bench/preprocess.py                     # full: 33 x 815 x 50 x 520 uint16, 1.4 GB
 
 Not a test: absolute times are noisy on a shared machine; the ratios are what matters.
@@ -20,7 +21,6 @@ Not a test: absolute times are noisy on a shared machine; the ratios are what ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -33,6 +33,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from benchtools import drop_cache, results_path  # noqa: E402
+
 VISION = (33, 815, 50, 520)
 
 TUTORIAL = """
@@ -87,7 +91,7 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
 
 
-def checksum_speed(mb: int = 256) -> dict:
+def checksum_speed(mb: int) -> dict:
     """GB/s of xxh3_128 (preprocess's checksum), sha256 and blake2b on this machine (1 MiB
     updates, as preprocess makes them, over a buffer larger than the cache; best of 3)."""
     from badblock.data.stream import new_hasher
@@ -109,13 +113,10 @@ def checksum_speed(mb: int = 256) -> dict:
 def settle(scan: Path, cold: bool) -> None:
     """Flush dirty pages (so no method pays for another's writes); with ``cold``, also drop
     the input from the page cache, as for a raw file that has not been read since the scan."""
-    os.sync()
-    if cold and hasattr(os, "posix_fadvise"):
-        fd = os.open(scan, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    if cold:
+        drop_cache(scan)
+    else:
+        os.sync()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,13 +125,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="fraction of the Vision's 815 planes (default 1: the full 1.4 GB)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per method; the best is kept")
     ap.add_argument("--workdir", default=None, help="where to put the scan (default: a temp dir)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "preprocess.json"))
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default bench/results/preprocess.json)")
     ap.add_argument("--cold", action="store_true",
                     help="drop the input from the page cache before each method (read from "
                          "disk, as a raw scan not read since it was written)")
     ap.add_argument("--skip-tutorial", action="store_true",
                     help="leave out (b) (it needs about 2.3x the file size in memory)")
+    ap.add_argument("--tiny", action="store_true", help="CI: --scale 0.005 (4 planes)")
     args = ap.parse_args(argv)
+    out = results_path(ap, args, "preprocess.json")
+    from badblock.utils.atomic import atomic_write_json
+
+    if args.tiny:
+        args.scale = 0.005
 
     shape = (VISION[0], max(1, round(VISION[1] * args.scale)), VISION[2], VISION[3])
     work = Path(tempfile.mkdtemp(prefix="bb-bench-", dir=args.workdir))
@@ -212,12 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             "page_cache": "cold" if args.cold else "warm",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "numpy": np.__version__},
-            "results": results, "ratios": ratios, "checksum_gb_per_s": checksum_speed(),
+            "results": results, "ratios": ratios,
+            "checksum_gb_per_s": checksum_speed(16 if args.tiny else 256),
             "targets": {"time_c_over_a": 1.3, "time_c_over_b": 0.75, "peak_rss_c_mb": 300},
         }
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(out, report)
         print(f"wrote {out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -5,7 +5,12 @@ sibling) a damaged version is scored: given with --damaged, or made here by thin
 scan with the mask. Baselines: none, divide, interp (view interpolation, e7 GapFill style),
 biharmonic, normconv (normalised convolution, widths tuned on the --tune scans). Repairs come
 from --repaired files or are made here with --checkpoint. Writes metrics.json, report.png and the
-resolved config to the output folder and prints a table. Example:
+resolved config to the output folder and prints a table.
+
+Before any work, every scan's shape is checked against the mask, and the mask against the counts
+of --damaged scans (--no-mask-check skips that; metrics.json says so). NaN or inf in any scan, a
+truth file too, is refused. The output folder is built under a temporary name and appears whole;
+one that already holds files is replaced only with --force. Example:
 
     badblock evaluate sim/scan_004.hs sim/scan_005.hs --scanner mini --dead-blocks 5:1 \\
         --checkpoint run/train/checkpoint_best.pt --tune sim/scan_003.hs -o run/evaluate
@@ -48,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", metavar="A,B,...", help="baselines to run (default all: "
                         "none,divide,interp,biharmonic,normconv)")
     parser.add_argument("--no-fbp", action="store_true", help="skip image-domain scores")
+    parser.add_argument("--no-mask-check", action="store_true",
+                        help="use the mask on --damaged scans even where it contradicts their "
+                             "counts (recorded in metrics.json)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an output folder that already holds files")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -62,13 +72,40 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         extra.append("evaluate.label=" + json.dumps(args.label))
     if args.checkpoint:
         extra.append("repair.checkpoint=" + json.dumps(args.checkpoint))
+    if args.no_mask_check:
+        extra.append("scanner.mask_check=false")
     return extra
+
+
+def _check_output(out: Path, force: bool, inputs: list) -> None:
+    """Refuse, before any work, an output folder that already holds files (an earlier
+    evaluation: replaced only with --force) or that holds one of the inputs (--force would
+    remove it with the folder)."""
+    if not out.is_dir():
+        return
+    root = out.resolve()
+    for path in inputs:
+        if path is not None and root in Path(path).resolve().parents:
+            raise BadInputError(out, f"holds the input {path}: choose an output folder of its "
+                                     "own")
+    if not force and any(p.name != "lost+found" for p in out.iterdir()):
+        raise BadInputError(out, "already holds files (an earlier evaluation?): --force "
+                                 "replaces them")
 
 
 def run(args: argparse.Namespace) -> int:
     from badblock.config import save_resolved, to_dict
-    from badblock.evaluate import evaluate_files, format_table, write_damaged
+    from badblock.evaluate import (
+        MADE_FROM_MASK,
+        METRICS_NAME,
+        REPORT_NAME,
+        check_shapes,
+        evaluate_files,
+        format_table,
+        write_damaged,
+    )
     from badblock.physics.mask import resolve_mask
+    from badblock.utils.atomic import atomic_dir
 
     cfg = config_from_args(args, *_overrides(args))
     out = Path(args.output) if args.output else cfg.output_path(cfg.evaluate.output)
@@ -86,26 +123,60 @@ def run(args: argparse.Namespace) -> int:
     if repaired is not None and cfg.repair.checkpoint:
         raise BadInputError("--checkpoint", "give either --repaired scans or a --checkpoint "
                                             "to make them, not both")
-    if cfg.repair.checkpoint:
-        from badblock.inference import load_predictor
-        from badblock.repair import repair_files
-
-        if damaged is None:
-            damaged = write_damaged(complete, mask, out / "damaged", seed=ev.seed)
-            print(f"damaged scans (thinned by the mask, seed {ev.seed}) in {out / 'damaged'}")
-        predictor = load_predictor(cfg.data_path(cfg.repair.checkpoint), cfg.run.device,
-                                   cfg.run.threads)
-        summaries = repair_files(damaged, mask, predictor, out / "repaired",
-                                 batch_size=cfg.repair.batch_size, force=True, log=print)
-        repaired = [Path(s["output"]) for s in summaries]
     tune = [cfg.data_path(p) for p in args.tune] if ev.tune_widths else []
-    result = evaluate_files(
-        complete, mask, out, damaged=damaged,
-        repaired={ev.label: repaired} if repaired else None, tune=tune, seed=ev.seed,
-        baselines=ev.baselines, widths=ev.widths or None, fbp=ev.fbp,
-        scanner=args.scanner or cfg.scanner.name, use_sensitivity=ev.sensitivity,
-        extra={"mask": what, "config": to_dict(cfg)}, log=print)
-    save_resolved(cfg, out)
+    checkpoint = cfg.data_path(cfg.repair.checkpoint) if cfg.repair.checkpoint else None
+    for label, paths in (("complete", complete), ("damaged", damaged or []),
+                         ("repaired", repaired or []), ("tune", tune)):
+        check_shapes(paths, mask, label, what)  # a mask of another scanner: before any work
+    _check_output(out, args.force, [*complete, *(damaged or []), *(repaired or []), *tune,
+                                    checkpoint, resolved.path])
+    checks = [{"checked": False, "why": MADE_FROM_MASK}] * len(complete)
+    if damaged is not None:
+        checks = _mask_checks(damaged, resolved, cfg.scanner.mask_check)
+    predictor = None
+    if checkpoint is not None:
+        from badblock.inference import load_predictor
+
+        predictor = load_predictor(checkpoint, cfg.run.device, cfg.run.threads)
+    # Everything is built under a temporary name and put in place whole, so that a failure
+    # (a broken checkpoint, NaN in a truth file) leaves no damaged or repaired scans behind.
+    with atomic_dir(out, replace=True, last=[METRICS_NAME]) as tmp:
+        staged = tmp.resolve()
+
+        def shown(path: Path) -> str:  # the name a staged file will have
+            real = Path(path).resolve()
+            return str(out / real.relative_to(staged)) if staged in real.parents else str(path)
+
+        if predictor is not None:
+            from badblock.repair import repair_files
+
+            made = damaged or write_damaged(complete, mask, tmp / "damaged", seed=ev.seed)
+            if damaged is None:
+                print(f"damaged scans (thinned by the mask, seed {ev.seed}) in {out / 'damaged'}")
+            summaries = repair_files(made, mask, predictor, tmp / "repaired",
+                                     batch_size=cfg.repair.batch_size, force=True,
+                                     mask_check=False, log=print,
+                                     unchecked_why="evaluate's own (metrics.json mask_check)")
+            damaged, repaired = made, [Path(s["output"]) for s in summaries]
+        result = evaluate_files(
+            complete, mask, tmp, damaged=damaged,
+            repaired={ev.label: repaired} if repaired else None, tune=tune, seed=ev.seed,
+            baselines=ev.baselines, widths=ev.widths or None, fbp=ev.fbp,
+            scanner=args.scanner or cfg.scanner.name, use_sensitivity=ev.sensitivity,
+            extra={"mask": what, "mask_check": checks, "config": to_dict(cfg)}, shown=shown,
+            log=print)
+        save_resolved(cfg, tmp)
     print(format_table(result))
-    print(f"wrote {out / 'metrics.json'}, {out / 'report.png'}")
+    print(f"wrote {out / METRICS_NAME}, {out / REPORT_NAME}")
     return 0
+
+
+def _mask_checks(damaged: list[Path], resolved, check: bool) -> list[dict]:
+    """The mask against each given damaged scan's counts (:func:`badblock.repair.mask_report`),
+    or why not (--no-mask-check)."""
+    from badblock.io import read_scan
+    from badblock.repair import mask_report
+
+    if not check:
+        return [{"checked": False, "why": "switched off (--no-mask-check)"}] * len(damaged)
+    return [mask_report(read_scan(p), resolved.mask, resolved) for p in damaged]

@@ -20,9 +20,9 @@ import argparse
 import json
 
 from badblock.commands.common import add_config_arguments, config_from_args
+from badblock.launch import STAGES
 
 HELP = "submit a stage to Slurm with submitit (or run it locally), requeued on preemption"
-STAGES = ("simulate", "mask", "preprocess", "train", "repair", "evaluate", "demo")
 # flag -> launch config key
 FLAGS = {"cluster": "cluster", "nodes": "nodes", "gpus_per_node": "gpus_per_node",
          "tasks_per_node": "tasks_per_node", "cpus_per_task": "cpus_per_task",

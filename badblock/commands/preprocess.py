@@ -4,6 +4,10 @@ INPUT may be files, globs ('scans/*.hs') or folders (every scan header in them).
 raw files need their layout: --set preprocess.shape=[33,815,50,520] (dtype uint16 and
 little-endian by default). A sibling X.truth.hs of X.hs is stored as the scan's truth.
 
+With --kind paired the inputs are damaged scans, and a --mask is checked against their counts
+first (bins it calls fully dead hold none, no undeclared dead block; --no-mask-check keeps it
+anyway, recorded in the manifest).
+
 The store is written to OUTPUT/<preprocess.store> (default OUTPUT/store). Running again on
 the same inputs and settings does nothing; a store built from other inputs is replaced only
 with --force, and only once the new one is complete.
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--copy", action="store_true",
                        help="copy the counts into the store (--set preprocess.copy=true), so "
                             "the store outlives moved or changed raw files")
+    parser.add_argument("--no-mask-check", action="store_true",
+                        help="--kind paired: keep the mask even where it contradicts the "
+                             "damaged inputs' counts (recorded in the manifest)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing store built from other inputs or settings")
     add_config_arguments(parser)
@@ -58,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append("preprocess.copy=false")
     if args.copy:
         extra.append("preprocess.copy=true")
+    if args.no_mask_check:
+        extra.append("scanner.mask_check=false")
     cfg = config_from_args(args, *extra)
     # Paths go in directly, not through --set, so no YAML parsing can mangle them.
     if args.inputs:
@@ -77,4 +86,8 @@ def run(args: argparse.Namespace) -> int:
           f"[{', '.join(result.val) or '-'}]")
     print(f"read {mb:.1f} MiB in {result.seconds:.2f} s ({rate:.0f} MiB/s), "
           f"peak RSS {peak_rss_mb():.0f} MiB")
+    if result.mask_check:
+        done = sum(c["checked"] for c in result.mask_check)
+        print(f"mask checked against the counts of {done} of {len(result.mask_check)} damaged "
+              "inputs" + ("" if done else f" ({result.mask_check[0]['why']})"))
     return 0

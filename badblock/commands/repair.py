@@ -6,7 +6,14 @@ with f = 0 of repaired planes, are copied unchanged. Integer outputs are rounded
 the dtype's range (the log says how many bins were clipped). With one input, -o may name the
 output scan (e.g. fixed.hs); otherwise -o is a folder and outputs keep the input names. The
 input is never overwritten, an existing output only with --force. A repair_summary.json and the
-resolved config are written next to the outputs. Example:
+resolved config are written next to the outputs.
+
+Before anything is written, each scan is checked against what repair is told: the checkpoint's
+scanner must be the scan's, float scans must be finite, and the mask must fit the counts (bins it
+calls fully dead hold none, the bins it thins are thinned, no undeclared dead block;
+--no-mask-check skips this, and the summary says so). A network that predicts NaN or inf for a
+damaged bin stops the repair (exit 2, no output). --dead-blocks auto finds each scan's dead blocks
+and crystals with `badblock detect` and repairs with those. Example:
 
     badblock repair --checkpoint run/train/checkpoint_best.pt --scanner vision \\
         --dead-blocks 3:1 scans/frame1.s.hdr -o repaired/
@@ -36,8 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", metavar="FILE.npy", help="dead-block mask [plane, view, bin]")
     parser.add_argument("--scanner", metavar="NAME",
                         help="scanner preset to compute the mask from (with --dead-blocks)")
-    parser.add_argument("--dead-blocks", metavar="T:A[,T:A...]",
-                        help="dead blocks (transaxial:axial block index)")
+    parser.add_argument("--dead-blocks", metavar="T:A[,T:A...]|auto",
+                        help="dead blocks (transaxial:axial block index), or auto: found in "
+                             "each scan by badblock detect")
+    parser.add_argument("--no-mask-check", action="store_true",
+                        help="use the mask even where it contradicts the scan's counts "
+                             "(logged in the summary)")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="plane stacks per network call (default repair.batch_size)")
     parser.add_argument("--force", action="store_true",
@@ -52,7 +63,24 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"repair.batch_size={args.batch_size}")
     if args.force:
         extra.append("repair.force=true")
+    if args.no_mask_check:
+        extra.append("scanner.mask_check=false")
     return extra
+
+
+def _auto_masks(inputs: list[Path], scanner: str | None, cfg) -> tuple[list, list[dict]]:
+    """One mask per scan, of the dead blocks and crystals ``detect`` finds in it."""
+    from badblock.physics.detect import detect_scan
+
+    masks, found = [], []
+    for path in inputs:
+        det = detect_scan(path, scanner, crystals=cfg.detect.crystals, z=cfg.detect.z)
+        s = det.summary()
+        print(f"{path}: detect found dead blocks {', '.join(s['dead_blocks']) or 'none'}, dead "
+              f"crystals {', '.join(s['dead_crystals']) or 'none'} ({det.scanner.name})")
+        masks.append(det.mask())
+        found.append({"scan": str(path), **s})
+    return masks, found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,21 +98,33 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--mask", "give either --mask or --scanner/--dead-blocks, not both")
     out = Path(args.output) if args.output else cfg.output_path(cfg.repair.output)
     inputs = [cfg.data_path(p) for p in args.inputs]
-    resolved = resolve_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
-                            dead_blocks=args.dead_blocks, data_root=cfg.run.data)
-    mask, what = resolved.mask, resolved.describe()
     predictor = load_predictor(cfg.data_path(cfg.repair.checkpoint), cfg.run.device,
                                cfg.run.threads)
+    extra: dict = {}
+    check, why = cfg.scanner.mask_check, "switched off (--no-mask-check)"
+    if args.dead_blocks == "auto":
+        mask, found = _auto_masks(inputs, args.scanner, cfg)
+        what, declared = "found by detect in each scan", None
+        check, why = False, "the mask is what detect found in the scan itself"
+        extra["detect"] = found
+    else:
+        resolved = resolve_mask(cfg.scanner, mask_path=args.mask, scanner=args.scanner,
+                                dead_blocks=args.dead_blocks, data_root=cfg.run.data)
+        mask, what, declared = resolved.mask, resolved.describe(), resolved
     print(f"mask: {what}; checkpoint {cfg.repair.checkpoint} on {predictor.device}")
     summaries = repair_files(inputs, mask, predictor, out, batch_size=cfg.repair.batch_size,
-                             force=cfg.repair.force, all_planes=cfg.repair.all_planes, log=print)
+                             force=cfg.repair.force, all_planes=cfg.repair.all_planes,
+                             mask_check=check, unchecked_why=why, declared=declared, log=print)
     folder = output_for(inputs[0], out, len(inputs)).parent
     save_resolved(cfg, folder)
     atomic_write_json(folder / SUMMARY_NAME, {
-        "checkpoint": str(cfg.repair.checkpoint), "mask": what, "device": str(predictor.device),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "scans": summaries})
+        "checkpoint": str(cfg.repair.checkpoint), "mask": what, **extra,
+        "device": str(predictor.device), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "scans": summaries})
     for s in summaries:
+        check_line = "mask checked against the counts" if s["mask_check"]["checked"] else \
+            f"mask not checked: {s['mask_check']['why']}"
         print(f"{s['input']} -> {s['output']}: {s['planes_repaired']} of {s['planes']} planes "
               f"repaired x {s['tof_bins']} TOF ({s['plane_images_per_s']} plane images/s), "
-              f"{s['planes_copied']} copied")
+              f"{s['planes_copied']} copied; {check_line}")
     return 0

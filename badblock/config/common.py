@@ -23,6 +23,9 @@ class ScannerConfig:
     dead_blocks: list[str] = field(default_factory=lambda: ["3:1"])
     dead_crystals: list[str] = field(default_factory=list)  # "crystal:ring"
     mask: str | None = None  # a precomputed mask .npy instead of dead_blocks
+    # repair, evaluate and preprocess (paired kind) check the mask against the damaged scans'
+    # counts and refuse one that contradicts them; false (--no-mask-check) uses it anyway
+    mask_check: bool = True
 
 
 __all__ = ["RunConfig", "ScannerConfig", "Literal"]

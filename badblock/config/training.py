@@ -117,10 +117,14 @@ class OptimConfig:
 class TrainConfig:
     run: str = "train"  # run folder, relative to run.output
     epochs: int = 20  # epochs of data.epoch_size samples
-    val_batches: int = 8
-    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast on CUDA by default
-    channels_last: bool = True  # on CUDA
-    compile: bool = False
+    val_batches: int = 8  # validation samples: this many batches, drawn once with their own seed
+    # bf16 autocast; auto: on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16), where it is
+    # fast (elsewhere emulated bf16 is ~100x slower than float32)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    # channels-last tensors; auto: on CUDA and on CPUs with bf16 units. On other CPUs it is
+    # faster for some networks and plane sizes and slower for others (badblock.train.setup)
+    channels_last: Literal["auto", True, False] = "auto"
+    compile: bool = False  # torch.compile the model
     grad_clip: float = 0.0  # clip the gradient norm to this; 0 = off
     visdom: bool = False  # live plots on a visdom server (none running: one warning)
     visdom_server: str = "http://localhost"  # address of that server

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from badblock.data.sources import Source, open_source, resolve_inputs, sha256_small
+from badblock.data.sources import Source, mask_reports, open_source, resolve_inputs, sha256_small
 from badblock.data.store import MANIFEST, Store
 from badblock.data.store_writer import StoreWriter, npy_header
 from badblock.data.stream import CHECKSUM, checksum_file, stream_source
@@ -66,6 +66,7 @@ class PreprocessResult:
     val: list[str] = field(default_factory=list)
     bytes_read: int = 0
     seconds: float = 0.0
+    mask_check: list[dict] = field(default_factory=list)  # per paired input, when masked
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,6 +292,8 @@ def preprocess(cfg, *, force: bool = False) -> PreprocessResult:
             raise BadInputError(store_path, f"exists and is {what}; use --force to replace it")
         status = "replaced"
 
+    checks = [] if mask is None else mask_reports(scans, mask, mask_path, pre,
+                                                  cfg.scanner.mask_check)
     ids = [s.id for s in scans]
     val, rule = _choose_split(ids, pre, cfg.run.seed)
     first = scans[0].data
@@ -337,6 +340,8 @@ def preprocess(cfg, *, force: bool = False) -> PreprocessResult:
             w.extra["fingerprint"] = {"checksum": CHECKSUM, "settings": settings,
                                       "inputs": fingerprint_rows}
             w.extra["storage"] = "copy" if pre.copy else "reference"
+            if checks:
+                w.extra["mask_check"] = checks
             save_resolved(cfg, w.folder)
             manifest = w.manifest()
     except BaseException:
@@ -347,7 +352,7 @@ def preprocess(cfg, *, force: bool = False) -> PreprocessResult:
     return PreprocessResult(store_path, status, len(scans), n_planes,
                             sum(s["data"]["n_empty"] for s in manifest["scans"]),
                             manifest["split"]["train"], manifest["split"]["val"], read,
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, checks)
 
 
 class _NoBar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,9 @@ class Source:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """Bytes of the array: exact (Python integers), so a forged header's 10^30 elements
+        neither overflow int64 nor wrap to a small number that a short file would match."""
+        return math.prod(int(n) for n in self.shape) * self.dtype.itemsize
 
     def fingerprint(self) -> dict:
         st = self.data_file.stat()
@@ -175,22 +178,53 @@ def _check_size(src: Source, exact: bool) -> None:
                                            f"{src.offset} ({need} bytes)")
 
 
+def _layout(path: Path, kind: str, pre) -> dict:
+    """``read_scan`` keywords for a headerless file: the flat layout from ``pre``."""
+    if _is_header_file(path) or not pre.shape:
+        return {}
+    shape = list(pre.shape)
+    if kind == "image" and len(shape) == 3:
+        shape = [1, *shape]
+    out = {"shape": shape, "dtype": pre.dtype, "byte_order": pre.byte_order,
+           "offset": pre.offset}
+    if pre.tof_order != "auto":
+        out["tof_order"] = pre.tof_order
+    return out
+
+
+def source_array(src: Source, kind: str, pre):
+    """The data of ``src`` as a read-only ``[TOF, plane, view, bin]`` array (memory-mapped;
+    view-major files are presented plane-major), for a check that needs the whole scan."""
+    from badblock.io import read_scan
+
+    if src.format == "npy":
+        return np.load(src.path, mmap_mode="r", allow_pickle=False).reshape(src.shape)
+    return read_scan(src.path, **_layout(src.path, kind, pre)).data
+
+
+def mask_reports(scans: list, mask: np.ndarray, mask_path: Path, pre, check: bool) -> list:
+    """The store's ``mask`` checked against each input that it describes the damage of: the
+    inputs of kind ``paired`` (damaged scans; other kinds are complete scans the mask will
+    thin), with :func:`badblock.physics.detect.check_scan_mask`. A contradiction is a
+    :class:`BadInputError` naming the input; ``check`` False (--no-mask-check) skips it.
+    Returns one JSON-able report per input (empty for other kinds)."""
+    if pre.kind != "paired":
+        return []
+    if not check:
+        return [{"checked": False, "why": "switched off (--no-mask-check)"}] * len(scans)
+    from badblock.physics.detect import check_scan_mask
+
+    return [check_scan_mask(source_array(s.data, pre.kind, pre), mask, s.data.scanner,
+                            where=str(s.data.path), what=f"mask {mask_path}") for s in scans]
+
+
 def open_source(path: Path, kind: str, pre) -> Source:
     """Parse ``path``'s header (or the flat layout from ``pre``, a PreprocessConfig)."""
     from badblock.io import read_scan
 
     if path.suffix.lower() == ".npy":
         return _npy_source(path, kind)
-    overrides = {}
-    if not _is_header_file(path) and pre.shape:
-        shape = list(pre.shape)
-        if kind == "image" and len(shape) == 3:
-            shape = [1, *shape]
-        overrides = {"shape": shape, "dtype": pre.dtype, "byte_order": pre.byte_order,
-                     "offset": pre.offset}
-        if pre.tof_order != "auto":
-            overrides["tof_order"] = pre.tof_order
-    scan = read_scan(path, **overrides)
+    scan = read_scan(path, **_layout(path, kind, pre))
     h = scan.header
     del scan  # only the header is needed; the data are streamed with plain reads
     src = Source(path, Path(h.data_file), int(h.data_offset), np.dtype(h.dtype), tuple(h.shape),

@@ -26,6 +26,7 @@ Readers: :meth:`Store.open` (this module). Writers: :mod:`badblock.data.store_wr
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def check_array_file(store_path: Path, entry: dict, what: str) -> Path:
     """
     file = _array_file(store_path, entry)
     dtype = np.dtype(entry["dtype"])
-    need = int(entry["offset"]) + int(np.prod(entry["shape"])) * dtype.itemsize
+    # exact integers: an edited manifest's 2^80 elements must not wrap to "needs 0 bytes"
+    need = int(entry["offset"]) + math.prod(int(n) for n in entry["shape"]) * dtype.itemsize
     try:
         st = file.stat()
     except OSError:

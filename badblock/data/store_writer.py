@@ -30,7 +30,7 @@ from badblock.data.store import (
 )
 from badblock.errors import BadInputError
 from badblock.io.segments import Segment
-from badblock.utils.atomic import atomic_dir, atomic_save_npy, atomic_write_text
+from badblock.utils.atomic import atomic_dir, atomic_save_npy, atomic_write_text, fsync_file
 
 # ----------------------------------------------------------------------------------------------
 # Statistics gathered in the single streaming pass
@@ -315,7 +315,7 @@ class StoreWriter:
         for roles in self.scans.values():
             for arr in roles.values():
                 if not arr.in_place:
-                    _fsync(self.folder / arr.file)
+                    fsync_file(self.folder / arr.file)
         atomic_write_text(self.folder / MANIFEST, manifest_json(self.manifest()))
 
 
@@ -328,21 +328,13 @@ def manifest_json(manifest: dict) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _WriterContext:
     def __init__(self, path: Path, kind: str, force: bool, kw: dict):
         self.path, self.kind, self.force, self.kw = path, kind, force, kw
         self._cm = None
 
     def __enter__(self) -> StoreWriter:
-        self._cm = atomic_dir(self.path, replace=self.force)
+        self._cm = atomic_dir(self.path, replace=self.force, last=[MANIFEST])
         tmp = self._cm.__enter__()
         try:
             self.writer = StoreWriter(tmp, self.kind, **self.kw)

@@ -36,8 +36,11 @@ class Predictor:
     must divide by it), ``views_to`` (the padded view count used in training; 0 = unknown)
     and what training recorded besides (views, bins, task, target, scanner). Attributes:
     ``layout``, ``context``, ``margin``, ``per_lor``, ``mask_channel``, ``multiple``,
-    ``views_to``, ``model`` (eval mode), ``device``, ``amp`` (bf16 autocast; default on CUDA
-    only), ``data`` (a copy of the dict).
+    ``views_to``, ``model`` (eval mode), ``device``, ``amp`` (bf16 autocast),
+    ``channels_last``, ``data`` (a copy of the dict). ``amp`` and ``channels_last`` default to
+    the device's fast formats (:func:`badblock.utils.hardware.fast_formats`: bf16 on CUDA and
+    on CPUs with bf16 units, channels-last everywhere); ``amp`` may be switched off later
+    (repair does when bf16 disagrees with float32, :meth:`bf16_error`).
 
     Call it with damaged counts ``[N, 2k+1, Vp + 2 margin, B]``, masks alike (lost fraction
     0..1; required with ``mask_channel``) and sensitivity stacks alike (real LORs per bin,
@@ -47,10 +50,17 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, data: dict, device: torch.device,
-                 amp: bool | None = None):
-        self.model = model.to(device).eval()
-        self.data = dict(data)
+                 amp: bool | None = None, channels_last: bool | None = None):
+        from badblock.utils.hardware import fast_formats
+
         self.device = torch.device(device)
+        bf16, last = fast_formats(self.device)
+        self.amp = bf16 if amp is None else bool(amp)
+        self.channels_last = last if channels_last is None else bool(channels_last)
+        self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.data = dict(data)
         self.layout = ChannelLayout.from_dict(data)
         self.context = self.layout.context
         self.margin = self.layout.margin
@@ -58,7 +68,7 @@ class Predictor:
         self.mask_channel = self.layout.mask_channel
         self.multiple = int(data.get("multiple", 1))
         self.views_to = int(data.get("views_to", 0))
-        self.amp = (self.device.type == "cuda") if amp is None else amp
+        self._pinned: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -66,7 +76,7 @@ class Predictor:
         """Rebuild the UNet of a checkpoint (``UNet(**model_config)`` + its ``model`` weights:
         with ``train.ema`` those are the averaged weights) on ``device``."""
         from badblock.models import UNet
-        from badblock.utils.checkpoint import load_checkpoint
+        from badblock.utils.checkpoint import load_checkpoint, load_weights
 
         state = load_checkpoint(path, map_location="cpu")
         config = state.get("model_config") or {}
@@ -75,17 +85,36 @@ class Predictor:
                                       "inside the network): train it again with this version")
         try:
             model = UNet(**config)
-            model.load_state_dict(state["model"])
-        except (TypeError, RuntimeError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BadInputError(path, f"checkpoint does not fit the UNet ({first})") from None
-        return cls(model, state["data"], torch.device(device), amp=amp)
+            raise BadInputError(path, f"its model_config does not build the UNet "
+                                      f"({first[:200]})") from None
+        load_weights(model, state["model"], path, "was it written for this UNet?")
+        predictor = cls(model, state["data"], torch.device(device), amp=amp)
+        predictor.path = Path(path)  # named by the checks that refuse what it predicts
+        return predictor
 
-    def _tensor(self, a):
-        t = torch.as_tensor(np.asarray(a, np.float32) if isinstance(a, np.ndarray) else a)
-        return t.to(self.device, torch.float32)
+    def bytes_per_image(self, views: int, bins: int) -> int:
+        """Host or device memory one plane image needs in a forward pass, bytes: measured peaks
+        are 10-13 float32 activations of ``width x views x bins`` (the level-0 skip, the
+        concatenation before the last up block, the working tensors); 16 is the margin."""
+        width = int(getattr(self.model, "config", {}).get("width", 64))
+        return 16 * width * int(views) * int(bins) * 4
 
-    @torch.no_grad()
+    def _to_device(self, a, name: str) -> torch.Tensor:
+        """float32 tensor on the device; numpy goes through a reused pinned buffer to CUDA."""
+        if not isinstance(a, np.ndarray):
+            return a.to(self.device, torch.float32)
+        a = np.asarray(a, np.float32)
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        buf = self._pinned.get(name)
+        if buf is None or buf.numel() < a.size:
+            buf = self._pinned[name] = torch.empty(a.size, pin_memory=True)
+        host = buf[:a.size].view(a.shape)
+        host.numpy()[...] = a
+        return host.to(self.device, non_blocking=True)
+
     def __call__(self, stacks, masks=None, sens=None):
         """Damaged counts ``[N, 2k+1, Vp + 2 margin, B]`` (+ masks and sensitivity alike) ->
         repaired counts ``[N, Vp, B]``.
@@ -93,17 +122,33 @@ class Predictor:
         numpy in, numpy float32 out; tensors in, a float32 tensor on the predictor's device out.
         The caller crops the view padding (``badblock.physics.stack.view_padding``).
         """
+        return self.run(stacks, masks, sens, self.amp)
+
+    def run(self, stacks, masks=None, sens=None, bf16: bool = False):
+        """:meth:`__call__` with bf16 autocast on or off for this call."""
         as_numpy = isinstance(stacks, np.ndarray)
-        inp = self._tensor(stacks)
-        m = None if masks is None else self._tensor(masks)
-        s = None if sens is None else self._tensor(sens)
-        x, _, out_scale = self.layout.inputs(inp, m, s)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            y = self.model(x)
-        out = (y.float() * out_scale)[:, 0]
-        return out.cpu().numpy() if as_numpy else out
+        with torch.inference_mode():
+            inp = self._to_device(stacks, "stacks")
+            m = None if masks is None else self._to_device(masks, "masks")
+            s = None if sens is None else self._to_device(sens, "sens")
+            x, _, out_scale = self.layout.inputs(inp, m, s)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                y = self.model(x)
+            out = (y.float() * out_scale)[:, 0]
+            if as_numpy:
+                return out.cpu().numpy()
+        return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
+
+    def bf16_error(self, stacks, masks, region: np.ndarray, sens=None) -> float:
+        """Relative RMS difference of the bf16 and the float32 prediction over ``region``
+        (bool ``[N, Vp, B]``, e.g. the bins repair takes from the network):
+        ``sqrt(sum (bf16 - fp32)^2 / sum fp32^2)``; 0 for an empty region."""
+        lo = np.asarray(self.run(stacks, masks, sens, True), np.float64)[region]
+        hi = np.asarray(self.run(stacks, masks, sens, False), np.float64)[region]
+        den = float((hi ** 2).sum())
+        return float(np.sqrt(((lo - hi) ** 2).sum() / den)) if den > 0 else 0.0
 
 
 def load_predictor(checkpoint: str | os.PathLike, device: str = "auto",

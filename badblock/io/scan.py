@@ -9,6 +9,7 @@ and header in place only when the ``with`` block ends cleanly.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from badblock.io import e7, flat, interfile
 from badblock.io.header import Scan, ScanHeader, tof_index_order, tof_time_order, with_byte_order
 from badblock.io.keys import Keys, looks_like_interfile
 from badblock.io.segview import SegmentedView
-from badblock.utils.atomic import atomic_path, atomic_write_json
+from badblock.utils.atomic import atomic_pair, fsync_file, reserve
 
 FLAT_KEYS = {"shape", "dtype", "byte_order", "offset", "segments", "tof_order", "tof_mashing",
              "scanner"}
@@ -235,8 +236,12 @@ def open_scan_writer(path: str | os.PathLike, header: ScanHeader, *, dtype=None,
     TOF layout and keys) to ``path``; ``dtype`` changes the number format (byte order kept).
 
     Yields a :class:`ScanWriter` whose ``data`` is a writable memmap; fill it inside the
-    ``with`` block. Data and header go to temporaries and are moved into place only when the
-    block ends without an exception; otherwise nothing is left. An existing output is refused
+    ``with`` block. The data file's whole size is allocated on disk before it is mapped
+    (:func:`badblock.utils.atomic.reserve`), so a full disk is one :class:`BadInputError`, not
+    a SIGBUS. Data and header go to temporaries named after this process and are put in place
+    only when the block ends without an exception, header last
+    (:func:`badblock.utils.atomic.replace_pair`): a kill at any moment never leaves a header
+    over data it does not describe; otherwise nothing is left. An existing output is refused
     unless ``force``; writing over the scan ``header`` was read from is refused always.
     """
     header_out, data_out = output_paths(path, header.format)
@@ -252,33 +257,39 @@ def open_scan_writer(path: str | os.PathLike, header: ScanHeader, *, dtype=None,
     new.header_path = header_out
     # Other e7 scan data types (randoms) travel along, byte for byte, unless the dtype changed.
     extra = e7.other_blocks(header) if new.format == "e7" and new.dtype == header.dtype else []
-    with atomic_path(header_out) as tmp_header, atomic_path(data_out) as tmp_data:
-        data = np.memmap(tmp_data, dtype=new.dtype, mode="w+", shape=new.shape)
+    nbytes = math.prod(new.shape) * new.dtype.itemsize
+    with atomic_pair(data_out, header_out) as (tmp_data, tmp_header):
+        with open(tmp_data, "r+b") as fh:
+            reserve(fh, nbytes + sum(n for _, _, n in extra), data_out)
+        data = np.memmap(tmp_data, dtype=new.dtype, mode="r+", shape=new.shape)
         writer = ScanWriter(header_out if new.format != "flat" else data_out, new, data)
         yield writer
         data.flush()
         del data
         writer.data = None
         if extra:
-            _append_blocks(header.data_file, tmp_data, extra)
+            _copy_blocks(header.data_file, tmp_data, nbytes, extra)
+        fsync_file(tmp_data)
         if new.format == "flat":
-            atomic_write_json(tmp_header, flat.sidecar_json(new))
+            text = json.dumps(flat.sidecar_json(new), indent=2, default=str) + "\n"
+        elif new.format == "interfile":
+            text = interfile.header_text(new, data_out.name)
         else:
-            if new.format == "interfile":
-                text = interfile.header_text(new, data_out.name)
-            else:
-                text = e7.header_text(new, data_out.name, [(d, n) for d, _, n in extra])
-            with open(tmp_header, "w", encoding="latin-1") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
+            text = e7.header_text(new, data_out.name, [(d, n) for d, _, n in extra])
+        with open(tmp_header, "w", encoding="utf-8" if new.format == "flat" else "latin-1") \
+                as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         new.keys = Keys(header_out, _pairs(tmp_header)).as_dict() if new.format != "flat" \
             else {}
 
 
-def _append_blocks(source: Path, target: Path, blocks) -> None:
-    """Append ``(description, offset, nbytes)`` byte ranges of ``source`` to ``target``."""
-    with open(source, "rb") as src, open(target, "ab") as dst:
+def _copy_blocks(source: Path, target: Path, start: int, blocks) -> None:
+    """Copy ``(description, offset, nbytes)`` byte ranges of ``source`` into ``target`` one after
+    the other from byte ``start`` (the space is already allocated)."""
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        dst.seek(start)
         for _, offset, nbytes in blocks:
             src.seek(offset)
             left = nbytes

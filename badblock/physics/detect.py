@@ -266,3 +266,33 @@ def check_mask(data, mask: np.ndarray, scanner: Scanner | str | None = None, *,
         report["undecided_blocks"] = _names(found.undecided["block"])
     report["undeclared_checked"] = bool(undeclared)
     return report
+
+
+def check_scan_mask(data, mask: np.ndarray, scanner: Scanner | str | None = None, *,
+                    blocks: Sequence | None = None, crystals: Sequence | None = None,
+                    where: str = "scan", what: str = "the mask") -> dict:
+    """:func:`check_mask` as the stages run it on a damaged scan ``data`` before using
+    ``mask`` on it; returns the JSON-able report, ``checked`` saying whether it ran.
+
+    ``scanner``: the preset the mask was made for, else the scan's (its header's, when a
+    preset), else the one preset of the scan's shape; when no preset knows the geometry the
+    check cannot run and the report says why. ``blocks``/``crystals``: what the mask was made
+    of, when known. A contradiction raises :class:`BadInputError` naming ``where`` (the scan),
+    with check_mask's reason (the block and the counts found), ``what`` (how the mask was
+    given) and the way to override.
+    """
+    if scanner is None or (isinstance(scanner, str) and scanner not in PRESETS):
+        try:
+            scanner = scanner_for(np.shape(mask), None, where)
+        except BadInputError as exc:
+            return {"checked": False, "why": f"no preset scanner to check it with ({exc.problem})"}
+    try:
+        counts = tof_sum(data, where)  # read once; what check_mask sums is then 3-D
+    except BadInputError as exc:  # not prompts (negative values): nothing to test it on
+        return {"checked": False, "why": exc.problem}
+    try:
+        report = check_mask(counts, mask, scanner, blocks=blocks, crystals=crystals, where=where)
+    except BadInputError as exc:
+        raise BadInputError(where, f"{what} does not fit this scan: {exc.problem} "
+                                   "(--no-mask-check uses it anyway)") from None
+    return {"checked": True, "mask": what, **report}

@@ -303,7 +303,7 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
     n_planes = math.ceil(scanner.n_planes / _plane_chunk(scanner, sim.chunk_mb))
     steps = sim.scans * (n_views + n_planes * (2 if alive is not None else 1))
     records = []
-    with atomic_dir(out, replace=replace) as tmp:
+    with atomic_dir(out, replace=replace, last=[SIMULATION_JSON]) as tmp:
         bar = progress(total=steps, desc=f"simulate {scanner.name}", unit="chunk")
         try:
             source = first

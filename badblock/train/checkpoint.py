@@ -36,9 +36,8 @@ from pathlib import Path
 import torch
 
 from badblock.config.loader import to_dict
-from badblock.errors import BadInputError
 from badblock.train.rng import capture_rng, restore_rng
-from badblock.utils.checkpoint import FORMAT
+from badblock.utils.checkpoint import FORMAT, load_weights
 
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
@@ -105,14 +104,10 @@ def restore(ck: dict, path: Path, model: torch.nn.Module, ema_model: torch.nn.Mo
         print(f"badblock train: warning: {path} was written by {ck.get('world_size')} "
               f"processes, resuming with {world_size}: samples per rank change",
               file=sys.stderr)
-    try:
-        model.load_state_dict(ck.get("model_raw", ck["model"]))
-        if ema_model is not None:
-            ema_model.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise BadInputError(path, f"checkpoint does not fit the configured model "
-                                  f"({str(exc).splitlines()[0]}); use another train.run "
-                                  "folder for a different model") from None
+    hint = "use another train.run folder for a different model"
+    load_weights(model, ck.get("model_raw", ck["model"]), path, hint)
+    if ema_model is not None:
+        load_weights(ema_model, ck["model"], path, hint)
     schedule.load_state_dict(ck["schedule"])
     m = ck["metrics"]
     state = TrainState(epoch=int(ck["epoch"]), epoch_step=int(ck["epoch_step"]),

@@ -13,6 +13,7 @@ finish the step, save, requeue under Slurm and return. The parts are built by
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -23,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from badblock.config import Config, save_resolved
+from badblock.config import RESOLVED_NAME, Config, save_resolved
+from badblock.errors import BadInputError
 from badblock.train import distributed as D
 from badblock.train.batch import batch_loss, device_generator, prepare_batch, step_seed, unwrap
 from badblock.train.checkpoint import BEST, FINAL, LATEST, TrainState, checkpoint_dict, restore
 from badblock.utils.checkpoint import load_checkpoint, save_checkpoint
+from badblock.utils.hardware import tune_allocator
 from badblock.utils.progress import progress
 
 
@@ -86,11 +89,13 @@ class Trainer:
         self.cfg = cfg
         self.env = D.detect_env()
         self.device = D.select_device(cfg.run.device, self.env)
+        tune_allocator()
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         D.init_process_group(self.env, self.device)
         self.main = self.env.is_main
         self.folder = cfg.output_path(cfg.train.run)
+        self._config_saved = False
         check_train_config(cfg.train, self.device)
 
     def build(self) -> None:
@@ -108,10 +113,12 @@ class Trainer:
         self.train_ds, self.val_ds, self.info = build_data(cfg, 2 ** cfg.model.depth)
         self.crop = setup.real_views(self.info)
         self.layout = setup.layout_for(cfg)
-        self.model, self.channels_last = setup.build_network(cfg, self.layout, self.device)
+        self.model = setup.build_network(cfg, self.layout, self.device)
+        self.amp = setup.use_amp(cfg.train.amp, self.device)
+        self.channels_last = setup.use_channels_last(cfg.train.channels_last, self.device)
+        setup.to_memory_format(self.model, self.channels_last)
         self.loss_fn = build_loss(cfg.loss)
         self.schedule = Schedule(self.model, cfg.optim)
-        self.amp = setup.use_amp(cfg.train.amp, self.device)
         self.sampler = EpochSampler(cfg.data.epoch_size, cfg.data.batch_size, env.rank,
                                     env.world_size)
         self.loader = train_loader(self.train_ds, self.sampler, cfg.data.batch_size,
@@ -129,8 +136,13 @@ class Trainer:
                                self.schedule, self.state, self.gen, self.env.world_size)
 
     def save(self, *names: str) -> None:
+        """Write the checkpoints ``names``; the first save of a run writes its resolved config
+        too, so that config.resolved.yaml always describes the checkpoints beside it."""
         if not self.main:
             return
+        if not self._config_saved:
+            save_resolved(self.cfg, self.folder)
+            self._config_saved = True
         state = self.checkpoint_dict()
         for name in names:
             save_checkpoint(self.folder / name, state)
@@ -148,6 +160,42 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
 
     def run(self) -> Path:
+        """Train in the run folder, which this process locks for the run's length (a second
+        ``badblock train`` there is refused; the lock dies with its process). Temporaries of
+        killed runs there are removed first. A run that fails before its first checkpoint
+        leaves nothing: the folder as it found it."""
+        from badblock.train.logs import remove_logs
+        from badblock.utils.atomic import clean_orphans
+        from badblock.utils.runlock import run_lock
+
+        # the folders this run creates (the run folder, and -o above it), deepest first
+        created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        lock = run_lock(self.folder, "badblock train") if self.main else contextlib.nullcontext()
+        refused = None
+        try:
+            lock.__enter__()
+        except BadInputError as exc:
+            refused = exc
+        if D.any_rank(refused is not None, self.device):  # every rank stops, not only rank 0
+            raise refused or BadInputError(self.folder, "rank 0 could not lock the run folder")
+        try:
+            if self.main:
+                clean_orphans(self.folder)
+            try:
+                return self._run()
+            except BaseException:
+                if self.main and not (self.folder / LATEST).exists():
+                    (self.folder / RESOLVED_NAME).unlink(missing_ok=True)
+                    remove_logs(self.folder)
+                raise
+        finally:
+            lock.__exit__(None, None, None)
+            if created and self.main and not (self.folder / LATEST).exists():
+                for folder in created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+    def _run(self) -> Path:
         from badblock.train.logs import RunLog
         from badblock.train.signals import PreemptionHandler
 
@@ -156,8 +204,6 @@ class Trainer:
         resumed = self.resume()
         log = None
         if self.main:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            save_resolved(cfg, self.folder)
             log = RunLog(self.folder, tensorboard=cfg.train.tensorboard, visdom=cfg.train.visdom,
                          visdom_server=cfg.train.visdom_server, visdom_port=cfg.train.visdom_port)
             self._say(self._banner(resumed))
@@ -214,7 +260,8 @@ class Trainer:
                 f"{self.schedule.describe()}\n  store {i['store']}: {i['train_scans']} train / "
                 f"{i['val_scans']} val scans, views {i['views']}->{i['views_to']}, task "
                 f"{self.cfg.data.task}, device {self.device}"
-                f"{' bf16' if self.amp else ''}, {self.env.world_size} process(es); "
+                f"{' bf16' if self.amp else ''}{' channels-last' if self.channels_last else ''}, "
+                f"{self.env.world_size} process(es); "
                 f"run folder {self.folder}")
 
     def _say(self, text: str) -> None:

@@ -72,7 +72,7 @@ def nrmse_estimate(err: float, noise: float, ref2: float) -> float:
     return math.sqrt(max(err - noise, 0.0) / max(ref2 - noise, 1e-30))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], loss_of, *,
              batch_size: int, device: torch.device, env, amp: bool,
              channels_last: bool, paired: bool, truth: bool) -> dict:

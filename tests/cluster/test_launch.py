@@ -18,6 +18,7 @@ import pytest
 from badblock.config import load_config
 from badblock.errors import BadInputError
 from badblock.launch import (
+    STAGES,
     StageFailed,
     StageJob,
     check_launch_config,
@@ -236,6 +237,19 @@ def test_launch_command_dry_run(tmp_path):
     assert plan["parameters"]["tasks_per_node"] == 4 and plan["parameters"]["timeout_min"] == 30
     assert plan["command"][-2:] == ["--epochs", "3"]
     assert not (tmp_path / "badblock-output").exists()  # nothing submitted, nothing written
+
+
+def test_every_stage_of_the_cli_can_be_launched(tmp_path):
+    """detect was missing from launch's own copy of the stage list."""
+    from badblock.cli import COMMANDS
+
+    assert sorted(STAGES) == sorted(set(COMMANDS) - {"launch"}) and "detect" in STAGES
+    proc = subprocess.run([sys.executable, "-m", "badblock", "launch", "detect", "--dry-run",
+                           "--args", "scan.hs --scanner mini"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    command = json.loads(proc.stdout)["command"]
+    assert command[3] == "detect" and command[-3:] == ["scan.hs", "--scanner", "mini"], command
 
 
 @pytest.mark.slurm

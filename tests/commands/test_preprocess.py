@@ -62,3 +62,34 @@ def test_cli_reports_nan_through_subprocess(tmp_path):
                "--set", "preprocess.dtype=float32")
     assert_refused(tmp_path, proc, "bad.s")
     assert "NaN or infinite" in proc.stderr
+
+
+def test_cli_paired_inputs_are_checked_against_the_mask(tmp_path):
+    """--kind paired: the inputs are damaged scans, so the mask must fit their counts; a mask
+    of the wrong block was stored and trained on without a word."""
+    import json
+
+    from badblock.evaluate import write_damaged
+    from badblock.physics import dead_block_mask, get_scanner
+    from tests.test_evaluate import write_sim
+
+    mini = get_scanner("mini")
+    complete, _, _ = write_sim(tmp_path, "scan_000", 0)
+    (damaged,) = write_damaged([complete], dead_block_mask(mini, "3:1"), tmp_path / "dam",
+                               seed=2)
+    for blocks in ("3:1", "5:1"):
+        np.save(tmp_path / f"m{blocks[0]}.npy", dead_block_mask(mini, blocks))
+    args = (damaged, "--kind", "paired", "--targets", complete, "-o", tmp_path / "out")
+    wrong = cli(*args, "--mask", tmp_path / "m5.npy")
+    assert_refused(tmp_path, wrong, str(damaged))
+    assert "block 5:1" in wrong.stderr and "counts" in wrong.stderr, wrong.stderr
+    told = cli(*args, "--mask", tmp_path / "m5.npy", "--no-mask-check")
+    assert told.returncode == 0, told.stderr
+    assert "(switched off (--no-mask-check))" in told.stdout
+    manifest = json.loads((tmp_path / "out" / "store" / "manifest.json").read_text())
+    assert manifest["mask_check"] == [{"checked": False, "why": "switched off (--no-mask-check)"}]
+    right = cli(*args, "--mask", tmp_path / "m3.npy", "--force")
+    assert right.returncode == 0, right.stderr
+    assert "mask checked against the counts of 1 of 1 damaged inputs" in right.stdout
+    manifest = json.loads((tmp_path / "out" / "store" / "manifest.json").read_text())
+    assert manifest["mask_check"][0]["checked"] is True

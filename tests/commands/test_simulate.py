@@ -41,3 +41,20 @@ def test_cli_runs_with_flags(tmp_path):
     record = json.loads((tmp_path / "out" / "simulation.json").read_text())
     assert record["seed"] == 4 and record["counts"] == 20000
     assert "simulated 1 mini scan" in res.stdout
+
+
+def test_cli_writes_into_a_mount_point(tmp_path, bind_mount):
+    """-o naming a mount point (docker -v host:/output): renaming it is EBUSY, which was a
+    traceback; now the scans land inside it, and a second run without --force is one line."""
+    out = bind_mount()
+    args = ("--scans", "1", "--counts", "20000", "--scanner", "mini", "--set",
+            "simulate.step_mm=9", "-o", str(out))
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert "simulation.json" in names and not [n for n in names if n.startswith(".")]
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["scanner"] == "mini"
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert "already exists" in again.stderr

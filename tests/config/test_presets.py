@@ -44,7 +44,7 @@ def test_preset_geometry_fits_the_network(name):
         t, a = map(int, block.split(":"))
         assert t < sc.blocks_transaxial and a < sc.blocks_axial
     layout = layout_for(cfg)
-    model = build_network(cfg, layout, torch.device("cpu"))[0]
+    model = build_network(cfg, layout, torch.device("cpu"))
     assert model.config["in_channels"] == layout.in_channels
     x = torch.rand(1, layout.in_channels, views_to, n_bins)
     with torch.no_grad():

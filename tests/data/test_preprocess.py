@@ -339,3 +339,44 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path, case):
     else:
         assert not (tmp_path / "out").exists()
         assert not list(tmp_path.glob(".out*")) and not list(tmp_path.glob("out*"))
+
+
+def _forged_npy(path: Path, shape: str) -> None:
+    """A real .npy of 24 float32 whose header claims ``shape`` (written byte by byte here)."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                     + header.encode("latin1") + np.zeros(24, "<f4").tobytes())
+
+
+@pytest.mark.parametrize("shape, elements", [
+    (f"({10**30}, 1, 1, 1)", 10**30),  # was an OverflowError traceback
+    (f"({2**40}, {2**40}, 1, 1)", 2**80),  # int64 wrapped to 0 elements: "needs 0 bytes"
+])
+def test_a_header_claiming_more_than_int64_is_one_line(tmp_path, shape, elements):
+    path = tmp_path / "forged.npy"
+    _forged_npy(path, shape)
+    offset = path.stat().st_size - 96
+    with pytest.raises(BadInputError) as err:
+        preprocess(config(tmp_path, [path]))
+    msg = str(err.value)
+    assert "forged.npy" in msg and "\n" not in msg
+    assert f"({offset + 4 * elements} bytes)" in msg, msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_store(tmp_path, small_disk):
+    """--copy into a file system that fills up halfway through the scans: one error naming
+    what could not be written, no store, no temporary folder."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shape = (4, 16, 32, 64)  # 256 KiB per uint16 scan; the disk holds about two
+    for i in range(4):
+        np.random.default_rng(i).poisson(3, shape).astype(np.uint16).tofile(folder / f"s{i}.s")
+    disk = small_disk(600)
+    cfg = config(tmp_path, [folder], f"preprocess.shape={list(shape)}", "preprocess.copy=true")
+    cfg.run.output = str(disk / "out")
+    with pytest.raises(BadInputError, match="No space left on device") as err:
+        preprocess(cfg)
+    assert "\n" not in str(err.value)
+    assert list(disk.rglob("*")) == []

@@ -89,3 +89,14 @@ def test_truncated_shard_is_reported(tmp_path):
     store = Store.open(path)
     with pytest.raises(BadInputError, match="truncated"):
         store.scans[0].data  # noqa: B018 (the property opens the memmap)
+
+
+def test_a_manifest_claiming_more_than_int64_is_refused_with_the_exact_size(tmp_path):
+    path = write_store(tmp_path / "s", {"a": counts((2, 3, 4, 5))})
+    manifest = json.loads((path / MANIFEST).read_text())
+    entry = manifest["scans"][0]["data"]
+    entry["shape"] = [2**40, 2**40, 1, 1]  # 2^80 x 2 bytes wrapped to 0 in int64
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    store = Store.open(path)
+    with pytest.raises(BadInputError, match=f"expects at least {entry['offset'] + 2**81}"):
+        store.scans[0].data  # noqa: B018 (the property opens the memmap)

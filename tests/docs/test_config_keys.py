@@ -41,7 +41,9 @@ def test_the_scanner_finds_keys():
 
 
 def test_every_named_key_exists():
-    pages = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+    # refused-inputs.md shows what badblock says to misspelt keys (run.sede): those must not exist
+    pages = [p for p in sorted((ROOT / "docs").rglob("*.md")) if p.name != "refused-inputs.md"]
+    pages.append(ROOT / "README.md")
     unknown = {}
     for page in pages:
         for key in named_keys(page.read_text()):

@@ -40,7 +40,9 @@ def test_run_log_rewrites_every_file_from_the_history(tmp_path):
         history.append({"epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0 / e,
                         "nrmse_net": 0.1 * e, "nrmse_baseline": 0.3, "lr": 1e-3, "partial": False})
         log.write_epoch(history)
+    first = (tmp_path / "progress.png").read_bytes()  # drawn at epoch 1, then rate-limited
     log.close()
+    assert (tmp_path / "progress.png").read_bytes() != first  # close draws all 3 epochs
     assert np.loadtxt(tmp_path / "train_loss.txt").tolist() == [1.0, 0.5, 1.0 / 3]
     assert np.loadtxt(tmp_path / "test_loss.txt").tolist() == [2.0, 1.0, 2.0 / 3]
     assert np.allclose(np.loadtxt(tmp_path / "recon_loss.txt"), [0.1, 0.2, 0.3])

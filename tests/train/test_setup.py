@@ -1,4 +1,5 @@
-"""Run set-up: impossible train values refused, real views, bf16 choice, layout checks."""
+"""Run set-up: impossible train values refused, real views, bf16 and channels-last choice,
+layout checks."""
 
 from __future__ import annotations
 
@@ -21,8 +22,25 @@ def test_impossible_train_values(key, value):
 def test_real_views_and_amp():
     assert real_views({"views": 50, "views_to": 64}) == (7, 57)
     assert real_views({"views": 36, "views_to": 36}) == (0, 36)
-    assert use_amp("bf16", torch.device("cpu")) and not use_amp("auto", torch.device("cpu"))
+    from badblock.utils.hardware import native_bf16
+
+    # auto: bf16 on a CPU only with bf16 units (this test's machine may have them or not)
+    assert use_amp("bf16", torch.device("cpu"))
+    assert use_amp("auto", torch.device("cpu")) == native_bf16()
+    assert not use_amp("off", torch.device("cpu"))
     assert use_amp("auto", torch.device("cuda")) and not use_amp("off", torch.device("cuda"))
+
+
+def test_channels_last_choice():
+    from badblock.train.setup import use_channels_last
+    from badblock.utils.hardware import native_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_channels_last("auto", cuda) and use_channels_last(True, cpu)
+    assert use_channels_last("auto", cpu) == native_bf16()
+    assert not use_channels_last(False, cuda)
+    assert load_config("mini", env={}).train.channels_last == "auto"
+    assert load_config("vision", env={}).train.channels_last == "auto"
 
 
 def test_layout_of_the_mini_preset_and_what_it_refuses():

@@ -1,0 +1,163 @@
+"""Every benchmark script runs to the end in its tiny mode, so that none rots unnoticed.
+
+The tiny figures mean nothing (and no test looks at a timing); what is checked is that each
+script still runs against today's library and writes the record its documentation promises,
+with the counts that follow from its own definition of the workload (computed here by hand).
+``bench/gpu.sh --cpu-dry-run`` runs the training-step, loader and repair benchmarks tiny as
+parts of the GPU script, so those three are checked through it; the scripts in
+:data:`TESTED_ELSEWHERE` have smoke tests of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+# scripts whose tiny (smoke) run has its own test, which names the script
+TESTED_ELSEWHERE = {"bench_simulate.py": "tests/physics/test_bench_simulate.py",
+                    "quality.py": "tests/bench/test_quality_smoke.py",
+                    "quality_docs.py": "tests/bench/test_quality_smoke.py",
+                    "preset_sweep.py": "tests/bench/test_preset_sweep.py"}
+
+
+def _env() -> dict:
+    return {**os.environ, "BADBLOCK_PROGRESS": "0", "PYTHONPATH": str(ROOT),
+            "OMP_WAIT_POLICY": "PASSIVE", "PYTHON": sys.executable}
+
+
+def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT,
+                          timeout=timeout)
+
+
+def _gpu_module():
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
+    extra = {"preprocess.py": ["--workdir", str(tmp)]}.get(script, [])
+    return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
+
+
+TINY_HERE = ("preprocess.py", "detect.py", "projector_accuracy.py")
+
+
+def test_every_bench_script_has_a_tiny_run_under_test(tmp_path):
+    dry = _gpu_module().part_commands(True, tmp_path)
+    in_dry_run = {Path(cmd[1]).name for cmd in dry.values()} - {"gpu.py"}
+    assert in_dry_run == {"train_step.py", "loader.py", "repair.py"}
+    assert all("--tiny" in cmd for cmd in dry.values() if Path(cmd[1]).name in in_dry_run)
+    # a script is what can be run (the rest are its modules); gpu.py is tested below
+    scripts = {p.name for p in BENCH.glob("*.py")
+               if 'if __name__ == "__main__":' in p.read_text()} - {"gpu.py"}
+    covered = set(TINY_HERE) | in_dry_run | set(TESTED_ELSEWHERE)
+    assert scripts <= covered, f"bench scripts without a tiny run in the tests: {scripts - covered}"
+    for script, test in TESTED_ELSEWHERE.items():
+        assert script in (ROOT / test).read_text(), (script, test)
+
+
+def test_a_tiny_run_never_replaces_the_measured_results():
+    results = BENCH / "results" / "preprocess.json"
+    before = results.read_bytes()
+    res = _run([sys.executable, str(BENCH / "preprocess.py"), "--tiny"], timeout=120)
+    assert res.returncode == 2
+    assert "--tiny needs --out" in res.stderr
+    assert results.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", TINY_HERE)
+def test_tiny_run_writes_its_record(script, tmp_path):
+    out = tmp_path / "out.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    res = _run(_tiny_here(script, out, work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    if script == "preprocess.py":
+        # --tiny is 0.5 % of the Vision's 815 planes: round(4.075) = 4 planes of 33 x 50 x 520
+        assert rec["shape"] == [33, 4, 50, 520]
+        assert rec["bytes"] == 33 * 4 * 50 * 520 * 2
+        assert {"a_cp", "b_tutorial", "c_badblock"} <= set(rec["results"])
+        assert set(rec["checksum_gb_per_s"]) == {"xxh3_128", "sha256", "blake2b"}
+        assert list(work.iterdir()) == []  # its scan and stores are gone
+    elif script == "detect.py":
+        assert rec["seeds"] == [0]
+        true_blocks = {"none": 0, "one": 1, "adjacent_transaxial": 2, "adjacent_axial": 2,
+                       "three": 3, "crystals": 0}
+        for level in ("demo", "0.1x"):
+            for scenario, n in true_blocks.items():
+                tally = rec["rates"][level][scenario]
+                assert tally["scans"] == 1
+                assert tally["true_blocks"] == n
+                assert tally["true_crystals"] == (3 if scenario == "crystals" else 0)
+        timing = rec["mini_timing"]
+        assert timing["scan"] == [3, 57, 36, 64]
+        assert set(timing) >= {"read_tof_sum", "check_mask", "detect_blocks",
+                               "detect_blocks_and_crystals"}
+    else:
+        assert set(rec["cases"]) == {"mini", "vision-10"}
+        for case in rec["cases"].values():
+            assert len(case["settings"]) == 5
+            for setting in case["settings"].values():
+                for err in (setting["no_mu"], setting["with_mu"]):
+                    assert 0 <= err["l1"] < 1 and 0 <= err["l2"] < 1
+
+
+def test_gpu_script_without_a_gpu_says_so_in_one_line(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the script would measure it")
+    res = _run(["bash", str(BENCH / "gpu.sh"), "--out", str(tmp_path / "gpu.json")],
+               timeout=120)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "no CUDA GPU" in res.stderr
+    assert not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_dry_run_needs_an_out_file():
+    res = _run(["bash", str(BENCH / "gpu.sh"), "--cpu-dry-run"], timeout=120)
+    assert res.returncode == 2
+    assert "--cpu-dry-run needs --out" in res.stderr
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_runs_every_part_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    res = _run(["bash", str(BENCH / "gpu.sh"), "--cpu-dry-run", "--out", str(out),
+                "--tmp", str(tmp_path)], timeout=1500)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    assert rec["dry_run"] is True
+    parts = rec["parts"]
+    assert set(parts) == set(_gpu_module().PARTS)
+    for name, part in parts.items():
+        assert "error" not in part, (name, part.get("error"))
+    train = parts["train_step"]["result"]["devices"]["cpu"]
+    variants = [r["variant"] for r in train["runs"]]
+    assert variants[:3] == ["fp32 default heap", "fp32", "cl"]
+    assert parts["loader"]["result"]["command"]
+    demo = parts["repair"]["result"]["networks"]["demo"]
+    # block 3:1 of the mini scanner: planes of its mask with a dead bin, once per TOF bin
+    from badblock.physics import dead_block_mask, get_scanner
+
+    mask = dead_block_mask(get_scanner("mini"), "3:1")
+    assert demo["images"] == 3 * int((mask.reshape(len(mask), -1) > 0).any(axis=1).sum())
+    assert demo["baseline"] is None and demo["fast"]["device"] == "cpu"
+    ddp = parts["ddp"]["result"]
+    assert ddp["backend"] == "gloo" and ddp["processes"] == 2 and ddp["steps"] > 0
+    proj = parts["projector"]["result"]
+    assert proj["device"] == "cpu" and proj["sum"] > 0
+    assert list(tmp_path.iterdir()) == [out]  # the parts' scans, stores and logs are gone
