@@ -26,8 +26,8 @@ import numpy as np
 
 from badblock.errors import BadInputError
 from badblock.io.segments import Segment
+from badblock.metrics import DEAD_EPS
 
-DEAD_EPS = 1e-6
 # Normalised-convolution widths (Gaussian sigma in planes, views, bins) when not tuned.
 DEFAULT_WIDTHS = (1.0, 1.0, 1.5)
 # The grid tune_normconv searches; small on purpose (27 runs of a separable filter).

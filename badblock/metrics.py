@@ -22,8 +22,10 @@ import math
 
 import numpy as np
 
-from badblock.baselines import DEAD_EPS
 from badblock.errors import BadInputError
+
+# A bin whose lost fraction is within this of 1 is fully dead (rounding in a stored mask).
+DEAD_EPS = 1e-6
 
 BIN_CLASSES = ("all", "partial", "dead")
 

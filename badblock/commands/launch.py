@@ -39,13 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("where and how (launch.* in the config)")
     g.add_argument("--cluster", choices=["slurm", "local", "debug"],
                    help="slurm (default), local (subprocesses here) or debug (in this process)")
-    g.add_argument("--nodes", type=int, metavar="N")
+    g.add_argument("--nodes", type=int, metavar="N", help="Slurm nodes")
     g.add_argument("--gpus-per-node", type=int, metavar="G", help="also the tasks per node")
     g.add_argument("--tasks-per-node", type=int, metavar="T",
                    help="tasks per node when not one per GPU (e.g. CPU-only DDP)")
-    g.add_argument("--cpus-per-task", type=int, metavar="C")
-    g.add_argument("--mem-gb", type=float, metavar="GB")
-    g.add_argument("--partition", "-p", metavar="P")
+    g.add_argument("--cpus-per-task", type=int, metavar="C", help="CPUs Slurm gives each task")
+    g.add_argument("--mem-gb", type=float, metavar="GB",
+                   help="memory per node; 0 = the partition's default")
+    g.add_argument("--partition", "-p", metavar="P", help="Slurm partition")
     g.add_argument("--time", type=int, metavar="MIN", help="time limit of one run, minutes")
     g.add_argument("--signal-delay", type=int, metavar="S",
                    help="USR2 this many seconds before the time limit")
@@ -53,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wait = parser.add_mutually_exclusive_group()
     wait.add_argument("--wait", dest="wait", action="store_true", default=None,
                       help="wait for the job and print its result (default for local/debug)")
-    wait.add_argument("--no-wait", dest="wait", action="store_false")
+    wait.add_argument("--no-wait", dest="wait", action="store_false",
+                      help="submit and return (default for slurm)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the submission (parameters, command) without submitting")
 

@@ -10,7 +10,7 @@ from typing import Literal
 class RunConfig:
     data: str = "."  # input root (BADBLOCK_DATA); relative input paths are taken from here
     output: str = "badblock-output"  # output root (BADBLOCK_OUTPUT)
-    seed: int = 0
+    seed: int = 0  # seed of every random choice: split, sampling, initial weights
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RepairConfig:
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # the trained network (--checkpoint)
     batch_size: int = 32  # plane stacks per network call
     force: bool = False  # replace an existing output (never the input itself)
     output: str = "repaired"  # default output folder, relative to run.output
@@ -18,6 +18,7 @@ class RepairConfig:
 
 @dataclass
 class EvaluateConfig:
+    # Classical repairs scored next to the network (badblock.baselines); default: all of them.
     baselines: list[str] = None  # type: ignore[assignment]
     fbp: bool = True  # image-domain scores: FBP of the affected direct planes
     tune_widths: bool = True  # tune the normconv widths on validation scans when given

@@ -17,9 +17,9 @@ class SimulateConfig:
     activity: str | None = None  # a user's activity volume .npy [z, y, x] when phantom=file
     attenuation: bool = True  # water body outline, exp(-integral of mu) per LOR
     tof_fwhm_ps: float = 0.0  # 0 = the preset's own timing resolution
-    format: Literal["interfile", "e7", "flat"] = "interfile"
+    format: Literal["interfile", "e7", "flat"] = "interfile"  # file format of the written scans
     dtype: Literal["uint16", "float32"] = "uint16"  # prompts; the truth is always float32
-    seed: int = 0
+    seed: int = 0  # scan i depends only on (seed, i): same seed, same bytes
     step_mm: float = 0.0  # sample spacing along each LOR; 0 = one transaxial voxel (bin size)
     # exact: every LOR (physics.projector), damage LOR by LOR; fast: physics.fastproj (torch, on
     # a GPU when there is one), damage as binomial thinning of the bins (expectation x (1 - f));

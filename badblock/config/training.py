@@ -10,6 +10,8 @@ from typing import Literal
 class DataConfig:
     store: str = "store"  # training store folder (relative paths: under run.output)
     target_store: str | None = None  # paired task: the store holding the targets
+    # inpaint: dead blocks; denoise: a global keep rate (keep_rate); paired: input and target
+    # from two stores (target_store) or a store of kind paired.
     task: Literal["inpaint", "denoise", "paired"] = "inpaint"
     context: int = 2  # k: the input holds 2k+1 neighbouring planes
     mask_channel: bool = False  # add the mask as an extra input channel
@@ -21,9 +23,10 @@ class DataConfig:
     # How many of them are dead in one sample, (min, max); each one after the first is a
     # neighbour of one already drawn (around the ring or axially) with probability `adjacent`.
     blocks_per_sample: list[int] = field(default_factory=lambda: [1, 1])
-    adjacent: float = 0.7
+    adjacent: float = 0.7  # chance that each further dead block neighbours one already drawn
     keep_rate: float = 0.25  # denoise task: share of counts kept in the low-count input
     target: Literal["measured", "truth"] = "measured"  # simulated stores can train on truth
+    # Scale of the network input per sample: the damaged stack's max or mean (or none).
     normalise: Literal["max", "mean", "none"] = "max"
     epoch_size: int = 2048  # samples per epoch (all ranks together)
     batch_size: int = 16  # per process (per GPU)
@@ -37,7 +40,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    enabled: bool = True
+    enabled: bool = True  # false: no augmentation at all
     view_roll: float = 0.5  # probability of a view roll with radial flip (object rotation)
     radial_flip: float = 0.5  # probability of a mirror
     dose: float = 0.0  # probability of extra count-level thinning (lower dose)
@@ -45,24 +48,25 @@ class AugmentConfig:
     augmentor: bool = False  # image-domain data: Augmentor pipeline (zoom, flips, rotation)
     augmentor_zoom: tuple[float, float] = (1.0, 1.2)  # zoom factor range (size kept)
     augmentor_zoom_p: float = 0.5  # Augmentor rounds probabilities to 0.1
-    augmentor_flip_lr: float = 0.5
-    augmentor_flip_tb: float = 0.0
+    augmentor_flip_lr: float = 0.5  # probability of a left-right flip
+    augmentor_flip_tb: float = 0.0  # probability of a top-bottom flip
     augmentor_rotate: float = 10.0  # max degrees either way (rotate_without_crop)
-    augmentor_rotate_p: float = 0.5
+    augmentor_rotate_p: float = 0.5  # probability of a rotation
 
 
 @dataclass
 class ModelConfig:
     in_planes: int = 5  # derived from data.context at build time; kept for checkpoints
-    width: int = 64
+    width: int = 64  # channels of the first level, doubling per level
     depth: int = 2  # number of downsamplings (the original network: 2 stride-2 convs, 3 levels)
-    bottom_convs: int = 5
-    kernel_size: int = 3
+    bottom_convs: int = 5  # convolutions at the lowest level
+    kernel_size: int = 3  # odd
+    # Normalisation layer after the convolutions of the down blocks and the bottom.
     norm: Literal["batch", "instance", "none"] = "batch"
     upsample: Literal[1, 2, 3] = 1  # 1 transposed conv, 2 nearest, 3 area (the original's modes)
     refine_blocks: int = 0  # residual refinement blocks at the end
-    softplus_beta: float = 5.0
-    out_channels: int = 1
+    softplus_beta: float = 5.0  # of the final softplus that keeps counts >= 0
+    out_channels: int = 1  # output channels of the last convolution
     up_norm: bool = False  # norms in the up blocks (the original's forward has none there)
     # Sinogram repair (inpaint task): work per real LOR, as the classical baselines do -- the
     # count planes divided by each plane's real LORs per bin (0 in gap-crystal bins), the centre
@@ -91,41 +95,41 @@ class LossConfig:
     # With target "lost": bin errors weighted by f^lost_power (0 = alike, as the damaged-bin
     # NRMSE weighs them; 1 = inverse variance of the scaled lost counts; 2 = lost-count error).
     lost_power: float = 0.0
-    ssim_win: int = 3
+    ssim_win: int = 3  # odd Gaussian window (sigma 1.5) of the SSIM and MS-SSIM terms
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1.0e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.0
-    schedule: Literal["none", "step", "warm_restart", "cosine"] = "step"
+    lr: float = 1.0e-3  # Adam's learning rate
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam's betas (the tutorial's)
+    weight_decay: float = 0.0  # Adam's L2 penalty
+    schedule: Literal["none", "step", "warm_restart", "cosine"] = "step"  # learning-rate schedule
     step_size: int = 10  # StepLR epochs
     gamma: float = 0.5  # StepLR decay
-    warm_reset_length: int = 10
-    warm_reset_increment: int = 0
-    cosine_t0: int = 10
-    cosine_mult: int = 2
-    lr_min: float = 1.0e-5
+    warm_reset_length: int = 10  # warm_restart: epochs between resets of Adam and the decay
+    warm_reset_increment: int = 0  # warm_restart: growth of that period after each reset
+    cosine_t0: int = 10  # cosine: epochs of the first cycle
+    cosine_mult: int = 2  # cosine: growth factor of each next cycle
+    lr_min: float = 1.0e-5  # cosine: the lowest learning rate
 
 
 @dataclass
 class TrainConfig:
     run: str = "train"  # run folder, relative to run.output
-    epochs: int = 20
-    val_batches: int = 8
+    epochs: int = 20  # epochs of data.epoch_size samples
+    val_batches: int = 8  # validation samples: this many batches, drawn once with their own seed
     # bf16 autocast; auto: on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16), where it is
     # fast (elsewhere emulated bf16 is ~100x slower than float32)
     amp: Literal["auto", "bf16", "off"] = "auto"
     # channels-last tensors; auto: on CUDA and on CPUs with bf16 units. On other CPUs it is
     # faster for some networks and plane sizes and slower for others (badblock.train.setup)
     channels_last: Literal["auto", True, False] = "auto"
-    compile: bool = False
-    grad_clip: float = 0.0
-    visdom: bool = False
-    visdom_server: str = "http://localhost"
-    visdom_port: int = 8097
-    tensorboard: bool = True
+    compile: bool = False  # torch.compile the model
+    grad_clip: float = 0.0  # clip the gradient norm to this; 0 = off
+    visdom: bool = False  # live plots on a visdom server (none running: one warning)
+    visdom_server: str = "http://localhost"  # address of that server
+    visdom_port: int = 8097  # its port
+    tensorboard: bool = True  # event files under the run folder's tensorboard/
     requeue: bool = True  # under Slurm: scontrol requeue on SIGUSR2/SIGTERM
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit)
     # Decay per optimiser step of an exponential moving average of the weights, which is then
