@@ -1,4 +1,4 @@
-"""Classical gap filling: the references a learned repair has to beat (SPEC §8).
+"""Classical gap filling: the references a learned repair has to beat.
 
 Every baseline is a plain function ``f(counts, mask, **kw) -> float32 array`` of the same shape
 as ``counts``. ``counts`` is a damaged scan ``[TOF, plane, view, bin]`` or ``[plane, view, bin]``

@@ -101,7 +101,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1.0e-3  # Adam's learning rate
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam's betas (the tutorial's)
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam's betas (the 2019 UNet's)
     weight_decay: float = 0.0  # Adam's L2 penalty
     schedule: Literal["none", "step", "warm_restart", "cosine"] = "step"  # learning-rate schedule
     step_size: int = 10  # StepLR epochs
