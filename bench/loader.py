@@ -20,8 +20,8 @@ Measures, on one store (a synthetic Vision-sized store built here unless ``--sto
 
 The pipelines are measured round-robin (``--rounds``) and each reported by its median, so a
 load change on a shared machine does not favour whichever ran first. ``breakdown_ms_per_batch``
-says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. Example (what the
-README's benchmark table quotes)::
+says where the CPU pipeline's time goes. Writes ``bench/results/loader.json``. Example (what
+docs/benchmarks.md quotes)::
 
     python bench/loader.py --seconds 4 --rounds 3
     python bench/loader.py --tiny --out FILE       # CI: the mini scanner, seconds
