@@ -78,13 +78,18 @@ class BlockSetMasks:
         self._cache: OrderedDict = OrderedDict()
         self._size = int(cache)
 
+    @staticmethod
+    def _labels(end1: np.ndarray, end2: np.ndarray, chosen: tuple[int, ...]):
+        """Each end's label: its index in ``chosen``, or ``len(chosen)`` ("other")."""
+        n = len(chosen)
+        lab1, lab2 = np.full(end1.shape, n), np.full(end2.shape, n)
+        for i, v in enumerate(chosen):
+            lab1[end1 == v] = i
+            lab2[end2 == v] = i
+        return n + 1, lab1, lab2
+
     def _trans(self, ts: tuple[int, ...]) -> np.ndarray:
-        n = len(ts) + 1
-        lab1 = np.full(self._tb1.shape, n - 1)
-        lab2 = np.full(self._tb2.shape, n - 1)
-        for i, t in enumerate(ts):
-            lab1[self._tb1 == t] = i
-            lab2[self._tb2 == t] = i
+        n, lab1, lab2 = self._labels(self._tb1, self._tb2, ts)
         out = np.zeros((n, n) + self.shape[1:], np.float32)
         for a in range(n):
             for b in range(n):
@@ -94,12 +99,7 @@ class BlockSetMasks:
         return out
 
     def _axial(self, axs: tuple[int, ...]) -> np.ndarray:
-        n = len(axs) + 1
-        lab1 = np.full(self._ab1.shape, n - 1)
-        lab2 = np.full(self._ab2.shape, n - 1)
-        for i, a in enumerate(axs):
-            lab1[self._ab1 == a] = i
-            lab2[self._ab2 == a] = i
+        n, lab1, lab2 = self._labels(self._ab1, self._ab2, axs)
         out = np.zeros((n, n, self.shape[0]))
         for c in range(n):
             for d in range(n):
