@@ -20,7 +20,7 @@ one TOF bin, since that is how Siemens stores them).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -396,6 +396,42 @@ def model_fill(counts: np.ndarray, mask: np.ndarray, *, scanner=None, mu=None,
     out = np.where(mask > 0, c4 + mask * stored, c4)
     out = np.where(dead, stored, out).astype(np.float32)
     return out.reshape(shape)
+
+
+def fill_settings(iterations: int = 2, subsets: int = 6,
+                  projector: Mapping | None = None) -> dict:
+    """The settings of a model-based fill (:func:`model_fill`) as fill folders and fill-prior
+    checkpoints record them: OSEM ``iterations`` x ``subsets`` and the fast projector's
+    ``projector`` options (default: mean ray per view, mean tilt per plane)."""
+    if iterations < 1 or subsets < 1:
+        raise BadInputError("fill", f"OSEM needs iterations >= 1 and subsets >= 1, got "
+                                    f"{iterations} x {subsets}")
+    return {"iterations": int(iterations), "subsets": int(subsets),
+            "projector": dict(projector if projector is not None
+                              else {"subviews": "mean", "tilts": "plane"})}
+
+
+def fill_settings_of(fills_cfg) -> dict:
+    """:func:`fill_settings` of a config's ``fills`` section."""
+    projector = {"subviews": fills_cfg.subviews, "tilts": fills_cfg.tilts}
+    if fills_cfg.step_mm > 0:
+        projector["step_mm"] = float(fills_cfg.step_mm)
+    return fill_settings(fills_cfg.iterations, fills_cfg.subsets, projector)
+
+
+def fill_options(settings: Mapping) -> dict:
+    """:func:`model_fill`'s keyword arguments for recorded ``settings``."""
+    return {"iterations": settings["iterations"], "subsets": settings["subsets"],
+            "projector_options": dict(settings["projector"])}
+
+
+def scan_fill(damaged: np.ndarray, mask: np.ndarray, scanner, settings: Mapping, *,
+              mu: np.ndarray | None = None, tof_order: str | None = None) -> np.ndarray:
+    """The model-based fill (float32, ``damaged``'s shape) of one damaged scan with ``mask``
+    ``[plane, view, bin]``, by recorded ``settings`` (:func:`fill_settings`): what a fill-prior
+    network is trained on and repairs with."""
+    return model_fill(np.asarray(damaged, np.float32), mask, scanner=scanner, mu=mu,
+                      tof_order=tof_order, **fill_options(settings))
 
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {

@@ -14,8 +14,8 @@ import sys
 from badblock import __version__
 from badblock.errors import BadInputError
 
-COMMANDS = ["simulate", "mask", "detect", "preprocess", "train", "repair", "evaluate", "launch",
-            "demo"]
+COMMANDS = ["simulate", "mask", "detect", "preprocess", "fills", "train", "repair", "evaluate",
+            "launch", "demo"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

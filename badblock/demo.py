@@ -42,13 +42,15 @@ def train_blocks(scanner, test_blocks: list[tuple[int, int]]) -> list[str]:
 
 def scan_headers(folder: Path) -> list[Path]:
     """The prompt scans of a simulation folder (truth sidecars left out), sorted."""
-    from badblock.io.naming import is_truth_name
+    from badblock.io.naming import is_sidecar_name
 
-    return sorted(p for p in folder.glob("scan_*.hs") if not is_truth_name(p))
+    return sorted(p for p in folder.glob("scan_*.hs") if not is_sidecar_name(p))
 
 
 def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the demo under ``cfg.run.output``; returns the evaluation metrics dict."""
+    from badblock.baselines import fill_options, fill_settings_of
+    from badblock.data.fills import make_fills_for
     from badblock.data.preprocess import preprocess
     from badblock.evaluate import MADE_FROM_MASK, evaluate_files, format_table, write_damaged
     from badblock.inference import load_predictor
@@ -84,8 +86,10 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
     sim_train = simulate(_stage_config(cfg, simulate={"scans": demo.train_scans,
                                                       "seed": cfg.run.seed}),
                          out / "sim" / "train", force=force)
+    # the test scans at the preset's counts exactly (training spans simulate.counts_range)
     sim_test = simulate(_stage_config(cfg, simulate={"scans": demo.test_scans,
-                                                     "seed": cfg.run.seed + 10_000}),
+                                                     "seed": cfg.run.seed + 10_000,
+                                                     "counts_range": []}),
                         out / "sim" / "test", force=force)
     lap("simulate")
 
@@ -93,6 +97,12 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
                                           "store": "store"})
     store = preprocess(pcfg, force=force)
     lap("preprocess")
+
+    if cfg.model.fill_prior:
+        fcfg = _stage_config(cfg, data={"store": "store", "train_blocks": blocks})
+        log(f"[demo] model-based fills of {cfg.fills.draws} damage draws per training scan")
+        make_fills_for(fcfg, force=force)
+        lap("fills")
 
     runs = {"unet": "train"}
     if demo.also_truth:
@@ -134,6 +144,7 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
                             tune=tune, seed=cfg.evaluate.seed,
                             baselines=cfg.evaluate.baselines, widths=cfg.evaluate.widths or None,
                             fbp=cfg.evaluate.fbp, scanner=scanner.name,
+                            model_options=fill_options(fill_settings_of(cfg.fills)),
                             extra={"demo": {"train_blocks": blocks,
                                             "test_blocks": demo.test_blocks,
                                             "checkpoints": {k: str(v)

@@ -29,9 +29,9 @@ import numpy as np
 from badblock import baselines as bl
 from badblock import metrics
 from badblock.errors import BadInputError
-from badblock.io.naming import scan_id, truth_sibling
+from badblock.io.naming import mu_sibling, scan_id, truth_sibling
 from badblock.io.segments import Segment
-from badblock.utils.atomic import atomic_write_json
+from badblock.utils.atomic import atomic_save_npy, atomic_write_json
 from badblock.utils.progress import progress
 
 METRICS_NAME = "metrics.json"
@@ -48,7 +48,8 @@ class EvalCase:
 
     ``damaged`` is what a repair sees; ``measured`` the complete measured scan and ``truth`` its
     noiseless expectation (either may be None, not both); ``repairs`` maps a method name (e.g.
-    ``'unet'``) to that method's repair of ``damaged``.
+    ``'unet'``) to that method's repair of ``damaged``; ``mu``: the scan's attenuation map
+    (``[z, y, x]``, 1/mm), which the ``model`` baseline models when given.
     """
 
     name: str
@@ -56,6 +57,7 @@ class EvalCase:
     measured: np.ndarray | None = None
     truth: np.ndarray | None = None
     repairs: dict[str, np.ndarray] = field(default_factory=dict)
+    mu: np.ndarray | None = None
 
 
 def thin_scan(counts: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -127,7 +129,8 @@ def evaluate(cases: Sequence[EvalCase], mask: np.ndarray, out_dir: str | os.Path
              tune: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
              segments: Sequence[Segment] | None = None, tof_order: str | None = None,
              sensitivity: np.ndarray | None = None, fbp: bool = True, figure: bool = True,
-             extra: Mapping | None = None, log: Callable[[str], None] | None = None) -> dict:
+             extra: Mapping | None = None, log: Callable[[str], None] | None = None,
+             model_options: Mapping | None = None) -> dict:
     """Score every baseline and repair of ``cases``; write ``metrics.json`` and ``report.png``.
 
     ``mask`` is ``[plane, view, bin]`` (fraction of LORs lost); ``sensitivity`` (same shape, e.g.
@@ -178,9 +181,14 @@ def evaluate(cases: Sequence[EvalCase], mask: np.ndarray, out_dir: str | os.Path
             kw = {"segments": segments, "tof_order": tof_order, "sensitivity": sensitivity}
             if name == "normconv":
                 kw["widths"] = nc_widths
-            outputs[name] = bl.get_baseline(name)(case.damaged, mask, **kw)
+            if name == "model":  # the OSEM settings of the network's fills: equal terms
+                kw.update(model_options or {}, mu=case.mu)
+            # equal terms: every method fills the damaged bins only, rounded as the scan is
+            # stored (normconv's raw output smooths every bin, which would flatter its image)
+            outputs[name] = metrics.data_consistent(
+                bl.get_baseline(name)(case.damaged, mask, **kw), case.damaged, mask)
         for name, arr in case.repairs.items():
-            outputs[name] = np.asarray(arr, dtype=np.float32)
+            outputs[name] = metrics.data_consistent(arr, case.damaged, mask)
         refs = {k: v for k, v in (("truth", case.truth), ("measured", case.measured))
                 if v is not None}
         scores: dict = {m: {} for m in outputs}
@@ -327,6 +335,9 @@ def write_damaged(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         dam = thin_scan(data, mask, rng)
         out.append(Path(write_scan(Path(folder) / Path(path).name, dam.astype(header.dtype),
                                    header, force=True)))
+        mu = mu_sibling(Path(path))
+        if mu is not None:  # a fill-prior network's repair of it needs the map beside it
+            atomic_save_npy(Path(folder) / mu.name, np.load(mu, allow_pickle=False))
     return out
 
 
@@ -338,7 +349,8 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
                    widths: Sequence[float] | None = None, fbp: bool = True,
                    scanner: str | None = None, use_sensitivity: bool = True,
                    extra: Mapping | None = None, shown: Callable[[Path], str] = str,
-                   log: Callable[[str], None] | None = None) -> dict:
+                   log: Callable[[str], None] | None = None,
+                   model_options: Mapping | None = None) -> dict:
     """:func:`evaluate` on scan files.
 
     ``complete``: complete measured scans (a ``<stem>.truth.<ext>`` sibling is used as the
@@ -350,7 +362,9 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     baselines' sensitivity, when its sinogram shape is the mask's; ``use_sensitivity=False``
     turns that off. ``shown`` is how a file is named in the JSON (a caller building the output
     under a temporary name gives the final names). NaN or inf in any scan (a truth too) is a
-    :class:`BadInputError`.
+    :class:`BadInputError`. ``model_options``: the ``model`` baseline's settings
+    (``iterations``, ``subsets``, ``projector_options``); its attenuation map is each complete
+    scan's ``<id>.mu.npy`` sibling when there is one.
     """
     log = log or (lambda _msg: None)
     if not complete:
@@ -377,7 +391,14 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
         else:
             dam = thin_scan(measured, mask, rng)
         reps = {k: _load(v[i])[0] for k, v in (repaired or {}).items()}
-        cases.append(EvalCase(scan_id(Path(path)), dam, measured, truth, reps))
+        mu = None
+        if ("model" in baselines and (scanner or header.scanner)
+                and mu_sibling(Path(path)) is not None):
+            from badblock.physics import get_scanner
+            from badblock.physics.phantom import load_mu_map
+
+            mu = load_mu_map(mu_sibling(Path(path)), get_scanner(scanner or header.scanner))
+        cases.append(EvalCase(scan_id(Path(path)), dam, measured, truth, reps, mu))
         inputs["complete"].append(shown(Path(path)))
         inputs["truth"].append(shown(tp) if truth is not None else None)
         inputs["damaged"].append(shown(Path(damaged[i])) if damaged is not None else
@@ -405,4 +426,6 @@ def evaluate_files(complete: Sequence[str | os.PathLike], mask: np.ndarray,
     more.update(dict(extra or {}))
     return evaluate(cases, mask, out_dir, baselines=baselines, widths=widths, tune=pairs,
                     segments=segments, tof_order=tof_order, sensitivity=sensitivity, fbp=fbp,
-                    extra=more, log=log)
+                    extra=more, log=log,
+                    model_options={**(model_options or {}),
+                                   **({"scanner": name} if name else {})})

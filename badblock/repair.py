@@ -92,11 +92,40 @@ def _sensitivity(predictor, shape) -> np.ndarray:
     return real_lor_count(scanner)[None]
 
 
+def scan_fill_for(predictor, scan, mask: np.ndarray, mu: np.ndarray | None) -> np.ndarray | None:
+    """The model-based fill of ``scan`` a fill-prior network takes (None for other networks):
+    :func:`badblock.baselines.scan_fill` with the OSEM settings its checkpoint recorded, on
+    its scanner; ``mu``: the scan's attenuation map on the scanner's grid (needed when the
+    training fills modelled attenuation, refused when they did not: the fill must be made as
+    the network learnt it)."""
+    from badblock.baselines import scan_fill
+    from badblock.io.naming import scan_id
+    from badblock.physics.scanners import get_scanner
+
+    layout = getattr(predictor, "layout", None)
+    if not getattr(layout, "fill_prior", False):
+        return None
+    data = getattr(predictor, "data", None) or {}
+    settings = data.get("fill")
+    if not settings:
+        raise BadInputError("checkpoint", "a fill-prior network without its fill settings")
+    if settings.get("attenuation") and mu is None:
+        raise BadInputError(scan.path, "this network was trained on fills that model "
+                            "attenuation: give the scan's attenuation map (--mu, or "
+                            f"{scan_id(Path(scan.path))}.mu.npy beside the scan)")
+    if not settings.get("attenuation") and mu is not None:
+        raise BadInputError(scan.path, "this network was trained on fills without attenuation: "
+                                       "repair it without --mu")
+    return scan_fill(np.asarray(scan.data), mask, get_scanner(data["scanner"]), settings,
+                     mu=mu, tof_order=scan.header.tof_order)
+
+
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
                 context: int | None = None, views_to: int | None = None,
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
                 all_planes: bool = False, log: Callable[[str], None] | None = None,
-                workers: int | None = None, overlap: bool = True) -> dict:
+                workers: int | None = None, overlap: bool = True,
+                mu: np.ndarray | None = None) -> dict:
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
@@ -115,8 +144,9 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     most (fewer where the predictor's activations would exceed the engine's per-call memory),
     ``workers`` processes (None = one per CPU core for a CPU predictor, else 1), ``overlap``:
     stacking and merging in threads beside the network in a single process. Every choice
-    writes the same bytes. Returns a summary dict (also what ``badblock repair`` writes as
-    JSON).
+    writes the same bytes. ``mu``: the scan's attenuation map, for a network that takes the
+    model-based fill (:func:`scan_fill_for`, made here from the damaged scan). Returns a
+    summary dict (also what ``badblock repair`` writes as JSON).
     """
     from badblock.inference.engine import PlaneJob, run_job
     from badblock.io import open_scan_writer
@@ -144,6 +174,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
+    fill = scan_fill_for(predictor, scan, mask, mu)
 
     touched = (mask > 0).any(axis=(1, 2))
     send = np.ones(n_planes, bool) if all_planes else touched
@@ -162,7 +193,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
                        context=context, segments=header.segments,
                        tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
                        mask_channel=mask_channel, skip_empty=skip_empty, margin=margin,
-                       sens=sens)
+                       sens=sens, fill=fill)
         with progress(total=None, desc="repair", unit="batch") as bar:
             def done(n: int, total: int) -> None:
                 bar.total = total
@@ -250,12 +281,27 @@ def mask_report(scan, mask, declared: ResolvedMask | None = None) -> dict:
         where=str(scan.path), what=d.describe() if (d.path or d.scanner) else "the mask")
 
 
+def _mu_beside(inp, predictor) -> np.ndarray | None:
+    """For a network that takes the model-based fill: the ``<id>.mu.npy`` beside the input
+    scan (what ``badblock simulate`` and ``evaluate``'s damaged copies leave there), if any."""
+    from badblock.io.naming import mu_sibling
+    from badblock.physics.phantom import load_mu_map
+    from badblock.physics.scanners import get_scanner
+
+    layout = getattr(predictor, "layout", None)
+    found = mu_sibling(Path(inp)) if getattr(layout, "fill_prior", False) else None
+    if found is None:
+        return None
+    return load_mu_map(found, get_scanner(predictor.data["scanner"]))
+
+
 def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
                  all_planes: bool = False, mask_check: bool = True,
                  unchecked_why: str = "switched off (--no-mask-check)",
                  declared: ResolvedMask | None = None,
-                 log: Callable[[str], None] | None = None) -> list[dict]:
+                 log: Callable[[str], None] | None = None,
+                 mus: Sequence[np.ndarray | None] | None = None) -> list[dict]:
     """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
 
     ``mask``: one ``[plane, view, bin]`` mask for every input, or a list of one per input.
@@ -264,7 +310,9 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     with ``mask_check`` the mask against the scan's counts (:func:`mask_report`; ``declared``
     says what the mask was made of, when known). Temporaries that killed repairs left beside
     the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
-    ``mask_check``, ``unchecked_why``).
+    ``mask_check``, ``unchecked_why``). ``mus``: each input's attenuation map, for a network
+    that takes the model-based fill (:func:`scan_fill_for`; None: the ``<id>.mu.npy`` beside
+    each input, where there is one).
     """
     from badblock.io import check_finite, output_paths, read_scan
     from badblock.utils.atomic import clean_orphans
@@ -295,8 +343,13 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                                       + output_paths(target, "interfile")
                                       + output_paths(target, "e7")])
     summaries = []
-    for scan, m, target, report in zip(scans, masks, targets, reports):
+    if mus is None:
+        mus = [_mu_beside(inp, predictor) for inp in inputs]
+    mus = list(mus)
+    if len(mus) != len(inputs):
+        raise BadInputError("mu", f"{len(mus)} attenuation maps for {len(inputs)} scans")
+    for scan, m, target, report, mu in zip(scans, masks, targets, reports, mus):
         summary = repair_scan(scan, m, predictor, target, batch_size=batch_size, force=force,
-                              all_planes=all_planes, log=log)
+                              all_planes=all_planes, log=log, mu=mu)
         summaries.append({**summary, "mask_check": report})
     return summaries

@@ -66,6 +66,21 @@ def _finite(x):
     return x
 
 
+def _check_fill_terms(cfg, osem) -> None:
+    """Equal terms: a network that corrects the model-based fill is trained and repairs with
+    the fill the ``model`` row is scored with (the same OSEM and projector settings)."""
+    from badblock.baselines import fill_settings, fill_settings_of
+
+    if not cfg.model.fill_prior:
+        return
+    mine = fill_settings_of(cfg.fills)
+    suite = fill_settings(osem.iterations, osem.subsets, osem.projector)
+    if mine != suite:
+        raise BadInputError("suite.osem", f"the preset's fills {mine} are not the model row's "
+                                          f"OSEM {suite}: the network would start from another "
+                                          "fill than the one it is compared with")
+
+
 def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> dict:
     """Run every data set and case of ``suite``; returns the result dict (not yet written)."""
     import dataclasses
@@ -88,6 +103,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     overrides = list(suite.smoke.train) if smoke else []
     for d in range(suite.datasets):
         ds = prepare_dataset(suite, d, work, train_overrides=overrides, log=log)
+        _check_fill_terms(ds.cfg, suite.smoke.osem if smoke else suite.osem)
         ds.choices = _cached_choices(work / f"d{d}" / "choices.json", ds.validation, suite)
         if ds.choices is None:
             ds.choices = choose(ds.validation, suite, ds.cfg, work, masks, log=log)

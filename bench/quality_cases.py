@@ -107,7 +107,9 @@ def _repair_with_network(predictor, damaged: list[np.ndarray], scans: list[TestS
     folder.mkdir(parents=True, exist_ok=True)
     inputs = [write_scan(folder / "damaged" / s.path.name, dam, s.header, force=True)
               for dam, s in zip(damaged, scans)]
-    repair_files(inputs, mask, predictor, folder / "repaired", force=True)
+    # a fill-prior network makes the model-based fill of each scan with its attenuation map
+    repair_files(inputs, mask, predictor, folder / "repaired", force=True,
+                 mus=[s.mu for s in scans])
     return [np.asarray(read_scan(folder / "repaired" / s.path.name).data) for s in scans]
 
 

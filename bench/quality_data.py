@@ -108,13 +108,15 @@ def _config(suite: Suite, root: Path, seed: int, extra: Sequence[str] = ()):
 
 
 def simulation_config(cfg, *, scans: int, counts: float, seed: int, family: str | None = None,
-                      params: dict | None = None):
+                      params: dict | None = None, counts_range: Sequence[float] = ()):
     """``cfg`` with the simulate section a benchmark simulation uses: ``scans`` scans of
-    ``counts`` expected prompts, ``seed``, and ``family``/``params`` an activity family of
-    :mod:`badblock.physics.families` (None: the preset's own phantoms)."""
+    ``counts`` expected prompts (each times a factor of ``counts_range`` when given: the
+    preset's training doses; else exactly), ``seed``, and ``family``/``params`` an activity
+    family of :mod:`badblock.physics.families` (None: the preset's own phantoms)."""
     c = copy.deepcopy(cfg)
     c.simulate.scans = scans
     c.simulate.counts = float(counts)
+    c.simulate.counts_range = [float(v) for v in counts_range]
     c.simulate.seed = seed
     if family is not None:
         c.simulate.phantom = family
@@ -136,6 +138,8 @@ def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequen
                     log: Callable[[str], None] = print) -> Dataset:
     """Simulate, preprocess and train data set ``d`` under ``work/d<d>`` (see module doc);
     stages already complete there are reused (training resumes from its latest checkpoint)."""
+    from badblock.data.fills import MANIFEST as FILLS_MANIFEST
+    from badblock.data.fills import make_fills_for
     from badblock.data.preprocess import preprocess
     from badblock.demo import scan_headers
     from badblock.train.loop import BEST, FINAL, train
@@ -145,11 +149,16 @@ def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequen
     cfg = _config(suite, root, seed, train_overrides)
     t0 = time.perf_counter()
     sim = simulate_folder(cfg, root / "sim" / "train", scans=suite.train_scans,
-                          counts=cfg.simulate.counts, seed=seed)
+                          counts=cfg.simulate.counts, seed=seed,
+                          counts_range=cfg.simulate.counts_range)
     cfg.preprocess.inputs = [str(p) for p in scan_headers(sim)]
     cfg.preprocess.store = "store"
     store = preprocess(cfg, force=True)
     cfg.data.store = "store"
+    if cfg.model.fill_prior and not (root / cfg.data.fills / FILLS_MANIFEST).exists():
+        log(f"[data set {d}] model-based fills: {cfg.fills.draws} damage draws per training "
+            "scan (badblock fills)")
+        make_fills_for(cfg)
     cfg.train.run = "train"
     log(f"[data set {d}] seed {seed}: {len(store.train)} training / {len(store.val)} "
         f"validation scans; training --config {suite.preset}")
@@ -170,7 +179,9 @@ def validation_pairs(validation: ValidationScans, suite: Suite, cfg, work: Path,
 
     factor = float(suite.count_levels[level])
     folder = validation.folder
-    if factor != 1.0:
+    # training scans span the preset's doses (simulate.counts_range): validation at a count
+    # level is the same phantoms simulated again at exactly that level
+    if factor != 1.0 or cfg.simulate.counts_range:
         folder = simulate_folder(cfg, work / f"d{validation.dataset}" / "sim" / f"train@{level}",
                                  scans=suite.train_scans, counts=factor * cfg.simulate.counts,
                                  seed=seeds_for(suite, "train", validation.dataset))

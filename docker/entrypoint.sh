@@ -18,7 +18,7 @@
 # every output. BADBLOCK_REQUIRE_MOUNTS=0 lets a stage write inside the container anyway.
 set -euo pipefail
 
-STAGES="simulate mask detect preprocess train repair evaluate launch demo"
+STAGES="simulate mask detect preprocess fills train repair evaluate launch demo"
 me="badblock-entrypoint"
 
 usage() {

@@ -1,4 +1,4 @@
-"""The README's six-command pipeline, run as a user would (subprocesses, real files)."""
+"""The README's seven-command pipeline, run as a user would (subprocesses, real files)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ def bb(*args, cwd):
     return out
 
 
-def test_six_commands(tmp_path):
+def test_seven_commands(tmp_path):
     bb("simulate", "--config", "demo", "--scans", "4", "-o", "sim", cwd=tmp_path)
     bb("mask", "--scanner", "mini", "--dead-blocks", "5:1", "-o", "mask.npy", cwd=tmp_path)
     bb("preprocess", "--config", "demo", "sim/", "-o", "work", cwd=tmp_path)
+    bb("fills", "--config", "demo", "-o", "work", "--draws", "1", cwd=tmp_path)
     bb("train", "--config", "demo", "-o", "work", "--set", "train.epochs=1",
        "--set", "data.epoch_size=32", cwd=tmp_path)
     ck = "work/train/checkpoint_best.pt"

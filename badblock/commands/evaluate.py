@@ -94,6 +94,7 @@ def _check_output(out: Path, force: bool, inputs: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from badblock.baselines import fill_options, fill_settings_of
     from badblock.config import save_resolved, to_dict
     from badblock.evaluate import (
         MADE_FROM_MASK,
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             baselines=ev.baselines, widths=ev.widths or None, fbp=ev.fbp,
             scanner=args.scanner or cfg.scanner.name, use_sensitivity=ev.sensitivity,
             extra={"mask": what, "mask_check": checks, "config": to_dict(cfg)}, shown=shown,
-            log=print)
+            log=print, model_options=fill_options(fill_settings_of(cfg.fills)))
         save_resolved(cfg, tmp)
     print(format_table(result))
     print(f"wrote {out / METRICS_NAME}, {out / REPORT_NAME}")

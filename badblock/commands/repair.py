@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mask-check", action="store_true",
                         help="use the mask even where it contradicts the scan's counts "
                              "(logged in the summary)")
+    parser.add_argument("--mu", metavar="FILE.npy", action="append",
+                        help="attenuation map [z, y, x] in 1/mm on the scanner's image grid, "
+                             "for a network that takes the model-based fill (model.fill_prior) "
+                             "trained with attenuation: once for all inputs or once per input, "
+                             "in their order")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="plane stacks per network call (default repair.batch_size)")
     parser.add_argument("--force", action="store_true",
@@ -83,6 +88,24 @@ def _auto_masks(inputs: list[Path], scanner: str | None, cfg) -> tuple[list, lis
     return masks, found
 
 
+def _mus(paths: list[str] | None, inputs: list[Path], cfg, predictor) -> list | None:
+    """The ``--mu`` maps, one per input (a single one serves every input)."""
+    if not paths:
+        return None
+    if len(paths) not in (1, len(inputs)):
+        raise BadInputError("--mu", f"{len(paths)} attenuation maps for {len(inputs)} scans: "
+                                    "give one for all, or one per scan")
+    if not getattr(predictor.layout, "fill_prior", False):
+        raise BadInputError("--mu", "this network does not take the model-based fill: it has "
+                                    "no use for an attenuation map")
+    from badblock.physics.phantom import load_mu_map
+    from badblock.physics.scanners import get_scanner
+
+    scanner = get_scanner(predictor.data["scanner"])
+    maps = [load_mu_map(cfg.data_path(p), scanner) for p in paths]
+    return maps * len(inputs) if len(maps) == 1 else maps
+
+
 def run(args: argparse.Namespace) -> int:
     from badblock.config import save_resolved
     from badblock.inference import load_predictor
@@ -114,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"mask: {what}; checkpoint {cfg.repair.checkpoint} on {predictor.device}")
     summaries = repair_files(inputs, mask, predictor, out, batch_size=cfg.repair.batch_size,
                              force=cfg.repair.force, all_planes=cfg.repair.all_planes,
-                             mask_check=check, unchecked_why=why, declared=declared, log=print)
+                             mask_check=check, unchecked_why=why, declared=declared, log=print,
+                             mus=_mus(args.mu, inputs, cfg, predictor))
     folder = output_for(inputs[0], out, len(inputs)).parent
     save_resolved(cfg, folder)
     atomic_write_json(folder / SUMMARY_NAME, {

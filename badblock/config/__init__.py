@@ -21,6 +21,7 @@ from badblock.config.preprocess import PreprocessConfig
 from badblock.config.training import (
     AugmentConfig,
     DataConfig,
+    FillsConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -39,6 +40,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    fills: FillsConfig = field(default_factory=FillsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -36,6 +36,26 @@ class DataConfig:
     # the training device; loader thins each sample with numpy in the DataLoader (workers).
     # bench/loader.py measures both: batched torch won on this project's CPU machine too.
     thin_on: Literal["auto", "device", "loader"] = "auto"
+    # Folder of precomputed damage draws with their model-based fills
+    # (badblock.data.fills.make_fills; relative paths: under run.output). Validation scores
+    # its validation draws; with model.fill_prior training takes its damage from its draws too
+    # instead of thinning on the fly (a fill is one OSEM of a whole damaged scan: too slow to
+    # make per sample). Empty: none.
+    fills: str = ""
+
+
+@dataclass
+class FillsConfig:
+    # badblock fills: the damage draws with their model-based fills (baselines.model_fill)
+    # that model.fill_prior trains on, written to data.fills. Attenuation comes from each
+    # scan's <id>.mu.npy beside its source file (badblock simulate writes them).
+    draws: int = 4  # damage draws per training scan (a validation scan: one, scanner.dead_blocks)
+    iterations: int = 2  # TOF OSEM iterations of each fill
+    subsets: int = 6  # ... and its ordered subsets of views
+    # the fast projector's model (physics.fastproj): mean ray per view and mean tilt per plane
+    subviews: Literal["mean", "all"] = "mean"
+    tilts: Literal["plane", "ring"] = "plane"
+    step_mm: float = 0.0  # sample spacing along each ray; 0: the projector's own (the bin size)
 
 
 @dataclass
@@ -78,6 +98,10 @@ class ModelConfig:
     prior_widths: list[float] = field(default_factory=list)
     # The network corrects the prior instead of replacing it, starting from it exactly.
     prior_residual: bool = False
+    # The model-based fill (baselines.model_fill: TOF OSEM with the gaps modelled, projected)
+    # of the centre plane as one more input channel and, with prior_residual, the estimate the
+    # network corrects instead of the normconv prior. Needs per_lor and data.fills.
+    fill_prior: bool = False
 
 
 @dataclass

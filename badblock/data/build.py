@@ -150,23 +150,48 @@ def build_data(cfg: Config, multiple: int):
     common = dict(segments=store.segments, tof_order=store.tof_order, sensitivity=sensitivity)
     train_scans = store.split("train")
     val_scans = store.split("val")
+    train_fills = val_fills = None
+    if d.fills:
+        from badblock.data.fills import FillSet
+
+        if d.task != "inpaint":
+            raise BadInputError("data.fills", "damage draws need the inpaint task")
+        fills = FillSet(_under(d.fills, cfg.run.output))
+        if fills.record.get("scanner") != scanner.name:
+            raise BadInputError(fills.folder, f"fills made for scanner "
+                                f"{fills.record.get('scanner')}, the store's is {scanner.name}")
+        # validation always scores the folder's draws: runs with and without the fill channel
+        # are then compared on the very same damaged counts
+        val_fills = [fills.draws(s, train_masks.masks) for s in val_scans]
+        if cfg.model.fill_prior:
+            train_fills = [fills.draws(s, train_masks.masks) for s in train_scans]
     if not val_scans:
         print("badblock train: warning: the store holds no validation scans; validating on the "
               "training scans (rebuild the store with preprocess.val_fraction > 0)",
               file=sys.stderr)
         val_scans, targets_val = train_scans, targets_train
-    train_ds = PlaneDataset(train_scans, spec, masks=train_masks, targets=targets_train, **common)
+    train_ds = PlaneDataset(train_scans, spec, masks=train_masks, targets=targets_train,
+                            fills=train_fills, **common)
     val_spec = SampleSpec(**{**spec.__dict__, "seed": cfg.run.seed + 7919})
     n_val = max(1, cfg.train.val_batches) * d.batch_size
     val_ds = PlaneDataset(val_scans, val_spec, masks=val_mask, targets=targets_val,
-                          length=n_val, with_truth=True, with_measured=True, **common)
+                          length=n_val, with_truth=True, with_measured=True, fills=val_fills,
+                          **common)
     info = {"store": os.fspath(store.path), "kind": store.kind, "views": n_views,
             "views_to": views_to, "margin": margin,
             "bins": store.shape[3], "scanner": None if scanner is None else scanner.name,
             "train_scans": len(train_scans), "val_scans": len(val_scans),
             "reference": "measured",
             "truth": all(s.truth is not None for s in val_scans) and d.task != "paired"}
+    if train_fills is not None:
+        info["fill"] = {**fills.settings, "attenuation": bool(fills.record.get("attenuation"))}
     return train_ds, val_ds, info
+
+
+def _under(value: str, root: str | os.PathLike) -> Path:
+    """``value`` as a path: absolute as it is, relative under ``root``."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path
 
 
 class TargetView:

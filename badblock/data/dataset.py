@@ -108,13 +108,17 @@ class PlaneDataset(torch.utils.data.Dataset):
     ``scans``: the :class:`~badblock.data.store.StoreScan` objects to draw from (one split).
     ``masks``: a :class:`BlockSampler` (a set of blocks drawn per sample) or a fixed mask
     ``[plane, view, bin]`` (validation: the configured dead blocks). ``targets``: for
-    ``paired``, the target scans (same order as ``scans``).
+    ``paired``, the target scans (same order as ``scans``). ``fills``: per scan, its
+    :class:`~badblock.data.fills.FillDraw` list (``model.fill_prior``): each sample takes the
+    damage of one draw (its mask and its damaged counts, delivered as ``damaged``) and the
+    draw's model-based fill of the centre plane (``fill``), instead of ``masks``.
     """
 
     def __init__(self, scans, spec: SampleSpec, *, segments=None, tof_order: str = "none",
                  masks: BlockSampler | np.ndarray | SparseMask | None = None, targets=None,
                  length: int | None = None, with_truth: bool = False,
-                 with_measured: bool = False, sensitivity: np.ndarray | None = None):
+                 with_measured: bool = False, sensitivity: np.ndarray | None = None,
+                 fills: list | None = None):
         if not scans:
             raise BadInputError("store", "no scans to draw samples from")
         self.scans = list(scans)
@@ -143,7 +147,13 @@ class PlaneDataset(torch.utils.data.Dataset):
             self._blocks = masks
         elif masks is not None:
             self._fixed_mask = masks if isinstance(masks, SparseMask) else SparseMask(masks)
-        if spec.task == "inpaint" and masks is None:
+        self.fills = None
+        if fills is not None:
+            if spec.task != "inpaint" or len(fills) != len(self.scans) or not all(fills):
+                raise BadInputError("data.fills", "fills need the inpaint task and draws for "
+                                                  "every scan")
+            self.fills = list(fills)
+        if spec.task == "inpaint" and masks is None and fills is None:
             raise BadInputError("data.task", "inpaint needs dead-block masks")
         if spec.task == "paired" and targets is None:
             raise BadInputError("data.target_store", "the paired task needs target scans")
@@ -160,8 +170,9 @@ class PlaneDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length if self.length is not None else 2**62
 
-    def _pick(self, rng: np.random.Generator) -> tuple[int, int, int, object]:
-        """(scan, t, p, mask) of one sample; damaged planes only for inpaint."""
+    def _pick(self, rng: np.random.Generator) -> tuple[int, int, int, object, int]:
+        """(scan, t, p, mask, draw) of one sample (draw: index into the scan's fills, else -1);
+        damaged planes only for inpaint."""
         for _ in range(64):
             s = int(rng.integers(len(self.scans)))
             nonempty = self.scans[s].nonempty
@@ -170,8 +181,12 @@ class PlaneDataset(torch.utils.data.Dataset):
                 if cand.size == 0:
                     continue
                 flat = int(cand[rng.integers(cand.size)])
-                return s, flat // self.n_planes, flat % self.n_planes, self._fixed_mask
-            if self._blocks is not None:
+                return s, flat // self.n_planes, flat % self.n_planes, self._fixed_mask, -1
+            draw = -1
+            if self.fills is not None:
+                draw = int(rng.integers(len(self.fills[s])))
+                mask = self.fills[s][draw].mask
+            elif self._blocks is not None:
                 mask = self._blocks.mask(rng)
             else:
                 mask = self._fixed_mask
@@ -181,7 +196,7 @@ class PlaneDataset(torch.utils.data.Dataset):
             t = int(rng.integers(self.n_tof))
             p = int(planes[rng.integers(planes.size)])
             if nonempty[t, p]:
-                return s, t, p, mask
+                return s, t, p, mask, draw
         raise BadInputError("store", "could not find a non-empty plane touched by the dead "
                                      "blocks in 64 draws (is the mask empty or the data zero?)")
 
@@ -209,17 +224,22 @@ class PlaneDataset(torch.utils.data.Dataset):
         n, k = len(picks), spec.context
         c = 2 * k + 1
         plane = (self.width, self.n_bins)
-        counts = np.result_type(*{self._count_dtype(self.scans[s]) for s, _, _, _ in picks})
+        counts = np.result_type(*{self._count_dtype(self.scans[s]) for s, *_ in picks})
         clean = np.empty((n, c) + plane, counts)
         target = np.empty((n, 1) + plane, np.float32)
         m = np.empty((n, c) + plane, np.float32)
         truth = np.empty((n, 1) + plane, np.float32) if self.with_truth else None
         sens = None if self.sensitivity is None else np.empty((n, c) + plane, np.float32)
         measured = np.empty((n, 1) + plane, np.float32) if self.with_measured else None
+        fill = None if self.fills is None else np.empty((n, 1) + plane, np.float32)
         segs, tof = self.segments, self.tof_order
-        for i, (s, t, p, mask) in enumerate(picks):
+        for i, (s, t, p, mask, d) in enumerate(picks):
             scan = self.scans[s]
-            plane_stack_into(clean[i], scan.data, t, p, k, segs, tof)
+            if fill is not None:  # the draw's damaged counts: what its fill was made from
+                plane_stack_into(clean[i], self.fills[s][d].damaged, t, p, k, segs, tof)
+                plane_stack_into(fill[i], self.fills[s][d].fill, t, p, 0, segs, tof)
+            else:
+                plane_stack_into(clean[i], scan.data, t, p, k, segs, tof)
             if spec.task == "paired":
                 source = self.targets[s].data if self.targets is not None else scan.target
             elif spec.target == "truth":
@@ -242,7 +262,10 @@ class PlaneDataset(torch.utils.data.Dataset):
                 plane_stack_into(sens[i], self.sensitivity, 0, p, k, segs, "none")
         where = np.array([pick[:3] for pick in picks], np.int64).reshape(n, 3)
         out = {"clean": clean, "target": target, "mask": m, "where": where}
-        if spec.thin_in_loader and spec.task != "paired":
+        if fill is not None:
+            out["damaged"] = out.pop("clean")
+            out["fill"] = fill
+        elif spec.thin_in_loader and spec.task != "paired":
             for i, index in enumerate(indices):
                 # a stream of its own, so the sample drawn does not depend on where thinning runs
                 trng = np.random.default_rng([seed, int(index), 1])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from badblock.errors import BadInputError
-from badblock.io.naming import is_truth_name
+from badblock.io.naming import is_sidecar_name
 from badblock.io.segments import Segment
 
 HEADER_SUFFIXES = (".hs", ".hdr", ".h33", ".mhdr")
@@ -77,7 +77,7 @@ def _is_header_file(path: Path) -> bool:
 
 def _folder_inputs(folder: Path, kind: str, headerless: bool) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    files = [p for p in files if not is_truth_name(p)]
+    files = [p for p in files if not is_sidecar_name(p)]
     headers = [p for p in files if p.suffix.lower() in HEADER_SUFFIXES and _is_header_file(p)]
     if headers:
         return headers
@@ -116,7 +116,7 @@ def resolve_inputs(patterns: list[str], root: str | os.PathLike = ".", kind: str
             for hit in hits:
                 if hit.is_dir():
                     files += _folder_inputs(hit, kind, headerless)
-                elif not is_truth_name(hit) and hit.suffix.lower() != ".json":
+                elif not is_sidecar_name(hit) and hit.suffix.lower() != ".json":
                     files.append(hit)
             files = _drop_data_of_headers(files)
             if not files:

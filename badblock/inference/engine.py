@@ -5,10 +5,11 @@ ranges to copy unchanged. The images are cut into chunks of ``batch`` consecutiv
 chunk is one network call and is processed the same way wherever it runs, so every path below
 writes the same bytes for the same predictor:
 
-1. its context stacks ``[n, 2k+1, Vw, B]`` (and mask and sensitivity stacks, when the
-   predictor takes them) are built into buffers allocated once
-   (:func:`badblock.physics.stack.plane_stack_into`); ``Vw = Vp + 2 margin``, the padded views
-   plus the views each side that only the predictor's prior channel reads;
+1. its context stacks ``[n, 2k+1, Vw, B]`` (and mask and sensitivity stacks, and the
+   model-based fill of the centre plane ``[n, 1, Vw, B]``, when the predictor takes them) are
+   built into buffers allocated once (:func:`badblock.physics.stack.plane_stack_into`);
+   ``Vw = Vp + 2 margin``, the padded views plus the views each side that only the
+   predictor's prior channel reads;
 2. an image whose context stack holds no counts at all (every value of the ``2k+1`` view-padded
    planes the network would see is 0) is not sent to the network: its repair is a copy, since
    with ``max``/``mean`` normalisation the prediction is the network output times the stack's
@@ -72,7 +73,9 @@ class PlaneJob:
     stacks; ``skip_empty``: copy images whose context stack is all zeros (see the module
     docstring); ``margin``: views built beyond ``Vp`` on each side (the predictor's prior
     channel reads them); ``sens``: real LORs per bin ``[1, P, V, B]`` when the predictor works
-    per LOR (its stacks are passed as a third argument), else None."""
+    per LOR (its stacks are passed as a third argument), else None; ``fill``: the scan's
+    model-based fill ``[T, P, V, B]`` when the predictor takes it (its centre planes are the
+    fourth argument), else None."""
 
     data: object
     out: np.ndarray
@@ -87,6 +90,7 @@ class PlaneJob:
     skip_empty: bool
     margin: int = 0
     sens: np.ndarray | None = None
+    fill: np.ndarray | None = None
 
     @property
     def wide(self) -> int:
@@ -123,6 +127,7 @@ class Chunk:
     stacks: np.ndarray | None = None
     masks: np.ndarray | None = None
     senses: np.ndarray | None = None
+    fills: np.ndarray | None = None
     pred: np.ndarray | None = None
     empty: list[tuple[int, int]] = field(default_factory=list)
     buffers: Buffers | None = None
@@ -139,6 +144,8 @@ class Buffers:
         self.stacks = np.empty(shape, np.float32)
         self.masks = np.empty(shape, np.float32) if job.mask_channel else None
         self.senses = np.empty(shape, np.float32) if job.sens is not None else None
+        self.fills = (np.empty((batch, 1) + shape[2:], np.float32) if job.fill is not None
+                      else None)
 
     def fill(self, job: PlaneJob, chunk: Chunk, items) -> Chunk:
         t0 = time.perf_counter()
@@ -154,11 +161,14 @@ class Buffers:
             if self.senses is not None:  # the same for every TOF bin: its own, "none"
                 plane_stack_into(self.senses[n], job.sens, 0, p, job.context, job.segments,
                                  "none")
+            if self.fills is not None:
+                plane_stack_into(self.fills[n], job.fill, t, p, 0, job.segments, job.tof_order)
             chunk.kept.append((t, p))
             n += 1
         chunk.stacks = self.stacks[:n]
         chunk.masks = None if self.masks is None else self.masks[:n]
         chunk.senses = None if self.senses is None else self.senses[:n]
+        chunk.fills = None if self.fills is None else self.fills[:n]
         chunk.seconds["stack_s"] = time.perf_counter() - t0
         return chunk
 
@@ -176,6 +186,8 @@ def predict(predictor, chunk: Chunk, views_to: int, n_bins: int) -> np.ndarray:
         return np.empty((0, views_to, n_bins), np.float32)
     t0 = time.perf_counter()
     extra = () if chunk.senses is None else (chunk.senses,)
+    if chunk.fills is not None:
+        extra = (chunk.senses, chunk.fills)
     pred = _to_numpy(predictor(chunk.stacks, chunk.masks, *extra))
     chunk.seconds["network_s"] = time.perf_counter() - t0
     if pred.shape != (n, views_to, n_bins):
@@ -278,7 +290,8 @@ def check_bf16(predictor, job: PlaneJob, batch: int, log) -> float | None:
         if not chunk.kept:
             continue
         region = np.stack([_padded_region(job, p) for _, p in chunk.kept])
-        err = predictor.bf16_error(chunk.stacks, chunk.masks, region, sens=chunk.senses)
+        err = predictor.bf16_error(chunk.stacks, chunk.masks, region, sens=chunk.senses,
+                                   fill=chunk.fills)
         if err > BF16_TOLERANCE:
             predictor.amp = False
             log(f"bf16 predictions differ from float32 by {err:.3g} (relative RMS on the "

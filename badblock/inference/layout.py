@@ -10,16 +10,18 @@ side that only the prior's kernel reads (:func:`badblock.physics.normconv.view_m
 network sees, cropped to the ``Vp`` views,
 
     u_j / scale  (C planes)  [+ f of the centre | + f of all C planes]  [+ s_c / max s_c]
-                 [+ prior / scale]
+                 [+ prior / scale]  [+ fill / (s_c scale)]
 
 with ``u_j = y_j / s_j`` (counts per real LOR, 0 in gap bins) for ``per_lor``, else ``u_j = y_j``;
 the sensitivity pattern of the centre plane (``per_lor``); and the normalised-convolution prior
 of the centre plane per LOR (``prior_widths``: :func:`badblock.physics.normconv.normconv_stack`,
-the very function of the ``normconv`` baseline). ``scale`` comes from the damaged input only
-(:func:`normalise_scale` of ``u``), so that repair, which has nothing else, normalises exactly as
-training did. The network's output ``o`` (per LOR with ``per_lor``, divided by ``scale``) maps
-back to counts as ``o * out_scale`` with ``out_scale = scale * s_c`` (``scale`` without
-``per_lor``): :meth:`ChannelLayout.inputs` returns both.
+the very function of the ``normconv`` baseline); and the model-based fill of the centre plane
+per LOR (``fill_prior``: :func:`badblock.baselines.model_fill` of the whole damaged scan, made
+outside the network and handed in as counts, ``[N, 1, Vw, B]``). ``scale`` comes from the
+damaged input only (:func:`normalise_scale` of ``u``), so that repair, which has nothing else,
+normalises exactly as training did. The network's output ``o`` (per LOR with ``per_lor``,
+divided by ``scale``) maps back to counts as ``o * out_scale`` with ``out_scale = scale * s_c``
+(``scale`` without ``per_lor``): :meth:`ChannelLayout.inputs` returns both.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class ChannelLayout:
     ``context`` (k), ``mask_channel`` / ``mask_stack`` (the centre plane's f, or all C planes'),
     ``normalise`` (:data:`NORMALISE_MODES`), ``per_lor`` (counts per real LOR plus the centre's
     sensitivity pattern; needs sensitivity stacks), ``prior_widths`` (sigmas planes, views,
-    bins of the prior channel; empty = none; needs ``per_lor`` and ``mask_stack``), ``margin``
-    (extra views each side of the network's; 0 without a prior). Checkpoints store
+    bins of the prior channel; empty = none; needs ``per_lor`` and ``mask_stack``),
+    ``fill_prior`` (the model-based fill channel, the last; needs ``per_lor``), ``margin``
+    (extra views each side of the network's; 0 without a normconv prior). Checkpoints store
     :meth:`to_dict`; :meth:`from_dict` reads it back (older checkpoints: the plain layout).
     """
 
@@ -69,6 +72,7 @@ class ChannelLayout:
     per_lor: bool = False
     prior_widths: tuple[float, ...] = field(default_factory=tuple)
     margin: int = 0
+    fill_prior: bool = False
 
     def __post_init__(self):
         if self.context < 0:
@@ -89,6 +93,8 @@ class ChannelLayout:
             if self.margin < view_margin(self.prior_widths):
                 raise BadInputError("model.prior_widths", f"needs a view margin of "
                                     f"{view_margin(self.prior_widths)}, got {self.margin}")
+        if self.fill_prior and not self.per_lor:
+            raise BadInputError("model.fill_prior", "the fill channel needs model.per_lor")
 
     @classmethod
     def of(cls, data_cfg, model_cfg) -> ChannelLayout:
@@ -99,7 +105,8 @@ class ChannelLayout:
         return cls(context=data_cfg.context, mask_channel=data_cfg.mask_channel,
                    mask_stack=data_cfg.mask_stack, normalise=data_cfg.normalise,
                    per_lor=bool(getattr(model_cfg, "per_lor", False)), prior_widths=widths,
-                   margin=view_margin(widths) if widths else 0)
+                   margin=view_margin(widths) if widths else 0,
+                   fill_prior=bool(getattr(model_cfg, "fill_prior", False)))
 
     @classmethod
     def from_dict(cls, data: dict) -> ChannelLayout:
@@ -109,7 +116,8 @@ class ChannelLayout:
                    normalise=str(data.get("normalise", "max")),
                    per_lor=bool(data.get("per_lor", False)),
                    prior_widths=tuple(data.get("prior_widths") or ()),
-                   margin=int(data.get("margin", 0)))
+                   margin=int(data.get("margin", 0)),
+                   fill_prior=bool(data.get("fill_prior", False)))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -127,15 +135,16 @@ class ChannelLayout:
     @property
     def in_channels(self) -> int:
         return (self.planes + self.mask_planes + int(self.per_lor)
-                + int(bool(self.prior_widths)))
+                + int(bool(self.prior_widths)) + int(self.fill_prior))
 
     @property
     def prior_channel(self) -> int | None:
-        """Index of the prior channel (the last), or None."""
-        return self.in_channels - 1 if self.prior_widths else None
+        """Index of the estimate a residual network corrects (the last channel): the fill
+        channel if there is one, else the normconv prior channel, else None."""
+        return self.in_channels - 1 if (self.prior_widths or self.fill_prior) else None
 
     def inputs(self, inp: torch.Tensor, mask: torch.Tensor | None = None,
-               sens: torch.Tensor | None = None
+               sens: torch.Tensor | None = None, fill: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x, scale, out_scale)``: the network input ``[N, in_channels, Vp, B]``, the
         per-sample normaliser ``[N, 1, 1, 1]`` and the factor ``[N, 1, Vp, B]`` (``[N, 1, 1, 1]``
@@ -143,7 +152,8 @@ class ChannelLayout:
 
         ``inp``: damaged counts ``[N, C, Vw, B]``; ``mask``: lost fractions alike (needed with
         ``mask_channel``); ``sens``: sensitivity stacks alike (needed with ``per_lor``);
-        ``Vw = Vp + 2 margin``.
+        ``fill``: the model-based fill of the centre plane in counts ``[N, 1, Vw, B]`` (needed
+        with ``fill_prior``); ``Vw = Vp + 2 margin``.
         """
         c, m = self.planes, self.margin
         if inp.ndim != 4 or inp.shape[1] != c or inp.shape[2] <= 2 * m:
@@ -164,8 +174,7 @@ class ChannelLayout:
                 raise BadInputError("sensitivity", "this network works per real LOR: give "
                                     f"sensitivity stacks {list(inp.shape)}")
             s = sens.float()
-            u = torch.where(s > 0, inp / torch.where(s > 0, s, torch.ones_like(s)),
-                            torch.zeros_like(inp))
+            u = _per_lor(inp, s)
         else:
             u = inp
         u = u[:, :, crop]
@@ -185,7 +194,18 @@ class ChannelLayout:
 
             rate = normconv_stack(inp, 1.0 - mask.float(), s, self.prior_widths, margin=m)
             parts.append(rate[:, None] / scale)
+        if self.fill_prior:
+            if fill is None or fill.shape != (inp.shape[0], 1) + inp.shape[2:]:
+                raise BadInputError("fill", "this network takes the model-based fill of the "
+                                    f"centre plane: give [N, 1, {vw}, B] counts")
+            parts.append(_per_lor(fill.float()[:, :, crop], centre) / scale)
         return torch.cat(parts, dim=1), scale, out_scale
+
+
+def _per_lor(counts: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Counts per real LOR: ``counts / s`` where ``s > 0``, else 0 (gap bins)."""
+    return torch.where(s > 0, counts / torch.where(s > 0, s, torch.ones_like(s)),
+                       torch.zeros_like(counts))
 
 
 __all__ = ["ChannelLayout", "normalise_scale", "NORMALISE_MODES", "EPS"]

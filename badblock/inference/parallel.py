@@ -105,7 +105,7 @@ class Pipeline:
                     break
                 chunk.pred = predict(self.predictor, chunk, self.job.views_to, n_bins)
                 self.free.put(chunk.buffers)  # the stacks are consumed; the merge needs pred
-                chunk.stacks = chunk.masks = chunk.senses = chunk.buffers = None
+                chunk.stacks = chunk.masks = chunk.senses = chunk.fills = chunk.buffers = None
                 if not self._put(self.finished, chunk):
                     break
             self._put(self.finished, None)

@@ -115,23 +115,25 @@ class Predictor:
         host.numpy()[...] = a
         return host.to(self.device, non_blocking=True)
 
-    def __call__(self, stacks, masks=None, sens=None):
-        """Damaged counts ``[N, 2k+1, Vp + 2 margin, B]`` (+ masks and sensitivity alike) ->
-        repaired counts ``[N, Vp, B]``.
+    def __call__(self, stacks, masks=None, sens=None, fill=None):
+        """Damaged counts ``[N, 2k+1, Vp + 2 margin, B]`` (+ masks and sensitivity alike, + the
+        model-based fill of the centre planes ``[N, 1, Vp + 2 margin, B]``) -> repaired counts
+        ``[N, Vp, B]``.
 
         numpy in, numpy float32 out; tensors in, a float32 tensor on the predictor's device out.
         The caller crops the view padding (``badblock.physics.stack.view_padding``).
         """
-        return self.run(stacks, masks, sens, self.amp)
+        return self.run(stacks, masks, sens, self.amp, fill)
 
-    def run(self, stacks, masks=None, sens=None, bf16: bool = False):
+    def run(self, stacks, masks=None, sens=None, bf16: bool = False, fill=None):
         """:meth:`__call__` with bf16 autocast on or off for this call."""
         as_numpy = isinstance(stacks, np.ndarray)
         with torch.inference_mode():
             inp = self._to_device(stacks, "stacks")
             m = None if masks is None else self._to_device(masks, "masks")
             s = None if sens is None else self._to_device(sens, "sens")
-            x, _, out_scale = self.layout.inputs(inp, m, s)
+            fl = None if fill is None else self._to_device(fill, "fill")
+            x, _, out_scale = self.layout.inputs(inp, m, s, fl)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -141,12 +143,12 @@ class Predictor:
                 return out.cpu().numpy()
         return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
 
-    def bf16_error(self, stacks, masks, region: np.ndarray, sens=None) -> float:
+    def bf16_error(self, stacks, masks, region: np.ndarray, sens=None, fill=None) -> float:
         """Relative RMS difference of the bf16 and the float32 prediction over ``region``
         (bool ``[N, Vp, B]``, e.g. the bins repair takes from the network):
         ``sqrt(sum (bf16 - fp32)^2 / sum fp32^2)``; 0 for an empty region."""
-        lo = np.asarray(self.run(stacks, masks, sens, True), np.float64)[region]
-        hi = np.asarray(self.run(stacks, masks, sens, False), np.float64)[region]
+        lo = np.asarray(self.run(stacks, masks, sens, True, fill), np.float64)[region]
+        hi = np.asarray(self.run(stacks, masks, sens, False, fill), np.float64)[region]
         den = float((hi ** 2).sum())
         return float(np.sqrt(((lo - hi) ** 2).sum() / den)) if den > 0 else 0.0
 

@@ -201,10 +201,11 @@ def body_mu_map(activity: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     return filled.astype(np.float32) * np.float32(WATER_MU_PER_MM)
 
 
-def load_activity(path: str | os.PathLike) -> np.ndarray:
+def load_activity(path: str | os.PathLike, what: str = "activity") -> np.ndarray:
     """A user's activity volume ``[z, y, x]`` from ``.npy``: 3-D, finite, non-negative, not all 0.
 
-    Raises :class:`BadInputError` naming the file otherwise. Returns float32.
+    Raises :class:`BadInputError` naming the file otherwise (``what`` names the volume in the
+    messages). Returns float32.
     """
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode=None)
@@ -216,23 +217,37 @@ def load_activity(path: str | os.PathLike) -> np.ndarray:
         reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
         raise BadInputError(path, f"not a plain .npy array ({reason})") from None
     except (OSError, EOFError) as exc:
-        raise BadInputError(path, f"cannot read activity volume ({exc})") from None
+        raise BadInputError(path, f"cannot read {what} volume ({exc})") from None
     if not isinstance(arr, np.ndarray):
         raise BadInputError(path, "holds several arrays (.npz); give one .npy [z, y, x]")
     if arr.ndim != 3:
-        raise BadInputError(path, f"activity must be 3-D [z, y, x], got shape {arr.shape}")
+        raise BadInputError(path, f"{what} must be 3-D [z, y, x], got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise BadInputError(path, f"activity must be real numbers, not {arr.dtype}")
+        raise BadInputError(path, f"{what} must be real numbers, not {arr.dtype}")
     if min(arr.shape) == 0:
-        raise BadInputError(path, f"activity volume is empty (shape {arr.shape})")
+        raise BadInputError(path, f"{what} volume is empty (shape {arr.shape})")
     arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
-        raise BadInputError(path, "activity holds NaN or infinite values")
+        raise BadInputError(path, f"{what} holds NaN or infinite values")
     if arr.min() < 0:
-        raise BadInputError(path, f"activity must be non-negative (minimum {arr.min():g})")
+        raise BadInputError(path, f"{what} must be non-negative (minimum {arr.min():g})")
     if not arr.any():
-        raise BadInputError(path, "activity is zero everywhere")
+        raise BadInputError(path, f"{what} is zero everywhere")
     return arr
+
+
+def load_mu_map(path: str | os.PathLike, scanner) -> np.ndarray:
+    """A scan's attenuation map (1/mm, ``[z, y, x]`` on :func:`~badblock.physics.projector.
+    scanner_grid` of ``scanner``) from ``.npy``, checked as :func:`load_activity` checks a
+    volume and against the grid's shape. Returns float32."""
+    from badblock.physics.projector import scanner_grid
+
+    mu = load_activity(path, "attenuation map")
+    grid = scanner_grid(scanner)
+    if mu.shape != tuple(grid.shape):
+        raise BadInputError(path, f"attenuation map shape {list(mu.shape)} is not the "
+                                  f"{scanner.name} image grid {list(grid.shape)} [z, y, x]")
+    return mu
 
 
 def place_volume(volume: np.ndarray, grid: VolumeGrid) -> np.ndarray:

@@ -29,6 +29,7 @@ from badblock import __version__
 from badblock.config import Config, save_resolved
 from badblock.errors import BadInputError
 from badblock.io import ScanHeader, open_scan_writer, tof_offsets
+from badblock.io.naming import MU_SUFFIX
 from badblock.physics.families import build as build_phantom
 from badblock.physics.families import check_family
 from badblock.physics.geometry import EXACT_MAX_LORS, crystal_is_real, lor_total
@@ -41,7 +42,7 @@ from badblock.physics.projector import (
     support_radius,
 )
 from badblock.physics.scanners import Scanner, get_scanner
-from badblock.utils.atomic import atomic_dir, atomic_write_json
+from badblock.utils.atomic import atomic_dir, atomic_save_npy, atomic_write_json
 from badblock.utils.progress import progress
 
 log = logging.getLogger("badblock.simulate")
@@ -220,11 +221,16 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
     dtype = DTYPES[sim.dtype]
     suffix = SUFFIX[fmt]
     names = {"scan": f"scan_{index:03d}{suffix}", "truth": f"scan_{index:03d}.truth{suffix}"}
+
     order = storage_tof_order(fmt, scanner)
     perm = linear_index(scanner.n_tof, order)
     targets = [folder] + ([folder / DAMAGED_DIR] if alive is not None else [])
     for t in targets[1:]:
         t.mkdir(exist_ok=True)
+    if source.mu is not None:  # what the model-based fill of the scan needs (mu_sibling)
+        names["mu"] = f"scan_{index:03d}{MU_SUFFIX}"
+        for t in targets:
+            atomic_save_npy(t / names["mu"], source.mu.astype(np.float32))
     record = {"index": index, **names, "phantom": source.params}
     with contextlib.ExitStack() as stack:
         # The truth files stay open (memory-mapped) until the prompts are drawn from them.
@@ -243,7 +249,8 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
             raise BadInputError(sim.activity or "phantom",
                                 "the activity projects to zero: nothing lies inside the "
                                 f"{scanner.name}'s field of view")
-        scale = float(sim.counts) / total
+        counts = scan_counts(sim, index)
+        scale = counts / total
         seeds = np.random.SeedSequence([sim.seed, index, 1]).spawn(2)
         for k, (t, truth) in enumerate(zip(targets, truths)):
             with open_scan_writer(t / names["scan"], scan_header(
@@ -256,12 +263,22 @@ def simulate_scan(index: int, source: ScanSource, cfg: Config, scanner: Scanner,
                             " (damaged)" if k else "", stats["clipped_bins"], sim.dtype,
                             stats["max_bin"])
             record["damaged" if k else "noise"] = stats
-        record["expected_counts"] = float(sim.counts)
+        record["expected_counts"] = counts
         if alive is not None:
             record["expected_counts_damaged"] = sum(
                 float(np.asarray(truths[1].data[:, p]).sum(dtype=np.float64))
                 for p in range(scanner.n_planes))
     return record
+
+
+def scan_counts(sim, index: int) -> float:
+    """Expected prompts of scan ``index``: ``simulate.counts``, times a factor drawn
+    log-uniformly in ``simulate.counts_range`` from (seed, index) when that is set."""
+    if not sim.counts_range:
+        return float(sim.counts)
+    lo, hi = (float(v) for v in sim.counts_range)
+    rng = np.random.default_rng([int(sim.seed), int(index), 7])
+    return float(sim.counts) * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
 def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = False,
@@ -282,6 +299,10 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
         raise BadInputError("simulate.scans", f"must be at least 1, not {sim.scans}")
     if not sim.counts > 0 or not math.isfinite(sim.counts):
         raise BadInputError("simulate.counts", f"must be a positive number, not {sim.counts}")
+    if sim.counts_range and (len(sim.counts_range) != 2 or not
+                             0 < sim.counts_range[0] <= sim.counts_range[1] < math.inf):
+        raise BadInputError("simulate.counts_range", f"needs [lo, hi] with 0 < lo <= hi, not "
+                                                     f"{sim.counts_range}")
     if sim.step_mm < 0 or sim.chunk_mb <= 0:
         raise BadInputError("simulate", "step_mm must be >= 0 and chunk_mb > 0")
     if sim.format not in SUFFIX:
@@ -317,7 +338,8 @@ def simulate(cfg: Config, out_dir: str | Path | None = None, *, force: bool = Fa
         grid = geom.grid
         atomic_write_json(tmp / SIMULATION_JSON, {
             "version": __version__, "scanner": scanner.name, "seed": sim.seed,
-            "counts": sim.counts, "format": sim.format, "dtype": sim.dtype,
+            "counts": sim.counts, "counts_range": list(sim.counts_range) or None,
+            "format": sim.format, "dtype": sim.dtype,
             "shape": list(scanner.shape), "tof_order": storage_tof_order(sim.format, scanner),
             "tof_fwhm_ps": (sim.tof_fwhm_ps or scanner.tof_fwhm_ps) if geom.tof else None,
             "tof_sign": "time-order TOF index rises as the annihilation moves from det1 toward "

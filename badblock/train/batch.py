@@ -95,11 +95,12 @@ def prepare_batch(raw: dict, layout, task: str, target_kind: str, augment_cfg,
     """Thin, augment, normalise a loader batch on ``device`` (all randomness from ``gen``).
 
     ``raw``: the loader's dict (``clean`` or ``damaged`` ``[N, 2k+1, Vw, B]``, ``target``
-    ``[N, 1, Vw, B]``, ``mask`` ``[N, 2k+1, Vw, B]``, optional ``sens``, ``truth`` and
-    ``measured``; ``Vw = Vp + 2 layout.margin``); ``layout``: the
-    :class:`~badblock.inference.ChannelLayout`; ``task`` and ``target_kind``: ``data.task``
-    and ``data.target``; ``augment_cfg``: the ``augment`` section; ``crop``: the real views
-    ``(first, stop)`` in the network's ``Vp`` views. ``augment``: apply the augmentations
+    ``[N, 1, Vw, B]``, ``mask`` ``[N, 2k+1, Vw, B]``, optional ``sens``, ``truth``,
+    ``measured`` and ``fill`` (the model-based fill of the centre plane, ``[N, 1, Vw, B]``);
+    ``Vw = Vp + 2 layout.margin``); ``layout``: the :class:`~badblock.inference.ChannelLayout`;
+    ``task`` and ``target_kind``: ``data.task`` and ``data.target``; ``augment_cfg``: the
+    ``augment`` section; ``crop``: the real views ``(first, stop)`` in the network's ``Vp``
+    views. ``augment``: apply the augmentations
     (training); ``image``: image-domain data (a store of kind 'image'): Augmentor instead of
     the sinogram-aware augmentation, when ``augment.augmentor`` is on.
     """
@@ -122,8 +123,9 @@ def prepare_batch(raw: dict, layout, task: str, target_kind: str, augment_cfg,
         inp, target, mask = augment_batch(
             inp, target, mask, augment_cfg, gen, real_views=(a, b),
             target_mode="mean" if target_kind == "truth" else "counts")
-    sens = raw.get("sens")
-    x, scale, out_scale = layout.inputs(inp, mask, None if sens is None else sens.to(device))
+    sens, fill = raw.get("sens"), raw.get("fill")
+    x, scale, out_scale = layout.inputs(inp, mask, None if sens is None else sens.to(device),
+                                        None if fill is None else fill.to(device))
     truth, measured = raw.get("truth"), raw.get("measured")
     return Batch(x=x, out_scale=out_scale, crop=crop, target=(target / scale)[..., a:b, :],
                  damage=mask[:, k:k + 1, a:b, :], scale=scale, inp_centre=inp[:, k:k + 1, a:b, :],

@@ -13,7 +13,9 @@ checkpoint dict (read and written by :mod:`badblock.utils.checkpoint`, ``weights
 - ``data``: what inference needs to build the same input: the input layout
   (:meth:`badblock.inference.ChannelLayout.to_dict`: ``context``, ``mask_channel``,
   ``mask_stack``, ``normalise``, ``per_lor``, ``prior_widths``, ``margin``), ``multiple``
-  (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner``;
+  (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner`` and, with
+  ``model.fill_prior``, ``fill`` (the OSEM settings of the fills it was trained with, which
+  repair must use: :func:`badblock.baselines.fill_settings`, plus ``attenuation``);
 - ``optimizer``, ``schedule``: their state dicts;
 - ``epoch``, ``epoch_step``, ``step``, ``done``: where the run stands (:class:`TrainState`);
 - ``rng``: RNG states (:func:`badblock.train.rng.capture_rng`, the device generator included);
@@ -83,7 +85,8 @@ def checkpoint_dict(cfg, info: dict, layout, model: torch.nn.Module,
         "data": {**layout.to_dict(), "multiple": 2 ** cfg.model.depth,
                  "views_to": info["views_to"], "views": info["views"],
                  "bins": info["bins"], "task": cfg.data.task,
-                 "target": cfg.data.target, "scanner": info["scanner"]},
+                 "target": cfg.data.target, "scanner": info["scanner"],
+                 **({"fill": info["fill"]} if info.get("fill") else {})},
         "optimizer": schedule.optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "epoch": s.epoch, "epoch_step": s.epoch_step, "step": s.step, "done": s.done,

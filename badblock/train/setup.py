@@ -45,8 +45,16 @@ def layout_for(cfg):
         # the sensitivity pattern of the bins is not symmetric under them
         raise BadInputError("model.per_lor", "needs augment.view_roll = 0 and "
                                              "augment.radial_flip = 0")
-    if cfg.model.prior_residual and not layout.prior_widths:
-        raise BadInputError("model.prior_residual", "needs model.prior_widths")
+    if cfg.model.prior_residual and not (layout.prior_widths or layout.fill_prior):
+        raise BadInputError("model.prior_residual", "needs model.prior_widths or "
+                                                    "model.fill_prior")
+    if layout.fill_prior:
+        if not cfg.data.fills:
+            raise BadInputError("model.fill_prior", "needs data.fills: the folder of damage "
+                                "draws with their fills (badblock.data.fills.make_fills)")
+        if a.enabled and a.dose > 0:
+            # a thinned input would no longer be the scan its fill was made from
+            raise BadInputError("model.fill_prior", "needs augment.dose = 0")
     if cfg.loss.target == "lost" and (cfg.data.task != "inpaint" or cfg.data.target != "measured"):
         raise BadInputError("loss.target", "'lost' needs the inpaint task with measured targets "
                                            "(data.target = measured)")

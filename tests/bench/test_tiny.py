@@ -46,11 +46,12 @@ def _gpu_module():
 
 
 def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
-    extra = {"preprocess.py": ["--workdir", str(tmp)]}.get(script, [])
+    extra = {"preprocess.py": ["--workdir", str(tmp)],
+             "fill_prior.py": ["--work", str(tmp)]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
 
-TINY_HERE = ("preprocess.py", "detect.py", "projector_accuracy.py")
+TINY_HERE = ("preprocess.py", "detect.py", "projector_accuracy.py", "fill_prior.py")
 
 
 def test_every_bench_script_has_a_tiny_run_under_test(tmp_path):
@@ -106,6 +107,15 @@ def test_tiny_run_writes_its_record(script, tmp_path):
         assert timing["scan"] == [3, 57, 36, 64]
         assert set(timing) >= {"read_tof_sum", "check_mask", "detect_blocks",
                                "detect_blocks_and_crystals"}
+    elif script == "fill_prior.py":
+        assert rec["draws"] == 1 and set(rec["variants"]) == {"normconv", "fill"}
+        # an untrained residual network returns its base: each variant's prior alone is scored
+        for name, v in rec["variants"].items():
+            assert v["epochs"] == 1 and 0 < v["val_truth_nrmse_prior"] < 1, name
+        assert rec["variants"]["fill"]["sets"] == ["model.fill_prior=true"]
+        # the fill folder: one draw per training scan, one per validation scan
+        fills = json.loads((work / "fills-1" / "fills.json").read_text())
+        assert {len(s["draws"]) for s in fills["scans"].values()} == {1}
     else:
         assert set(rec["cases"]) == {"mini", "vision-10"}
         for case in rec["cases"].values():

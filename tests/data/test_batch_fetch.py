@@ -44,7 +44,7 @@ def store(tmp_path_factory):
 def reference_sample(ds: PlaneDataset, index: int) -> dict:
     """The per-sample path as it was (one sample, built from plane_stack / mask_stack)."""
     rng = np.random.default_rng([ds.spec.seed & 0xFFFFFFFF, int(index)])
-    s, t, p, mask = ds._pick(rng)
+    s, t, p, mask, _ = ds._pick(rng)
     scan = ds.scans[s]
     k = ds.spec.context
     raw = np.dtype(scan.data.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from badblock.io.naming import is_truth_name, scan_id, truth_sibling
+from badblock.io.naming import is_sidecar_name, scan_id, truth_sibling
 
 
 def test_scan_id_is_the_name_up_to_the_first_dot():
@@ -14,11 +14,11 @@ def test_scan_id_is_the_name_up_to_the_first_dot():
 
 
 def test_truth_names():
-    assert is_truth_name(Path("scan_000.truth.hs"))
-    assert is_truth_name(Path("scan_000.truth.s"))
-    assert is_truth_name(Path("scan.raw.truth"))
-    assert not is_truth_name(Path("scan_000.hs"))
-    assert not is_truth_name(Path("truthful.hs"))
+    assert is_sidecar_name(Path("scan_000.truth.hs"))
+    assert is_sidecar_name(Path("scan_000.truth.s"))
+    assert is_sidecar_name(Path("scan.raw.truth"))
+    assert not is_sidecar_name(Path("scan_000.hs"))
+    assert not is_sidecar_name(Path("truthful.hs"))
 
 
 def test_truth_sibling_found_only_when_it_exists(tmp_path):

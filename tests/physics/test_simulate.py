@@ -33,8 +33,15 @@ def test_writes_scans_truth_record_and_config(tmp_path):
     out = simulate(cfg("simulate.scans=2", "simulate.seed=3"), tmp_path / "sim")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([RESOLVED_NAME, "simulation.json", "scan_000.hs", "scan_000.s",
-                            "scan_000.truth.hs", "scan_000.truth.s", "scan_001.hs", "scan_001.s",
-                            "scan_001.truth.hs", "scan_001.truth.s"])
+                            "scan_000.truth.hs", "scan_000.truth.s", "scan_000.mu.npy",
+                            "scan_001.hs", "scan_001.s", "scan_001.truth.hs", "scan_001.truth.s",
+                            "scan_001.mu.npy"])
+    # the attenuation map the model-based fill needs: water inside the body, on the image grid
+    from badblock.physics.projector import scanner_grid
+
+    mu = np.load(out / "scan_000.mu.npy", allow_pickle=False)
+    assert mu.shape == scanner_grid(get_scanner("mini")).shape and mu.dtype == np.float32
+    assert mu.min() == 0.0 and mu.max() == pytest.approx(0.0096) and (mu > 0).mean() > 0.05
     mini = get_scanner("mini")
     scan, truth = read_scan(out / "scan_000.hs"), read_scan(out / "scan_000.truth.hs")
     assert scan.shape == truth.shape == mini.shape
@@ -55,6 +62,18 @@ def test_writes_scans_truth_record_and_config(tmp_path):
     no_lor = real_lor_count(mini) == 0
     assert no_lor.sum() > 1000
     assert (t >= 0).all() and t[:, no_lor].max() == 0 and t[:, ~no_lor].max() > 0
+
+
+def test_counts_range_gives_each_scan_its_own_dose(tmp_path):
+    out = simulate(cfg("simulate.scans=3", "simulate.counts_range=[0.5,4.0]"), tmp_path / "sim")
+    record = json.loads((out / "simulation.json").read_text())
+    got = [float(np.asarray(read_scan(out / f"scan_00{i}.truth.hs").data, np.float64).sum())
+           for i in range(3)]
+    assert [r["expected_counts"] for r in record["scans"]] == pytest.approx(got, rel=1e-5)
+    assert all(0.5 * 50000 <= g <= 4.0 * 50000 for g in got) and len(set(got)) == 3
+    assert record["counts_range"] == [0.5, 4.0]
+    with pytest.raises(BadInputError, match="counts_range"):
+        simulate(cfg("simulate.counts_range=[2.0,1.0]"), tmp_path / "bad")
 
 
 def test_counts_scale_the_truth_exactly(tmp_path):

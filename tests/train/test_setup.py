@@ -46,11 +46,15 @@ def test_channels_last_choice():
 def test_layout_of_the_mini_preset_and_what_it_refuses():
     layout = layout_for(load_config("mini", env={}))
     assert layout.per_lor and layout.mask_stack and layout.prior_channel == layout.in_channels - 1
-    assert layout.in_channels == 5 + 5 + 1 + 1 and layout.margin == 18
+    # 5 count planes, 5 mask planes, the sensitivity, the normconv prior, the model-based fill
+    assert layout.in_channels == 5 + 5 + 1 + 1 + 1 and layout.margin == 18
+    assert layout.fill_prior
     for sets, match in [
         (["data.task=denoise", "loss.target=complete"], "per_lor"),
         (["augment.view_roll=0.5"], "view_roll"),
-        (["model.prior_widths=[]"], "prior_residual"),
+        (["model.prior_widths=[]", "model.fill_prior=false"], "prior_residual"),
+        (["data.fills="], "needs data.fills"),
+        (["augment.dose=0.5"], "augment.dose"),
         (["loss.damaged_only=false"], "damaged_only"),
         (["data.target=truth"], "measured"),
     ]:
