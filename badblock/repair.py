@@ -99,14 +99,24 @@ def scan_fill_for(predictor, scan, mask: np.ndarray, mu: np.ndarray | None) -> n
     training fills modelled attenuation, refused when they did not: the fill must be made as
     the network learnt it)."""
     from badblock.baselines import scan_fill
-    from badblock.io.naming import scan_id
     from badblock.physics.scanners import get_scanner
+
+    settings = _fill_settings_for(predictor, scan, mu)
+    if settings is None:
+        return None
+    return scan_fill(np.asarray(scan.data), mask, get_scanner(predictor.data["scanner"]),
+                     settings, mu=mu, tof_order=scan.header.tof_order)
+
+
+def _fill_settings_for(predictor, scan, mu) -> dict | None:
+    """The fill settings of a fill-prior predictor (None for other networks), checked against
+    the attenuation map given for ``scan``."""
+    from badblock.io.naming import scan_id
 
     layout = getattr(predictor, "layout", None)
     if not getattr(layout, "fill_prior", False):
         return None
-    data = getattr(predictor, "data", None) or {}
-    settings = data.get("fill")
+    settings = (getattr(predictor, "data", None) or {}).get("fill")
     if not settings:
         raise BadInputError("checkpoint", "a fill-prior network without its fill settings")
     if settings.get("attenuation") and mu is None:
@@ -116,8 +126,7 @@ def scan_fill_for(predictor, scan, mask: np.ndarray, mu: np.ndarray | None) -> n
     if not settings.get("attenuation") and mu is not None:
         raise BadInputError(scan.path, "this network was trained on fills without attenuation: "
                                        "repair it without --mu")
-    return scan_fill(np.asarray(scan.data), mask, get_scanner(data["scanner"]), settings,
-                     mu=mu, tof_order=scan.header.tof_order)
+    return settings
 
 
 def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.PathLike, *,
@@ -348,6 +357,8 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     mus = list(mus)
     if len(mus) != len(inputs):
         raise BadInputError("mu", f"{len(mus)} attenuation maps for {len(inputs)} scans")
+    for scan, mu in zip(scans, mus):  # every input's fill can be made, before any is written
+        _fill_settings_for(predictor, scan, mu)
     for scan, m, target, report, mu in zip(scans, masks, targets, reports, mus):
         summary = repair_scan(scan, m, predictor, target, batch_size=batch_size, force=force,
                               all_planes=all_planes, log=log, mu=mu)

@@ -33,6 +33,10 @@ TINY = {"run.threads": 1, "run.device": "cpu", "data.epoch_size": 8, "data.batch
         "train.val_batches": 1, "model.width": 4, "model.depth": 2, "model.bottom_convs": 1,
         "train.epochs": 1, "train.tensorboard": False}
 CPU = ["--set", "run.threads=1", "--set", "run.device=cpu"]
+FILLS = {"data.fills": "fills", "fills.draws": 1, "fills.iterations": 1, "fills.subsets": 2,
+         "fills.step_mm": 13.0}
+FILL_NET = {"model.per_lor": True, "model.fill_prior": True, "model.prior_residual": True,
+            "augment.view_roll": 0, "augment.radial_flip": 0, "train.run": "train_fill"}
 
 
 def sets(values: dict) -> list[str]:
@@ -88,6 +92,10 @@ class Scratch:
         must(["preprocess", "sim", "-o", "work"])
         must(["train", "-o", "work", *sets(TINY)])
         self.checkpoint = Path("work/train/checkpoint_final.pt")
+        # a network that corrects the model-based fill, trained on fills with attenuation
+        must(["fills", "-o", "work", *sets(FILLS)])
+        must(["train", "-o", "work", *sets({**TINY, **FILLS, **FILL_NET})])
+        self.fill_checkpoint = Path("work/train_fill/checkpoint_final.pt")
 
     def float_scan(self, name: str, value: float) -> Path:
         """The damaged scan as float32 with ``value`` at TOF 1, plane 20."""
@@ -195,7 +203,14 @@ def cases(s: Scratch) -> list[tuple[str, str, Callable[[], list[str]], dict | No
         ("preprocess", "paired damaged input, mask of the wrong block",
          lambda: ["preprocess", str(s.damaged), "--kind", "paired", "--targets", str(s.scan),
                   "--mask", _mask("mask51.npy", "5:1"), "-o", "p"], None),
+        ("fills", "no folder to write them to",
+         lambda: ["fills", "-o", "work", "--set", "data.fills="], None),
+        ("fills", "fills already there (no --force)", lambda: ["fills", "-o", "work",
+                                                                *sets(FILLS)], None),
         ("train", "no store", lambda: ["train", "--set", "data.store=none", "-o", "t2"], None),
+        ("train", "fill network, no fills made",
+         lambda: ["train", "-o", "work", *sets({**TINY, **FILL_NET, "data.fills": "nofills",
+                                                "train.run": "t_nofill"})], None),
         ("train", "a second train in the same run folder", _second_train, None),
         ("repair", "no checkpoint", lambda: ["repair", str(s.damaged), "-o", "r"], None),
         ("repair", "not a checkpoint",
@@ -218,6 +233,16 @@ def cases(s: Scratch) -> list[tuple[str, str, Callable[[], list[str]], dict | No
         ("repair", "mask of the wrong block",
          lambda: [*rep, "--scanner", "mini", "--dead-blocks", "5:1", str(s.damaged), "-o", "r"],
          None),
+        ("repair", "fill network, scan without its attenuation map",
+         lambda: [*rep[:1], "--checkpoint", str(s.fill_checkpoint), *rep[3:], "--mask",
+                  "mask31.npy", _without_mu(s.damaged), "-o", "r"], None),
+        ("repair", "attenuation map of another grid",
+         lambda: [*rep[:1], "--checkpoint", str(s.fill_checkpoint), *rep[3:], "--mask",
+                  "mask31.npy", "--mu", _saved("mu444.npy", np.full((4, 4, 4), 0.01)),
+                  str(s.damaged), "-o", "r"], None),
+        ("repair", "--mu for a network that takes no fill",
+         lambda: [*rep, "--mask", "mask31.npy", "--mu", "sim/scan_000.mu.npy", str(s.damaged),
+                  "-o", "r"], None),
         ("repair", "output is the input",
          lambda: [*rep, "--mask", "mask31.npy", str(s.damaged), "-o", str(s.damaged),
                   "--force"], None),
@@ -247,6 +272,16 @@ def _mask(path: str, blocks: str) -> str:
 def _saved(path: str, array: np.ndarray) -> str:
     np.save(path, array)
     return path
+
+
+def _without_mu(damaged: Path) -> str:
+    """The damaged scan copied to a folder without its .mu.npy sidecar."""
+    from badblock.io import read_scan, write_scan
+
+    Path("nomu").mkdir(exist_ok=True)
+    scan = read_scan(damaged)
+    return str(write_scan(Path("nomu") / damaged.name, np.asarray(scan.data), scan.header.replace(
+        data_file=Path("nomu") / Path(scan.header.data_file).name)))
 
 
 def _odd_scan() -> str:

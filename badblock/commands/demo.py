@@ -16,7 +16,8 @@ HELP = "the whole chain on simulated data, ending in a report"
 
 # A fast variant for CI and smoke tests: same chain, tiny data and training.
 FAST = ["demo.train_scans=3", "demo.test_scans=1", "train.epochs=2", "data.epoch_size=64",
-        "data.batch_size=8", "train.val_batches=2", "evaluate.widths=[1.0, 1.0, 1.5]"]
+        "data.batch_size=8", "train.val_batches=2", "evaluate.widths=[1.0, 1.0, 1.5]",
+        "fills.draws=1"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,8 +40,8 @@ def test_pipeline_commands_parse():
     block = next(b for b in _blocks("bash") if "badblock simulate" in b)
     commands = " ".join(line.split("#")[0] for line in block.replace("\\\n", " ").splitlines())
     runs = [c.split() for c in re.split(r"(?=\bbadblock )", commands) if c.strip()]
-    assert [r[1] for r in runs] == ["simulate", "mask", "preprocess", "train", "evaluate",
-                                    "repair"]
+    assert [r[1] for r in runs] == ["simulate", "mask", "preprocess", "fills", "train",
+                                    "evaluate", "repair"]
     for argv in runs:
         args = parser.parse_args(shlex.split(" ".join(argv[1:])))
         assert args.command == argv[1]
