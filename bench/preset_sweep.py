@@ -5,9 +5,10 @@
     python bench/preset_sweep.py --tiny          # a few steps per variant (CI: the script runs)
 
 Data: the demo's training data (``badblock demo``'s simulate and preprocess: ``demo.train_scans``
-phantoms of seed ``run.seed`` = 0 at the preset's counts, its store with ``scanner.dead_blocks`` damage on the held-out
-validation scans). Never the benchmark suite's data (bench/quality.py): its seeds start at 8080.
-Each variant trains ``badblock train --config demo --set ...`` on that store; the score is the
+phantoms of seed ``run.seed`` = 0 at the preset's counts, its store with ``scanner.dead_blocks``
+damage on the held-out validation scans). Never the benchmark suite's data (bench/quality.py):
+its seeds start at 8080. Each variant trains ``badblock train --config demo --set ...`` on that
+store, on the preset as it was when its loss was chosen (``BEFORE_FILL``); the score is the
 damaged-bin NRMSE against the validation scans' noiseless truth of the checkpoint the product
 itself keeps (``checkpoint_best.pt``: best unbiased truth-NRMSE estimate from the measured scans,
 :func:`badblock.train.validate.nrmse_estimate`), and the best epoch by that rule. Writes

@@ -100,10 +100,12 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     masks = {p: dead_block_mask(scanner, parse_blocks(b)) for p, b in suite.patterns.items()}
     image = ImageScorer(suite, scanner)
     cases, datasets, panel, reused = [], [], None, 0
+    datasets_cfg = []
     overrides = list(suite.smoke.train) if smoke else []
     for d in range(suite.datasets):
         ds = prepare_dataset(suite, d, work, train_overrides=overrides, log=log)
         _check_fill_terms(ds.cfg, suite.smoke.osem if smoke else suite.osem)
+        datasets_cfg.append(ds.cfg)
         ds.choices = _cached_choices(work / f"d{d}" / "choices.json", ds.validation, suite)
         if ds.choices is None:
             ds.choices = choose(ds.validation, suite, ds.cfg, work, masks, log=log)
@@ -143,6 +145,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     result = {
         "suite": {**dataclasses.asdict(suite), "smoke": smoke},
         "fingerprint": fp,
+        "preset_model": dataclasses.asdict(datasets_cfg[0].model) if datasets_cfg else None,
         "command": "python bench/quality.py" + (" --smoke" if smoke else ""),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "python": platform.python_version()},

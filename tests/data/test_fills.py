@@ -135,3 +135,39 @@ def test_one_process_or_several_write_the_same_fills(out, tmp_path):
     assert a["scans"] == b["scans"]
     for f in sorted((out / "fills").glob("*.npy")):
         np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "one" / f.name))
+
+
+def test_badblock_fills_reads_each_scans_attenuation_map_beside_its_source(tmp_path):
+    """simulate writes <id>.mu.npy beside each scan; fills of its store model attenuation with
+    exactly those maps, and a store where one map is missing is refused."""
+    from badblock.config import load_config
+    from badblock.data.fills import make_fills_for
+    from badblock.data.preprocess import preprocess
+    from badblock.physics.simulate import simulate
+
+    sets = [f"run.output={tmp_path}", "scanner.name=mini", "simulate.scans=3",
+            "simulate.step_mm=9", "simulate.counts=5.0e+4", "preprocess.val_fraction=0.34",
+            "data.fills=fills", "fills.draws=1", "fills.iterations=1", "fills.subsets=2",
+            "fills.step_mm=13.0", "scanner.dead_blocks=[\"9:2\"]"]
+    sim = simulate(load_config(None, sets, env={}), tmp_path / "sim")
+    scans = sorted(str(p) for p in sim.glob("scan_00?.hs"))
+    cfg = load_config(None, sets + [f"preprocess.inputs={scans}"], env={})
+    preprocess(cfg)
+    folder = make_fills_for(cfg)
+    record = json.loads((folder / MANIFEST).read_text())
+    assert record["attenuation"] is True and len(record["scans"]) == 3
+    store = Store.open(tmp_path / "store")
+    scan = store.split("val")[0]
+    d = FillSet(folder).draws(scan, BlockSampler(SCANNER, all_blocks(SCANNER)).masks)[0]
+    mask = dead_block_mask(SCANNER, VAL_BLOCKS)
+    mu = np.load(sim / f"{scan.id}.mu.npy", allow_pickle=False)
+    ref = model_fill(np.asarray(d.damaged, np.float32), mask, scanner="mini", mu=mu,
+                     tof_order=store.tof_order, iterations=1, subsets=2,
+                     projector_options=CHEAP["projector"])
+    np.testing.assert_allclose(np.asarray(d.fill), ref, rtol=1e-5, atol=1e-4)
+    with pytest.raises(BadInputError, match="already holds fills"):
+        make_fills_for(cfg)
+    (sim / f"{scan.id}.mu.npy").unlink()
+    with pytest.raises(BadInputError, match="attenuation maps"):
+        make_fills_for(cfg, force=True)
+    assert (folder / MANIFEST).exists()  # refused before the complete fills were touched
