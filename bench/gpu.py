@@ -98,7 +98,9 @@ def part_ddp(args) -> dict:
     store = synthetic_store(tmp, 3, scanner)
     sets = [f"run.output={tmp}", f"data.store={store}", f"data.batch_size={batch}",
             f"data.epoch_size={2 * batch * steps}", "train.epochs=1", "train.val_batches=1",
-            "train.tensorboard=false", "train.ema=0", f"scanner.name={scanner}"]
+            "train.tensorboard=false", "train.ema=0", f"scanner.name={scanner}",
+            # the synthetic store has no fills: this part measures the DDP step, not the fill
+            "model.fill_prior=false", "data.fills="]
     if dry:
         sets += ["model.width=4", "run.device=cpu"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -158,7 +158,15 @@ def tiny_store(tmp_path_factory) -> Path:
                    env=env, check=True, capture_output=True, timeout=300)
     subprocess.run([*bb, "preprocess", str(base / "sim"), "-o", str(base)], env=env, check=True,
                    capture_output=True, timeout=300)
+    # the demo preset's network corrects the model-based fill: its fills, one draw per scan
+    subprocess.run([*bb, "fills", "--config", "demo", "-o", str(base), "--draws", "1"], env=env,
+                   check=True, capture_output=True, timeout=300)
     return base / "store"
+
+
+def fills_of(store: Path) -> str:
+    """``data.fills=`` the fill folder ``tiny_store`` made beside the store."""
+    return f"data.fills={store.parent / 'fills'}"
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +176,8 @@ def reference_epochs(tiny_store, tmp_path_factory) -> list[tuple[int, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BADBLOCK_", "SLURM_"))}
     env.update(BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "badblock", "train", "--config", "demo", "-o",
-                           str(out), *PREEMPT_ARGS, "--set", f"data.store={tiny_store}"],
+                           str(out), *PREEMPT_ARGS, "--set", f"data.store={tiny_store}",
+                           "--set", fills_of(tiny_store)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = epoch_lines(proc.stderr)

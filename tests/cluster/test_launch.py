@@ -32,6 +32,7 @@ from tests.cluster.conftest import (
     ROOT,
     epoch_lines,
     epochs_logged,
+    fills_of,
     scontrol_job,
     wait_job,
 )
@@ -177,7 +178,7 @@ def test_local_cluster_requeues_through_checkpoint(tiny_store, reference_epochs,
     """A real USR2 to the local task: checkpoint() lets the trainer save, submitit requeues,
     the stage resumes; every epoch once, with the numbers of an uninterrupted run."""
     cfg = load_config("demo", [f"run.output={tmp_path}", "launch.cluster=local",
-                               f"data.store={tiny_store}"])
+                               f"data.store={tiny_store}", fills_of(tiny_store)])
     job = submit(cfg, "train", PREEMPT_ARGS)
     run = tmp_path / "train"
     end = time.monotonic() + 180
@@ -205,7 +206,8 @@ def test_slurm_launch_job_preempted_by_scancel_usr2(slurm, tiny_store, reference
         monkeypatch.setenv(key, value)
     cfg = load_config("demo", [f"run.output={tmp_path}", "launch.cluster=slurm",
                                "launch.partition=debug", "launch.cpus_per_task=1",
-                               "launch.time_min=30", f"data.store={tiny_store}"])
+                               "launch.time_min=30", f"data.store={tiny_store}",
+                               fills_of(tiny_store)])
     job = submit(cfg, "train", PREEMPT_ARGS)
     run = tmp_path / "train"
     end = time.monotonic() + 180

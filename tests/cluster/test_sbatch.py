@@ -18,6 +18,7 @@ from tests.cluster.conftest import (
     ROOT,
     epoch_lines,
     epochs_logged,
+    fills_of,
     in_queue,
     job_state,
     sbatch,
@@ -35,7 +36,8 @@ TINY = ["--set", "data.batch_size=4", "--set", "model.width=4", "--set", "train.
 @pytest.fixture(scope="module")
 def pipeline(slurm, tmp_path_factory):
     """Simulate 2 tiny scans here, then `sbatch preprocess` (no arguments: it reads the data
-    folder) and `sbatch train` after it, with the templates' own CPU and GPU defaults."""
+    folder), `sbatch fills` and `sbatch train` after them, with the templates' own CPU and GPU
+    defaults."""
     base = tmp_path_factory.mktemp("pipeline")
     subprocess.run(["badblock", "simulate", "--scans", "2", "--counts", "2e5", "-o",
                     str(base / "sim")], env=slurm, check=True, capture_output=True, timeout=300)
@@ -44,10 +46,12 @@ def pipeline(slurm, tmp_path_factory):
                     BADBLOCK_OUTPUT=str(out))
     common = ["--time=10", f"--output={base}/%x-%j.batch.log"]
     pre = sbatch(env, *common, str(ROOT / "slurm/preprocess.sbatch"), cwd=base)
-    train = sbatch(env, *common, f"--dependency=afterok:{pre}", str(ROOT / "slurm/train.sbatch"),
+    fills = sbatch(env, *common, f"--dependency=afterok:{pre}", str(ROOT / "slurm/fills.sbatch"),
+                   "--draws", "1", cwd=base)
+    train = sbatch(env, *common, f"--dependency=afterok:{fills}", str(ROOT / "slurm/train.sbatch"),
                    "--epochs", "2", *TINY, cwd=base)
-    return {"base": base, "out": out, "env": env, "pre": pre, "train": train,
-            "states": (wait_job(env, pre), wait_job(env, train))}
+    return {"base": base, "out": out, "env": env, "pre": pre, "fills": fills, "train": train,
+            "states": (wait_job(env, pre), wait_job(env, fills), wait_job(env, train))}
 
 
 def stage_log(out: Path, stage: str, job: str) -> str:
@@ -55,12 +59,13 @@ def stage_log(out: Path, stage: str, job: str) -> str:
     return (out / "logs" / f"badblock-{stage}-{job}.err").read_text()
 
 
-def test_preprocess_then_train_complete(pipeline):
+def test_preprocess_fills_then_train_complete(pipeline):
     out = pipeline["out"]
-    pre_state, train_state = pipeline["states"]
+    pre_state, fills_state, train_state = pipeline["states"]
     assert pre_state == ("COMPLETED", "0:0"), stage_log(out, "preprocess", pipeline["pre"])
+    assert fills_state == ("COMPLETED", "0:0"), stage_log(out, "fills", pipeline["fills"])
     assert train_state == ("COMPLETED", "0:0")
-    assert (out / "store" / "manifest.json").exists()
+    assert (out / "store" / "manifest.json").exists() and (out / "fills" / "fills.json").exists()
     run = out / "train"
     for name in ["checkpoint_latest.pt", "checkpoint_final.pt", "train_loss.txt",
                  "test_loss.txt", "log.jsonl", "config.resolved.yaml"]:
@@ -81,7 +86,8 @@ def test_templates_find_the_checkout_and_its_python(pipeline, tmp_path):
     assert subprocess.run(["bash", "-c", "command -v badblock"], env=env).returncode != 0
     batch_log = tmp_path / "batch.log"
     job = sbatch(env, "--time=10", f"--output={batch_log}", "slurm/train.sbatch", "--epochs", "1",
-                 *TINY, "--set", f"data.store={pipeline['out'] / 'store'}", cwd=ROOT)
+                 *TINY, "--set", f"data.store={pipeline['out'] / 'store'}", "--set",
+                 f"data.fills={pipeline['out'] / 'fills'}", cwd=ROOT)
     assert wait_job(env, job) == ("COMPLETED", "0:0"), batch_log.read_text()
     assert f"python: {venv_python}" in batch_log.read_text()
     assert [e for e, _ in epoch_lines(stage_log(tmp_path, "train", job))] == [1]
@@ -119,7 +125,8 @@ def test_two_task_ddp_training(pipeline, tmp_path):
     store = pipeline["out"] / "store"
     job = sbatch(env, "--ntasks-per-node=2", "--time=10", f"--output={tmp_path}/batch.log",
                  str(ROOT / "slurm/train.sbatch"), "--epochs", "1", *TINY, "--set",
-                 f"data.store={store}", cwd=tmp_path)
+                 f"data.store={store}", "--set", f"data.fills={store.parent / 'fills'}",
+                 cwd=tmp_path)
     assert wait_job(env, job) == ("COMPLETED", "0:0"), (tmp_path / "batch.log").read_text()
     err = stage_log(tmp_path, "train", job)
     assert "2 process(es)" in err
@@ -132,7 +139,7 @@ def submit_preemptible(tmp_path: Path, store: Path, *flags: str) -> tuple[dict, 
     batch_log = tmp_path / "batch.log"
     job = sbatch(env, "--cpus-per-task=1", f"--output={batch_log}", *flags,
                  str(ROOT / "slurm/train.sbatch"), *PREEMPT_ARGS, "--set", f"data.store={store}",
-                 cwd=tmp_path)
+                 "--set", fills_of(store), cwd=tmp_path)
     return env, job, batch_log
 
 

@@ -89,7 +89,7 @@ def test_auto_runtime_and_bad_runtime(folders):
 
 
 def test_sbatch_headers_requeue_and_signal_the_batch_shell():
-    for name in ["preprocess", "train", "repair"]:
+    for name in ["preprocess", "fills", "train", "repair"]:
         text = (ROOT / "slurm" / f"{name}.sbatch").read_text()
         header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
         assert "#SBATCH --requeue" in header and "#SBATCH --open-mode=append" in header
