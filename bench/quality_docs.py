@@ -210,6 +210,22 @@ def _targets(result: dict) -> str:
         lines.append(f"| count level `{level}` ({len(cs)} cases) | "
                      + " | ".join(f"{gm([nr(c, m) for c in cs]):.4f}"
                                   for m in ("normconv", "model", "unet")) + " |")
+    lines += ["", "| count level | unet / model: damaged bins | partly damaged | fully dead "
+              "| OSEM body |", "|---|---|---|---|---|"]
+    for level in dict.fromkeys(c["count_level"] for c in cases):
+        cs = [c for c in cases if c["count_level"] == level]
+        lines.append(f"| `{level}` | " + " | ".join(
+            f"{gm([nr(c, 'unet', k) / nr(c, 'model', k) for c in cs]):.3f}"
+            for k in ("nrmse_all", "nrmse_partial", "nrmse_dead", "osem_nrmse")) + " |")
+    lines += ["", "| data set | unet / model, count level " + " | ".join(
+        f"`{lv}`" for lv in dict.fromkeys(c["count_level"] for c in cases)) + " | kept epoch |",
+        "|---|" + "---|" * (len(set(c["count_level"] for c in cases)) + 1)]
+    for d in result["datasets"]:
+        cells = []
+        for level in dict.fromkeys(c["count_level"] for c in cases):
+            cs = [c for c in cases if c["count_level"] == level and c["dataset"] == d["dataset"]]
+            cells.append(f"{gm([nr(c, 'unet') / nr(c, 'model') for c in cs]):.3f}")
+        lines.append(f"| {d['dataset']} | " + " | ".join(cells) + f" | {d.get('best_epoch')} |")
     lines += ["", "| activity family | unet / model | unet / normconv |", "|---|---|---|"]
     for fam in dict.fromkeys(c["family"] for c in cases):
         cs = [c for c in cases if c["family"] == fam]
