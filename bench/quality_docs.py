@@ -238,19 +238,17 @@ def _targets(result: dict) -> str:
     prior = [float(v) for v in model_cfg.get("prior_widths") or ()]
     own = [c for c in cases if c.get("normconv_widths") == prior]
     lines += ["", f"- Below every classical method on {wins} of {len(cases)} cases."]
+    base = None
     if model_cfg.get("fill_prior") and "model" in classical:
-        for key, label in (("nrmse_partial", "partly damaged"), ("nrmse_dead", "fully dead")):
-            r = [nr(c, "unet", key) / nr(c, "model", key) for c in cases]
-            lines.append(f"- Against its own prior (the model-based fill it corrects: the "
-                         f"`model` row, in every case), {label} bins: {gm(r):.3f} x (geometric "
-                         f"mean), worse in {sum(x > 1 for x in r)} of {len(r)} cases, at most "
-                         f"{max(r):.3f} x.")
+        base, own, what = "model", cases, "the model-based fill it corrects: the `model` row"
     elif own and prior:
+        base, what = "normconv", (f"normconv with the prior's widths {tuple(prior)}, the tuned "
+                                  "choice")
+    if base:
         for key, label in (("nrmse_partial", "partly damaged"), ("nrmse_dead", "fully dead")):
-            r = [nr(c, "unet", key) / nr(c, "normconv", key) for c in own]
-            lines.append(f"- Against its own prior (normconv with the prior's widths "
-                         f"{tuple(prior)}, the tuned choice in {len(own)} of {len(cases)} cases),"
-                         f" {label} bins: {gm(r):.3f} x (geometric mean), worse in "
+            r = [nr(c, "unet", key) / nr(c, base, key) for c in own]
+            lines.append(f"- Against its own prior ({what}, in {len(own)} of {len(cases)} "
+                         f"cases), {label} bins: {gm(r):.3f} x (geometric mean), worse in "
                          f"{sum(x > 1 for x in r)} cases, at most {max(r):.3f} x.")
     for m in ("unet", "complete scan (reference)"):
         b = [c["methods"][m]["osem_bias_dead"] for c in cases
