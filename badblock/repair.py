@@ -185,7 +185,8 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     check_output(scan, out_path, force)
     fill = scan_fill_for(predictor, scan, mask, mu)
 
-    touched = (mask > 0).any(axis=(1, 2))
+    # a reduction, not a boolean copy of the whole mask (a quarter of its size, at the peak)
+    touched = mask.reshape(n_planes, -1).max(axis=1, initial=0.0) > 0
     send = np.ones(n_planes, bool) if all_planes else touched
     planes = np.flatnonzero(send)
     out_dtype = header.dtype
