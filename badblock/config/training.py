@@ -102,6 +102,10 @@ class ModelConfig:
     # of the centre plane as one more input channel and, with prior_residual, the estimate the
     # network corrects instead of the normconv prior. Needs per_lor and data.fills.
     fill_prior: bool = False
+    # ln of the input's normaliser (the stack's mean counts per LOR with data.normalise mean) as
+    # one more, constant, input channel: the count level the normalisation takes away, which
+    # sets how much of the input is Poisson noise.
+    count_channel: bool = False
 
 
 @dataclass

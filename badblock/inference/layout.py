@@ -10,10 +10,13 @@ side that only the prior's kernel reads (:func:`badblock.physics.normconv.view_m
 network sees, cropped to the ``Vp`` views,
 
     u_j / scale  (C planes)  [+ f of the centre | + f of all C planes]  [+ s_c / max s_c]
-                 [+ prior / scale]  [+ fill / (s_c scale)]
+                 [+ ln scale]  [+ prior / scale]  [+ fill / (s_c scale)]
 
 with ``u_j = y_j / s_j`` (counts per real LOR, 0 in gap bins) for ``per_lor``, else ``u_j = y_j``;
-the sensitivity pattern of the centre plane (``per_lor``); and the normalised-convolution prior
+the sensitivity pattern of the centre plane (``per_lor``); the count level (``count_channel``:
+a constant plane of ``ln scale``, what the normalisation takes away -- with ``mean``, the mean
+counts per LOR of the stack -- so that the network can tell 0.25x from 10x the dose, whose
+Poisson noise it should smooth differently); and the normalised-convolution prior
 of the centre plane per LOR (``prior_widths``: :func:`badblock.physics.normconv.normconv_stack`,
 the very function of the ``normconv`` baseline); and the model-based fill of the centre plane
 per LOR (``fill_prior``: :func:`badblock.baselines.model_fill` of the whole damaged scan, made
@@ -60,7 +63,8 @@ class ChannelLayout:
     ``normalise`` (:data:`NORMALISE_MODES`), ``per_lor`` (counts per real LOR plus the centre's
     sensitivity pattern; needs sensitivity stacks), ``prior_widths`` (sigmas planes, views,
     bins of the prior channel; empty = none; needs ``per_lor`` and ``mask_stack``),
-    ``fill_prior`` (the model-based fill channel, the last; needs ``per_lor``), ``margin``
+    ``fill_prior`` (the model-based fill channel, the last; needs ``per_lor``),
+    ``count_channel`` (``ln scale`` as a constant plane, before the prior channels), ``margin``
     (extra views each side of the network's; 0 without a normconv prior). Checkpoints store
     :meth:`to_dict`; :meth:`from_dict` reads it back (older checkpoints: the plain layout).
     """
@@ -73,6 +77,7 @@ class ChannelLayout:
     prior_widths: tuple[float, ...] = field(default_factory=tuple)
     margin: int = 0
     fill_prior: bool = False
+    count_channel: bool = False
 
     def __post_init__(self):
         if self.context < 0:
@@ -95,6 +100,10 @@ class ChannelLayout:
                                     f"{view_margin(self.prior_widths)}, got {self.margin}")
         if self.fill_prior and not self.per_lor:
             raise BadInputError("model.fill_prior", "the fill channel needs model.per_lor")
+        if self.count_channel and self.normalise == "none":
+            raise BadInputError("model.count_channel", "needs data.normalise max or mean (with "
+                                "none the counts themselves are the input: nothing is taken "
+                                "away to give back)")
 
     @classmethod
     def of(cls, data_cfg, model_cfg) -> ChannelLayout:
@@ -106,7 +115,8 @@ class ChannelLayout:
                    mask_stack=data_cfg.mask_stack, normalise=data_cfg.normalise,
                    per_lor=bool(getattr(model_cfg, "per_lor", False)), prior_widths=widths,
                    margin=view_margin(widths) if widths else 0,
-                   fill_prior=bool(getattr(model_cfg, "fill_prior", False)))
+                   fill_prior=bool(getattr(model_cfg, "fill_prior", False)),
+                   count_channel=bool(getattr(model_cfg, "count_channel", False)))
 
     @classmethod
     def from_dict(cls, data: dict) -> ChannelLayout:
@@ -117,7 +127,8 @@ class ChannelLayout:
                    per_lor=bool(data.get("per_lor", False)),
                    prior_widths=tuple(data.get("prior_widths") or ()),
                    margin=int(data.get("margin", 0)),
-                   fill_prior=bool(data.get("fill_prior", False)))
+                   fill_prior=bool(data.get("fill_prior", False)),
+                   count_channel=bool(data.get("count_channel", False)))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -134,7 +145,7 @@ class ChannelLayout:
 
     @property
     def in_channels(self) -> int:
-        return (self.planes + self.mask_planes + int(self.per_lor)
+        return (self.planes + self.mask_planes + int(self.per_lor) + int(self.count_channel)
                 + int(bool(self.prior_widths)) + int(self.fill_prior))
 
     @property
@@ -189,6 +200,8 @@ class ChannelLayout:
             peak = centre.amax(dim=(2, 3), keepdim=True)
             parts.append(centre / torch.where(peak > 0, peak, torch.ones_like(peak)))
             out_scale = scale * centre
+        if self.count_channel:
+            parts.append(torch.log(scale).expand(-1, 1, *u.shape[2:]))
         if self.prior_widths:
             from badblock.physics.normconv import normconv_stack
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,29 @@ def test_prior_channel_is_normconv_of_the_wide_stack_cropped_to_the_network_view
     torch.testing.assert_close(x[:, :5], inp[:, :, m:m + 8] / scale)  # cropped to the 8 views
     rate = normconv_stack(inp, 1 - mask, sens, widths, margin=m)
     torch.testing.assert_close(x[:, 11], rate / scale[:, 0])
+
+
+def test_count_channel_is_the_log_of_the_mean_counts_per_lor_before_the_prior_channels():
+    widths = (0.7, 1.0, 0.7)
+    m = view_margin(widths)
+    inp = torch.full((2, 5, 8 + 2 * m, 6), 3.0)
+    inp[1] *= 10.0  # ten times the dose: the same input after normalising, another ln scale
+    mask = torch.zeros_like(inp)
+    sens = torch.full_like(inp, 2.0)  # 2 real LORs a bin: 1.5 and 15 counts per LOR
+    fill = torch.full((2, 1, 8 + 2 * m, 6), 1.0)
+    layout = ChannelLayout(context=2, mask_channel=True, mask_stack=True, normalise="mean",
+                           per_lor=True, prior_widths=widths, margin=m, fill_prior=True,
+                           count_channel=True)
+    x, _, _ = layout.inputs(inp, mask, sens, fill)
+    assert x.shape == (2, 14, 8, 6) and layout.in_channels == 14 and layout.prior_channel == 13
+    torch.testing.assert_close(x[:, :5, :, :], torch.ones(2, 5, 8, 6))  # normalised alike
+    torch.testing.assert_close(x[0, 11], torch.full((8, 6), math.log(1.5)))
+    torch.testing.assert_close(x[1, 11], torch.full((8, 6), math.log(15.0)))
+    torch.testing.assert_close(x[:, 13], torch.full((2, 8, 6), 0.5) / torch.tensor(
+        [1.5, 15.0]).view(2, 1, 1))  # the fill stays last: fill / (s_c scale)
+    assert ChannelLayout.from_dict(layout.to_dict()) == layout
+    with pytest.raises(BadInputError, match="model.count_channel"):
+        ChannelLayout(context=2, normalise="none", count_channel=True)
 
 
 def test_layouts_refuse_what_they_cannot_build():
