@@ -10,8 +10,9 @@ from typing import Literal
 class SimulateConfig:
     scans: int = 4  # number of scans to simulate
     counts: float = 2.0e6  # expected prompts per scan (sets the Poisson noise level)
-    # [lo, hi]: scan i's expected prompts are counts x a factor drawn log-uniformly in [lo, hi]
-    # from (seed, i) -- training data at many doses; empty: every scan at counts.
+    # [lo, hi]: scan i's expected prompts are counts x a factor, log-uniform in [lo, hi] and
+    # stratified: each of the run's scans in its own equal slice of the log range (seeded) --
+    # training data covering many doses; empty: every scan at counts.
     counts_range: list[float] = field(default_factory=list)
     # random: the training family (physics.phantom.random_phantom); textured, lesions, vessels:
     # the activity families of physics.families; file: a user's activity volume

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,10 @@ def test_counts_range_gives_each_scan_its_own_dose(tmp_path):
     assert [r["expected_counts"] for r in record["scans"]] == pytest.approx(got, rel=1e-5)
     assert all(0.5 * 50000 <= g <= 4.0 * 50000 for g in got) and len(set(got)) == 3
     assert record["counts_range"] == [0.5, 4.0]
+    # stratified: one scan in each third of the log range (3 independent draws would fall in
+    # the same third 1 time in 9)
+    strata = sorted(int(3 * math.log(g / (0.5 * 50000)) / math.log(8.0)) for g in got)
+    assert strata == [0, 1, 2]
     with pytest.raises(BadInputError, match="counts_range"):
         simulate(cfg("simulate.counts_range=[2.0,1.0]"), tmp_path / "bad")
 
