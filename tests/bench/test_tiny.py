@@ -47,11 +47,13 @@ def _gpu_module():
 
 def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
     extra = {"preprocess.py": ["--workdir", str(tmp)],
-             "fill_prior.py": ["--work", str(tmp)]}.get(script, [])
+             "fill_prior.py": ["--work", str(tmp)],
+             "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
 
-TINY_HERE = ("preprocess.py", "detect.py", "projector_accuracy.py", "fill_prior.py")
+TINY_HERE = ("preprocess.py", "detect.py", "projector_accuracy.py", "fill_prior.py",
+             "preset_probe.py")
 
 
 def test_every_bench_script_has_a_tiny_run_under_test(tmp_path):
@@ -80,12 +82,12 @@ def test_a_tiny_run_never_replaces_the_measured_results():
 @pytest.mark.slow
 @pytest.mark.parametrize("script", TINY_HERE)
 def test_tiny_run_writes_its_record(script, tmp_path):
-    out = tmp_path / "out.json"
+    out = tmp_path / ("out" if script == "preset_probe.py" else "out.json")
     work = tmp_path / "work"
     work.mkdir()
     res = _run(_tiny_here(script, out, work))
     assert res.returncode == 0, res.stderr[-3000:]
-    rec = json.loads(out.read_text())
+    rec = json.loads(out.read_text()) if out.is_file() else None
     if script == "preprocess.py":
         # --tiny is 0.5 % of the Vision's 815 planes: round(4.075) = 4 planes of 33 x 50 x 520
         assert rec["shape"] == [33, 4, 50, 520]
@@ -116,6 +118,32 @@ def test_tiny_run_writes_its_record(script, tmp_path):
         # the fill folder: one draw per training scan, one per validation scan
         fills = json.loads((work / "fills-1" / "fills.json").read_text())
         assert {len(s["draws"]) for s in fills["scans"].values()} == {1}
+    elif script == "preset_probe.py":
+        import torch
+
+        # --out is a folder: a record per variant and their summary
+        recs = {n: json.loads((out / f"{n}.json").read_text()) for n in ("plain", "count")}
+        summary = json.loads((out / "summary.json").read_text())
+        for n, r in recs.items():
+            # the smoke suite's one case, on one probe data set of another root seed
+            assert r["seed"] == 4040 and list(r["datasets"]) == ["0"]
+            scores = r["datasets"]["0"]["scores"]
+            assert list(scores) == ["demo/pair_axial"] and set(scores["demo/pair_axial"]) == {
+                "model", n}
+            assert 0 < scores["demo/pair_axial"]["model"]["all"] < 1
+            assert r["datasets"]["0"]["epochs"] == 1
+            # the summary's ratio is the record's two numbers divided (one case, one set)
+            cell = scores["demo/pair_axial"]
+            assert summary["variants"][n]["ratio"] == pytest.approx(
+                cell[n]["all"] / cell["model"]["all"])
+        # both score the same fill: the model rows agree
+        assert (recs["plain"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"]
+                == recs["count"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"])
+        # the count variant's checkpoint has the channel: one input more than the plain one's
+        data = {n: torch.load(work / "d0" / n / "checkpoint_best.pt", weights_only=True)["data"]
+                for n in ("plain", "count")}
+        assert data["count"]["count_channel"] and not data["plain"]["count_channel"]
+        assert summary["choice"] in ("plain", "count")
     else:
         assert set(rec["cases"]) == {"mini", "vision-10"}
         for case in rec["cases"].values():

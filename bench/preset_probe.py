@@ -1,0 +1,279 @@
+"""Validation probes of changes to the preset, on probe data sets: never the suite's.
+
+    python bench/preset_probe.py --only plain count     # ~20 min on 2 cores
+    python bench/preset_probe.py --only long            # 48 epochs: ~25 min
+    python bench/preset_probe.py --tiny --out F         # one small data set, a few steps (CI)
+
+Variants (:data:`VARIANTS`), each against ``plain``, the preset as it was before them (the
+training preset is ``mini``; the suite's ``preset``):
+
+- ``count``: ``model.count_channel`` (the count level as an input). The preset's network
+  corrects the model-based fill well at the demo's counts and over-smooths at 8x (the
+  benchmark's findings, docs/training.md): its input is normalised by the stack's mean counts,
+  so 0.25x and 10x the dose look alike to it, though their Poisson noise asks for different
+  smoothing; the channel hands it ``ln scale``, what the normalisation takes away.
+- ``long`` / ``count_long``: 48 epochs (learning rate halved every 16) instead of 16: the
+  validation error of the 16-epoch runs is still falling at their last epoch.
+
+Data: *probe* data sets, made exactly as the benchmark makes its data sets
+(:mod:`quality_data`: the preset's phantoms, ``train_scans`` scans at the preset's doses
+``simulate.counts_range``, the store's validation split, ``badblock fills``), but from the root
+seed ``--seed`` (default 4040), not the suite's 8080: no scan here is a suite scan. Every
+variant trains on the same stores and fills. Each kept checkpoint (``checkpoint_best.pt``,
+chosen without the truth) repairs the store's validation scans simulated again at each count
+level of the suite (``demo`` 1x, ``high`` 8x) and damaged with each of the suite's dead-block
+patterns, as :func:`quality_data.choose` damages them; the score is the damaged-bin NRMSE
+against the noiseless truth (data-consistent, rounded as stored), as a ratio to the
+model-based fill the network starts from (made with the checkpoint's OSEM settings).
+
+The rule, fixed before the runs: a variant goes into the preset when its geometric-mean ratio
+over every (data set, level, pattern) is lower than ``plain``'s and lower on every probe data
+set; of several such, the lowest. Writes one record per variant under
+bench/results/preset_probe/ and their summary (``summary.json``); docs/training.md quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SHORT = ["train.epochs=16", "optim.step_size=8"]
+LONG = ["train.epochs=48", "optim.step_size=16"]
+# every variant spells out what it sets, so that a rerun means the same after the preset moves
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "plain": ("the preset before: the fill corrected, the count level normalised away, 16 "
+              "epochs (the demo's budget)", ["model.count_channel=false", *SHORT]),
+    "count": ("+ ln of the normaliser (the count level) as a constant input channel",
+              ["model.count_channel=true", *SHORT]),
+    "long": ("plain trained 48 epochs, the learning rate halved every 16 (the preset now)",
+             ["model.count_channel=false", *LONG]),
+    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG]),
+}
+
+
+def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[str],
+                   log=print) -> tuple[dict, object, object]:
+    """Simulate, preprocess and make the fills of probe data set ``d`` once, then train each
+    variant on them; returns ({variant: run folder}, the validation scans, the config)."""
+    from quality_data import ValidationScans, _config, simulate_folder
+    from quality_suite import seeds_for
+
+    from badblock.data.fills import MANIFEST, make_fills_for
+    from badblock.data.preprocess import preprocess
+    from badblock.demo import scan_headers
+    from badblock.train.loop import train
+
+    root = work / f"d{d}"
+    seed = seeds_for(suite, "train", d)
+    cfg = _config(suite, root, seed, extra)
+    sim = simulate_folder(cfg, root / "sim" / "train", scans=suite.train_scans,
+                          counts=cfg.simulate.counts, seed=seed,
+                          counts_range=cfg.simulate.counts_range)
+    cfg.preprocess.inputs = [str(p) for p in scan_headers(sim)]
+    cfg.preprocess.store = "store"
+    store = preprocess(cfg, force=not (root / "store").exists())
+    cfg.data.store = "store"
+    if not (root / cfg.data.fills / MANIFEST).exists():
+        make_fills_for(cfg)
+    folders = {}
+    for name in variants:
+        vcfg = _config(suite, root, seed, extra + VARIANTS[name][1] + [
+            "data.store=store", f"train.run={name}", "train.tensorboard=false"])
+        t0 = time.perf_counter()
+        folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
+        log(f"[preset_probe] data set {d} {name}: trained in {time.perf_counter() - t0:.0f} s")
+    return folders, ValidationScans.from_store(d, store.store, sim), cfg
+
+
+def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
+                   threads: int, log=print) -> dict:
+    """Damaged-bin NRMSE of each variant's kept checkpoint and of the model-based fill on the
+    validation scans at every (level, pattern) of the suite."""
+    from quality_data import simulate_folder
+    from quality_suite import seeds_for
+
+    from badblock import metrics
+    from badblock.baselines import fill_settings_of, scan_fill
+    from badblock.evaluate import thin_scan
+    from badblock.inference.predictor import load_predictor
+    from badblock.io import read_scan, write_scan
+    from badblock.io.naming import mu_sibling, truth_sibling
+    from badblock.physics import dead_block_mask, get_scanner, parse_blocks
+    from badblock.repair import repair_files
+    from badblock.train.loop import BEST
+
+    scanner = get_scanner(suite.scanner)
+    predictors = {n: load_predictor(f / BEST, "cpu", threads) for n, f in folders.items()}
+    settings = fill_settings_of(cfg.fills)
+    out = {}
+    for level in dict.fromkeys(suite.cases.counts):
+        factor = float(suite.count_levels[level])
+        folder = simulate_folder(cfg, work / f"d{d}" / "sim" / f"val@{level}",
+                                 scans=suite.train_scans, counts=factor * cfg.simulate.counts,
+                                 seed=seeds_for(suite, "train", d))
+        paths = validation.paths(folder)
+        for pattern in dict.fromkeys(suite.cases.patterns):
+            mask = dead_block_mask(scanner, parse_blocks(suite.patterns[pattern]))
+            rows = {n: [] for n in ["model", *predictors]}
+            for i, path in enumerate(paths):
+                scan = read_scan(path)
+                truth = np.asarray(read_scan(truth_sibling(path)).data, np.float32)
+                mu = np.load(mu_sibling(path), allow_pickle=False)
+                damaged = thin_scan(np.asarray(scan.data), mask, np.random.default_rng(
+                    seeds_for(suite, "thin", d, "validation", pattern, level, str(i))))
+                fill = scan_fill(damaged, mask, scanner, settings, mu=mu,
+                                 tof_order=scan.header.tof_order)
+                got = {"model": metrics.data_consistent(fill, damaged, mask)}
+                case = work / f"d{d}" / "val-repairs" / level / pattern
+                dam_path = write_scan(case / "damaged" / path.name, damaged, scan.header,
+                                      force=True)
+                for n, pred in predictors.items():
+                    repair_files([dam_path], mask, pred, case / n, force=True, mus=[mu])
+                    got[n] = metrics.data_consistent(
+                        np.asarray(read_scan(case / n / path.name).data), damaged, mask)
+                for n, x in got.items():
+                    rows[n].append({c: v["nrmse"] for c, v in
+                                    metrics.damaged_scores(x, truth, mask).items()})
+            key = f"{level}/{pattern}"
+            out[key] = {n: {c: float(np.mean([r[c] for r in rs])) for c in rs[0]}
+                        for n, rs in rows.items()}
+            log(f"[preset_probe] data set {d} {key}: damaged-bin NRMSE " + ", ".join(
+                f"{n} {v['all']:.4f}" for n, v in out[key].items()))
+    return out
+
+
+def gmean(values) -> float:
+    values = [v for v in values if v == v]
+    return float(math.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
+def summarise(records: dict) -> dict:
+    """Geometric-mean ratios to the model-based fill of each variant's record: overall, per
+    data set, per level and per bin class; and the rule's choice (module docstring)."""
+    out = {}
+    for n, rec in records.items():
+        sets = rec["datasets"]
+
+        def ratio(d, key, cls="all", sets=sets, n=n):
+            return sets[d]["scores"][key][n][cls] / sets[d]["scores"][key]["model"][cls]
+
+        cells = [(d, k) for d in sets for k in sets[d]["scores"]]
+        levels = list(dict.fromkeys(k.split("/")[0] for _, k in cells))
+        out[n] = {"ratio": gmean(ratio(d, k) for d, k in cells),
+                  "per_dataset": {d: gmean(ratio(d, k) for dd, k in cells if dd == d)
+                                  for d in sets},
+                  "per_level": {lv: gmean(ratio(d, k) for d, k in cells
+                                          if k.startswith(lv + "/")) for lv in levels},
+                  "per_class": {c: gmean(ratio(d, k, c) for d, k in cells)
+                                for c in ("partial", "dead")},
+                  "kept_epoch": {d: sets[d]["kept_epoch"] for d in sets}}
+    winners = []
+    if "plain" in out:
+        p = out["plain"]
+        winners = [n for n, v in out.items() if n != "plain" and set(v["per_dataset"]) ==
+                   set(p["per_dataset"]) and v["ratio"] < p["ratio"] and all(
+                       v["per_dataset"][d] < p["per_dataset"][d] for d in p["per_dataset"])]
+    return {"variants": out, "passing": winners,
+            "choice": min(winners, key=lambda n: out[n]["ratio"]) if winners else "plain"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to run")
+    ap.add_argument("--datasets", type=int, default=3, help="probe data sets")
+    ap.add_argument("--seed", type=int, default=4040, help="root seed of the probe data sets "
+                                                           "(not the suite's)")
+    ap.add_argument("--work", help="work folder (default badblock-output/preset-probe; with "
+                                   "--tiny a fresh temporary one)")
+    ap.add_argument("--out", help="results folder (default bench/results/preset_probe)")
+    ap.add_argument("--tiny", action="store_true", help="one small data set, a few steps")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the repairs")
+    ap.add_argument("--train-threads", type=int, default=0,
+                    help="run.threads of the trainings (0: the preset's)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("BADBLOCK_PROGRESS", "0")
+    from quality_suite import load_suite
+
+    from badblock.errors import BadInputError
+    from badblock.utils.atomic import atomic_write_json
+
+    if args.tiny and not args.out:
+        ap.error("--tiny needs --out (a tiny run never replaces the measured results)")
+    suite = load_suite(smoke=args.tiny)
+    if args.seed == suite.seed:
+        ap.error(f"--seed {args.seed} is the suite's own: the probe may not see its data")
+    suite = dataclasses.replace(suite, seed=args.seed,
+                                datasets=1 if args.tiny else args.datasets)
+    if args.work:
+        work = Path(args.work)
+    elif args.tiny:  # never the measured run's folder: its finished runs would be reused
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="preset-probe-tiny-"))
+    else:
+        work = ROOT / "badblock-output" / "preset-probe"
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or ROOT / "bench" / "results" / "preset_probe")
+    variants = args.only or list(VARIANTS)
+    extra = list(suite.smoke.train) if args.tiny else []
+    if args.train_threads:
+        extra.append(f"run.threads={args.train_threads}")
+    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "seed": args.seed,
+                   "command": "python bench/preset_probe.py --only " + n
+                   + (" --tiny" if args.tiny else "")
+                   + (f" --datasets {args.datasets}" if args.datasets != 3 else "")
+                   + (f" --seed {args.seed}" if args.seed != 4040 else ""), "datasets": {}}
+               for n in variants}
+    try:
+        for d in range(suite.datasets):
+            folders, validation, cfg = train_variants(suite, d, work, extra, variants)
+            scores = score_variants(suite, d, folders, validation, cfg, work, args.threads)
+            for n, f in folders.items():
+                records[n]["datasets"][str(d)] = {
+                    "validation_scans": list(validation.ids), **_log_summary(f),
+                    "scores": {k: {"model": v["model"], n: v[n]} for k, v in scores.items()}}
+    except BadInputError as exc:
+        print(f"preset_probe: error: {exc.message}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for n, rec in records.items():
+        atomic_write_json(out / f"{n}.json", rec)
+    every = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
+             if p.stem in VARIANTS and json.loads(p.read_text()).get("seed") == args.seed}
+    summary = summarise(every)
+    for n, s in summary["variants"].items():
+        print(f"[preset_probe] {n:10s} NRMSE / model fill: {s['ratio']:.3f} (per data set "
+              + ", ".join(f"{v:.3f}" for v in s["per_dataset"].values()) + "; per level "
+              + ", ".join(f"{k} {v:.3f}" for k, v in s["per_level"].items()) + "; partial "
+              f"{s['per_class']['partial']:.3f}, dead {s['per_class']['dead']:.3f})")
+    print(f"[preset_probe] passing the rule: {summary['passing'] or 'none'}; the choice: "
+          f"{summary['choice']}")
+    atomic_write_json(out / "summary.json", summary)
+    print(f"preset_probe: {len(every)} variant record(s) in {out}")
+    return 0
+
+
+def _log_summary(folder: Path) -> dict:
+    """The kept epoch (best validation estimate, no truth), the run's length and seconds, and
+    the validation truth NRMSE per epoch (logged, never used for a choice)."""
+    rows = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if not r.get("partial")]
+    best = min(rows, key=lambda r: r["nrmse_net"])
+    return {"kept_epoch": int(best["epoch"]), "epochs": len(rows),
+            "val_truth_per_epoch": [r.get("nrmse_net_truth") for r in rows]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
