@@ -166,5 +166,21 @@ def results_path(ap, args, name: str) -> Path:
     return Path(__file__).resolve().parent / "results" / name
 
 
+def work_folder(args, name: str) -> Path:
+    """A training benchmark's work folder (created): ``args.work``, else with ``--tiny`` a
+    fresh temporary one (never the measured run's, whose finished trainings a rerun reuses),
+    else ``badblock-output/<name>``."""
+    if getattr(args, "work", None):
+        work = Path(args.work)
+    elif getattr(args, "tiny", False):
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-tiny-"))
+    else:
+        work = Path(__file__).resolve().parents[1] / "badblock-output" / name
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 __all__ = ["load", "machine", "drop_cache", "cpu_seconds", "MemorySampler", "peak_rss_mb",
-           "sgemm_rate", "results_path"]
+           "sgemm_rate", "results_path", "work_folder"]

@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="run.threads of each training")
     args = ap.parse_args(argv)
     os.environ.setdefault("BADBLOCK_PROGRESS", "0")
+    from benchtools import work_folder
     from preset_sweep import make_store, score
 
     from badblock.config import load_config
@@ -131,15 +132,7 @@ def main(argv=None) -> int:
 
     if args.tiny and not args.out:
         ap.error("--tiny needs --out (a tiny run never replaces the measured result)")
-    if args.work:
-        work = Path(args.work)
-    elif args.tiny:  # never the measured run's folder: its finished runs would be reused
-        import tempfile
-
-        work = Path(tempfile.mkdtemp(prefix="fill-prior-tiny-"))
-    else:
-        work = ROOT / "badblock-output" / "fill-prior"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args, "fill-prior")
     out = Path(args.out or ROOT / "bench" / "results" / "fill_prior.json")
     try:
         store = make_store(work, args.tiny)

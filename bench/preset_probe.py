@@ -204,6 +204,7 @@ def main(argv=None) -> int:
                     help="run.threads of the trainings (0: the preset's)")
     args = ap.parse_args(argv)
     os.environ.setdefault("BADBLOCK_PROGRESS", "0")
+    from benchtools import work_folder
     from quality_suite import load_suite
 
     from badblock.errors import BadInputError
@@ -216,15 +217,7 @@ def main(argv=None) -> int:
         ap.error(f"--seed {args.seed} is the suite's own: the probe may not see its data")
     suite = dataclasses.replace(suite, seed=args.seed,
                                 datasets=1 if args.tiny else args.datasets)
-    if args.work:
-        work = Path(args.work)
-    elif args.tiny:  # never the measured run's folder: its finished runs would be reused
-        import tempfile
-
-        work = Path(tempfile.mkdtemp(prefix="preset-probe-tiny-"))
-    else:
-        work = ROOT / "badblock-output" / "preset-probe"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args, "preset-probe")
     out = Path(args.out or ROOT / "bench" / "results" / "preset_probe")
     variants = args.only or list(VARIANTS)
     extra = list(suite.smoke.train) if args.tiny else []
