@@ -89,7 +89,8 @@ def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[s
         make_fills_for(cfg)
     folders = {}
     for name in variants:
-        vcfg = _config(suite, root, seed, extra + VARIANTS[name][1] + [
+        # the smoke run's few steps (extra) outrank the variant's epochs
+        vcfg = _config(suite, root, seed, VARIANTS[name][1] + extra + [
             "data.store=store", f"train.run={name}", "train.tensorboard=false"])
         t0 = time.perf_counter()
         folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
