@@ -37,7 +37,8 @@ def test_dict_holds_what_inference_and_resume_need(tmp_path):
     assert "model_raw" not in ck and ck["model_config"] == model.config
     assert ck["data"] == {"context": 2, "normalise": "max", "mask_channel": True,
                           "mask_stack": False, "per_lor": False, "prior_widths": [],
-                          "margin": 0, "fill_prior": False, "multiple": 4, "views_to": 36,
+                          "margin": 0, "fill_prior": False, "count_channel": False,
+                          "multiple": 4, "views_to": 36,
                           "views": 36,
                           "bins": 64, "task": "inpaint", "target": "measured", "scanner": "mini"}
     assert (ck["epoch"], ck["epoch_step"], ck["step"], ck["done"]) == (2, 3, 11, False)
