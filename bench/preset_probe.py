@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -65,33 +64,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[str],
                    log=print) -> tuple[dict, object, object]:
-    """Simulate, preprocess and make the fills of probe data set ``d`` once, then train each
-    variant on them; returns ({variant: run folder}, the validation scans, the config)."""
-    from quality_data import ValidationScans, _config, simulate_folder
+    """Make probe data set ``d``'s store and fills once (as the suite makes its own), then
+    train each variant on them; returns ({variant: run folder}, the validation scans, the
+    config)."""
+    from quality_data import ValidationScans, _config, prepare_store
     from quality_suite import seeds_for
 
-    from badblock.data.fills import MANIFEST, make_fills_for
-    from badblock.data.preprocess import preprocess
-    from badblock.demo import scan_headers
     from badblock.train.loop import train
 
-    root = work / f"d{d}"
-    seed = seeds_for(suite, "train", d)
-    cfg = _config(suite, root, seed, extra)
-    sim = simulate_folder(cfg, root / "sim" / "train", scans=suite.train_scans,
-                          counts=cfg.simulate.counts, seed=seed,
-                          counts_range=cfg.simulate.counts_range)
-    cfg.preprocess.inputs = [str(p) for p in scan_headers(sim)]
-    cfg.preprocess.store = "store"
-    store = preprocess(cfg, force=not (root / "store").exists())
-    cfg.data.store = "store"
-    if not (root / cfg.data.fills / MANIFEST).exists():
-        make_fills_for(cfg)
+    cfg, store, sim = prepare_store(suite, d, work, extra, log)
     folders = {}
     for name in variants:
         # the smoke run's few steps (extra) outrank the variant's epochs
-        vcfg = _config(suite, root, seed, VARIANTS[name][1] + extra + [
-            "data.store=store", f"train.run={name}", "train.tensorboard=false"])
+        vcfg = _config(suite, work / f"d{d}", seeds_for(suite, "train", d),
+                       VARIANTS[name][1] + extra + ["data.store=store", f"train.run={name}",
+                                                    "train.tensorboard=false"])
         t0 = time.perf_counter()
         folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
         log(f"[preset_probe] data set {d} {name}: trained in {time.perf_counter() - t0:.0f} s")
@@ -124,14 +111,14 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
         folder = simulate_folder(cfg, work / f"d{d}" / "sim" / f"val@{level}",
                                  scans=suite.train_scans, counts=factor * cfg.simulate.counts,
                                  seed=seeds_for(suite, "train", d))
-        paths = validation.paths(folder)
+        scans = [(path, read_scan(path), np.asarray(read_scan(truth_sibling(path)).data,
+                                                     np.float32),
+                  np.load(mu_sibling(path), allow_pickle=False))
+                 for path in validation.paths(folder)]
         for pattern in dict.fromkeys(suite.cases.patterns):
             mask = dead_block_mask(scanner, parse_blocks(suite.patterns[pattern]))
             rows = {n: [] for n in ["model", *predictors]}
-            for i, path in enumerate(paths):
-                scan = read_scan(path)
-                truth = np.asarray(read_scan(truth_sibling(path)).data, np.float32)
-                mu = np.load(mu_sibling(path), allow_pickle=False)
+            for i, (path, scan, truth, mu) in enumerate(scans):
                 damaged = thin_scan(np.asarray(scan.data), mask, np.random.default_rng(
                     seeds_for(suite, "thin", d, "validation", pattern, level, str(i))))
                 fill = scan_fill(damaged, mask, scanner, settings, mu=mu,
@@ -155,14 +142,11 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     return out
 
 
-def gmean(values) -> float:
-    values = [v for v in values if v == v]
-    return float(math.exp(np.mean(np.log(values)))) if values else float("nan")
-
-
 def summarise(records: dict) -> dict:
     """Geometric-mean ratios to the model-based fill of each variant's record: overall, per
     data set, per level and per bin class; and the rule's choice (module docstring)."""
+    from quality_report import _gmean
+
     out = {}
     for n, rec in records.items():
         sets = rec["datasets"]
@@ -172,12 +156,12 @@ def summarise(records: dict) -> dict:
 
         cells = [(d, k) for d in sets for k in sets[d]["scores"]]
         levels = list(dict.fromkeys(k.split("/")[0] for _, k in cells))
-        out[n] = {"ratio": gmean(ratio(d, k) for d, k in cells),
-                  "per_dataset": {d: gmean(ratio(d, k) for dd, k in cells if dd == d)
+        out[n] = {"ratio": _gmean(ratio(d, k) for d, k in cells),
+                  "per_dataset": {d: _gmean(ratio(d, k) for dd, k in cells if dd == d)
                                   for d in sets},
-                  "per_level": {lv: gmean(ratio(d, k) for d, k in cells
+                  "per_level": {lv: _gmean(ratio(d, k) for d, k in cells
                                           if k.startswith(lv + "/")) for lv in levels},
-                  "per_class": {c: gmean(ratio(d, k, c) for d, k in cells)
+                  "per_class": {c: _gmean(ratio(d, k, c) for d, k in cells)
                                 for c in ("partial", "dead")},
                   "kept_epoch": {d: sets[d]["kept_epoch"] for d in sets}}
     winners = []

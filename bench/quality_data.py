@@ -134,20 +134,19 @@ def simulate_folder(cfg, out: Path, **settings) -> Path:
     return simulate(simulation_config(cfg, **settings), out, force=True)
 
 
-def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequence[str] = (),
-                    log: Callable[[str], None] = print) -> Dataset:
-    """Simulate, preprocess and train data set ``d`` under ``work/d<d>`` (see module doc);
-    stages already complete there are reused (training resumes from its latest checkpoint)."""
+def prepare_store(suite: Suite, d: int, work: Path, overrides: Sequence[str] = (),
+                  log: Callable[[str], None] = print):
+    """Simulate, preprocess and make the fills of data set ``d`` under ``work/d<d>``, as a
+    user would before ``badblock train``; returns ``(cfg, store, simulation folder)`` with
+    ``cfg`` pointed at the store (a complete simulation or fill folder is reused)."""
     from badblock.data.fills import MANIFEST as FILLS_MANIFEST
     from badblock.data.fills import make_fills_for
     from badblock.data.preprocess import preprocess
     from badblock.demo import scan_headers
-    from badblock.train.loop import BEST, FINAL, train
 
     root = work / f"d{d}"
     seed = seeds_for(suite, "train", d)
-    cfg = _config(suite, root, seed, train_overrides)
-    t0 = time.perf_counter()
+    cfg = _config(suite, root, seed, overrides)
     sim = simulate_folder(cfg, root / "sim" / "train", scans=suite.train_scans,
                           counts=cfg.simulate.counts, seed=seed,
                           counts_range=cfg.simulate.counts_range)
@@ -159,9 +158,20 @@ def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequen
         log(f"[data set {d}] model-based fills: {cfg.fills.draws} damage draws per training "
             "scan (badblock fills)")
         make_fills_for(cfg)
-    cfg.train.run = "train"
     log(f"[data set {d}] seed {seed}: {len(store.train)} training / {len(store.val)} "
-        f"validation scans; training --config {suite.preset}")
+        f"validation scans; --config {suite.preset}")
+    return cfg, store, sim
+
+
+def prepare_dataset(suite: Suite, d: int, work: Path, *, train_overrides: Sequence[str] = (),
+                    log: Callable[[str], None] = print) -> Dataset:
+    """Simulate, preprocess and train data set ``d`` under ``work/d<d>`` (see module doc);
+    stages already complete there are reused (training resumes from its latest checkpoint)."""
+    from badblock.train.loop import BEST, FINAL, train
+
+    t0 = time.perf_counter()
+    cfg, store, sim = prepare_store(suite, d, work, train_overrides, log)
+    cfg.train.run = "train"
     folder = Path(train(cfg))
     best = folder / BEST
     checkpoint = best if best.exists() else folder / FINAL
