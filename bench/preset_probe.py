@@ -212,7 +212,9 @@ def main(argv=None) -> int:
                    "command": "python bench/preset_probe.py --only " + n
                    + (" --tiny" if args.tiny else "")
                    + (f" --datasets {args.datasets}" if args.datasets != 3 else "")
-                   + (f" --seed {args.seed}" if args.seed != 4040 else ""), "datasets": {}}
+                   + (f" --seed {args.seed}" if args.seed != 4040 else "")
+                   + (f" --train-threads {args.train_threads}" if args.train_threads else ""),
+                   "datasets": {}}
                for n in variants}
     try:
         for d in range(suite.datasets):
