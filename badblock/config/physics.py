@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+Family = Literal["random", "textured", "lesions", "vessels", "file"]
+
 
 @dataclass
 class SimulateConfig:
@@ -14,9 +16,11 @@ class SimulateConfig:
     # stratified: each of the run's scans in its own equal slice of the log range (seeded) --
     # training data covering many doses; empty: every scan at counts.
     counts_range: list[float] = field(default_factory=list)
-    # random: the training family (physics.phantom.random_phantom); textured, lesions, vessels:
-    # the activity families of physics.families; file: a user's activity volume
-    phantom: Literal["random", "textured", "lesions", "vessels", "file"] = "random"
+    # random: physics.phantom.random_phantom; textured, lesions, vessels: the activity families
+    # of physics.families; file: a user's activity volume. A list of families: the run's scans
+    # in equal shares of them (a seeded permutation, as counts_range's strata): a mixed training
+    # set; phantom_params then maps a family name to its parameters.
+    phantom: Family | list[Family] = "random"
     phantom_params: dict = field(default_factory=dict)  # the family's parameters (families.py)
     activity: str | None = None  # a user's activity volume .npy [z, y, x] when phantom=file
     attenuation: bool = True  # water body outline, exp(-integral of mu) per LOR

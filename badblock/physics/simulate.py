@@ -104,7 +104,8 @@ def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
     (:mod:`badblock.physics.families`) drawn from the seed, or the user's file."""
     sim = cfg.simulate
     grid: VolumeGrid = geom.grid
-    if sim.phantom == "file" or sim.activity:
+    families = scan_families(sim, n_scans)
+    if families is None or sim.activity:
         if sim.phantom_params:
             raise BadInputError("simulate.phantom_params", "parameters are for a phantom "
                                                            "family, not an activity file")
@@ -121,12 +122,57 @@ def make_sources(cfg: Config, geom: ProjectionGeometry, n_scans: int):
         for _ in range(n_scans):
             yield ScanSource(activity, mu, params)
         return
-    check_family(sim.phantom, sim.phantom_params, "simulate.phantom_params")
+    params = _family_params(sim)
     for i in range(n_scans):
         rng = np.random.default_rng(np.random.SeedSequence([sim.seed, i, 0]))
-        activity, mu, record = build_phantom(sim.phantom, grid, rng, geom.fov_radius_mm,
-                                             **sim.phantom_params)
+        activity, mu, record = build_phantom(families[i], grid, rng, geom.fov_radius_mm,
+                                             **params[families[i]])
         yield ScanSource(activity, mu if sim.attenuation else None, record)
+
+
+def scan_families(sim, n_scans: int) -> list[str] | None:
+    """The activity family of each of ``n_scans`` scans (None: the user's activity file).
+
+    One family: every scan. A list of ``k``: equal shares, scan ``index`` taking family
+    ``stratum mod k`` of its dose stratum in :func:`scan_counts` (one seeded permutation for
+    both), so that each family's scans spread evenly over the whole dose range.
+    The phantom itself is still drawn from (seed, index) alone: the same index and family give
+    the same volume in every run (a re-simulation at other counts has the same phantoms)."""
+    names = [sim.phantom] if isinstance(sim.phantom, str) else list(sim.phantom)
+    if names == ["file"]:
+        return None
+    if not names or "file" in names or len(set(names)) != len(names):
+        raise BadInputError("simulate.phantom", "a list of activity families must name each "
+                                                f"at most once and not 'file', got {names}")
+    if len(names) == 1:
+        return names * n_scans
+    return [names[_stratum(sim, i) % len(names)] for i in range(n_scans)]
+
+
+def _stratum(sim, index: int) -> int:
+    n = max(int(sim.scans), int(index) + 1)
+    return int(np.random.default_rng([int(sim.seed), n, 11]).permutation(n)[int(index)])
+
+
+def _family_params(sim) -> dict[str, dict]:
+    """Family name -> its keyword parameters: ``phantom_params`` itself for one family, one
+    entry per family of a list (absent: the family's defaults); unknown keys refused."""
+    if isinstance(sim.phantom, str):
+        check_family(sim.phantom, sim.phantom_params, "simulate.phantom_params")
+        return {sim.phantom: dict(sim.phantom_params)}
+    extra = set(sim.phantom_params) - set(sim.phantom)
+    if extra:
+        raise BadInputError("simulate.phantom_params", "with a list of families it maps a "
+                            f"family of simulate.phantom to its parameters, not {sorted(extra)}")
+    out = {}
+    for name in sim.phantom:
+        p = sim.phantom_params.get(name) or {}
+        if not isinstance(p, dict):
+            raise BadInputError("simulate.phantom_params", f"{name}: must be a mapping of "
+                                                           "parameters")
+        check_family(name, p, f"simulate.phantom_params.{name}")
+        out[name] = dict(p)
+    return out
 
 
 def _view_chunk(scanner: Scanner, chunk_mb: float, kind: str = "exact") -> int:
@@ -284,7 +330,7 @@ def scan_counts(sim, index: int) -> float:
         return float(sim.counts)
     lo, hi = (math.log(float(v)) for v in sim.counts_range)
     n = max(int(sim.scans), int(index) + 1)
-    stratum = np.random.default_rng([int(sim.seed), n, 11]).permutation(n)[int(index)]
+    stratum = _stratum(sim, index)
     u = np.random.default_rng([int(sim.seed), int(index), 7]).uniform()
     return float(sim.counts) * math.exp(lo + (hi - lo) * (stratum + u) / n)
 

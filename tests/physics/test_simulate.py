@@ -235,6 +235,48 @@ def test_activity_families_are_simulated_from_the_seed(tmp_path):
                        atol=1e-6 * want.max())
 
 
+def test_a_list_of_families_mixes_them_in_equal_shares_over_the_dose_range(tmp_path):
+    """simulate.phantom as a list: each family gets an equal share of the scans, each share
+    spread over the whole dose range (sorted by dose, the families take turns), and scan i is
+    the very phantom a one-family run of its family draws for scan i."""
+    from badblock.physics.simulate import scan_counts, scan_families
+
+    names = ["random", "textured", "lesions"]
+    many = cfg("simulate.scans=11", "simulate.seed=2", "simulate.counts_range=[0.25,10.0]",
+               "simulate.phantom=random,textured,lesions")
+    fam = scan_families(many.simulate, 11)
+    assert sorted(fam.count(n) for n in names) == [3, 4, 4]
+    by_dose = sorted(range(11), key=lambda i: scan_counts(many.simulate, i))
+    assert [fam[i] for i in by_dose] == [names[j % 3] for j in range(11)]
+
+    params = {"textured": {"contrast": 0.3}}
+    mixed = cfg("simulate.scans=3", "simulate.seed=4", "simulate.phantom=textured,lesions",
+                f"simulate.phantom_params={json.dumps(params)}")
+    out = simulate(mixed, tmp_path / "mixed")
+    record = json.loads((out / "simulation.json").read_text())["scans"]
+    fams = [r["phantom"]["family"] for r in record]
+    assert fams == scan_families(mixed.simulate, 3) and set(fams) == {"textured", "lesions"}
+    i = fams.index("textured")
+    assert record[i]["phantom"]["contrast"] == 0.3
+    one = simulate(cfg("simulate.scans=3", "simulate.seed=4", "simulate.phantom=textured",
+                       "simulate.phantom_params={contrast: 0.3}"), tmp_path / "one")
+    name = f"scan_{i:03d}.truth.s"
+    assert (out / name).read_bytes() == (one / name).read_bytes()
+
+
+@pytest.mark.parametrize("phantom, params, problem", [
+    ("random,file", "{}", "at most once and not 'file'"),
+    ("lesions,lesions", "{}", "at most once"),
+    ("random,lesions", "{vessels: {}}", "maps a family of simulate.phantom"),
+    ("random,lesions", "{lesions: {radius: 2}}", "family 'lesions' has no parameter 'radius'"),
+])
+def test_a_bad_list_of_families_is_refused_before_any_output(tmp_path, phantom, params, problem):
+    with pytest.raises(BadInputError, match=problem):
+        simulate(cfg(f"simulate.phantom={phantom}", f"simulate.phantom_params={params}"),
+                 tmp_path / "sim")
+    assert not (tmp_path / "sim").exists()
+
+
 def test_bad_family_parameters_are_refused_before_any_output(tmp_path):
     with pytest.raises(BadInputError, match="simulate.phantom_params: family 'lesions' has no "
                                             "parameter 'radius'"):
