@@ -1,12 +1,13 @@
 """Validation probes of changes to the preset, on probe data sets: never the suite's.
 
-    python bench/preset_probe.py --only plain count     # ~20 min on 2 cores
-    python bench/preset_probe.py --only long            # 48 epochs: ~25 min
+    python bench/preset_probe.py --only long mixed       # ~35 min on 2 cores
+    python bench/preset_probe.py --only plain count --baseline plain
     python bench/preset_probe.py --tiny --out F         # one small data set, a few steps (CI)
 
-Variants (:data:`VARIANTS`), each against ``plain``, the preset as it was before them (the
-training preset is ``mini``; the suite's ``preset``):
+Variants (:data:`VARIANTS`), each against ``--baseline`` (default ``long``, the 48-epoch
+training of the ``mini`` preset, the suite's ``preset``):
 
+- ``plain``: 16 epochs (the demo's budget).
 - ``count``: ``model.count_channel`` (the count level as an input). The preset's network
   corrects the model-based fill well at the demo's counts and over-smooths at 8x (the
   benchmark's findings, docs/training.md): its input is normalised by the stack's mean counts,
@@ -14,21 +15,28 @@ training preset is ``mini``; the suite's ``preset``):
   smoothing; the channel hands it ``ln scale``, what the normalisation takes away.
 - ``long`` / ``count_long``: 48 epochs (learning rate halved every 16) instead of 16: the
   validation error of the 16-epoch runs is still falling at their last epoch.
+- ``mixed``: ``long`` trained on scans of the random, textured and lesions families in equal
+  shares (``simulate.phantom`` a list) instead of random phantoms alone: the suite's worst
+  families are the ones the network never saw. It has its own store and fills
+  (``d<d>-mixed``), of the same seeds, sizes and validation split.
 
 Data: *probe* data sets, made exactly as the benchmark makes its data sets
 (:mod:`quality_data`: the preset's phantoms, ``train_scans`` scans at the preset's doses
 ``simulate.counts_range``, the store's validation split, ``badblock fills``), but from the root
-seed ``--seed`` (default 4040), not the suite's 8080: no scan here is a suite scan. Every
-variant trains on the same stores and fills. Each kept checkpoint (``checkpoint_best.pt``,
-chosen without the truth) repairs the store's validation scans simulated again at each count
-level of the suite (``demo`` 1x, ``high`` 8x) and damaged with each of the suite's dead-block
-patterns, as :func:`quality_data.choose` damages them; the score is the damaged-bin NRMSE
-against the noiseless truth (data-consistent, rounded as stored), as a ratio to the
-model-based fill the network starts from (made with the checkpoint's OSEM settings).
+seed ``--seed`` (default 4040), not the suite's 8080: no scan here is a suite scan. Each kept
+checkpoint (``checkpoint_best.pt``, chosen without the truth on its own store's validation
+scans) repairs the same scored scans: the j-th validation scan of the store simulated again as
+a phantom of family ``random``, ``textured``, ``lesions``, ``vessels`` in turn (j mod 4; the
+suite's family parameters), at each count level of the suite (``demo`` 1x, ``high`` 8x) and
+damaged with each of the suite's dead-block patterns as :func:`quality_data.choose` damages
+them. The score is the damaged-bin NRMSE against the noiseless truth (data-consistent, rounded
+as stored), as a ratio to the model-based fill the network starts from (made with the
+checkpoint's OSEM settings). Records scored otherwise (results/preset_probe/random-validation:
+random phantoms only, before ``mixed``) are not compared with these.
 
 The rule, fixed before the runs: a variant goes into the preset when its geometric-mean ratio
-over every (data set, level, pattern) is lower than ``plain``'s and lower on every probe data
-set; of several such, the lowest. Writes one record per variant under
+over every (data set, level, pattern) is lower than the baseline's and lower on every probe
+data set; of several such, the lowest. Writes one record per variant under
 bench/results/preset_probe/ and their summary (``summary.json``); docs/training.md quotes it.
 """
 
@@ -50,46 +58,88 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 SHORT = ["train.epochs=16", "optim.step_size=8"]
 LONG = ["train.epochs=48", "optim.step_size=16"]
-# every variant spells out what it sets, so that a rerun means the same after the preset moves
-VARIANTS: dict[str, tuple[str, list[str]]] = {
+MIXED = ["simulate.phantom=random,textured,lesions"]
+# every variant spells out what it sets, so that a rerun means the same after the preset moves:
+# (what, training settings, data settings: a variant with its own store and fills)
+VARIANTS: dict[str, tuple[str, list[str], list[str]]] = {
     "plain": ("the preset before: the fill corrected, the count level normalised away, 16 "
-              "epochs (the demo's budget)", ["model.count_channel=false", *SHORT]),
+              "epochs (the demo's budget)", ["model.count_channel=false", *SHORT], []),
     "count": ("+ ln of the normaliser (the count level) as a constant input channel",
-              ["model.count_channel=true", *SHORT]),
-    "long": ("plain trained 48 epochs, the learning rate halved every 16 (the preset now)",
-             ["model.count_channel=false", *LONG]),
-    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG]),
+              ["model.count_channel=true", *SHORT], []),
+    "long": ("plain trained 48 epochs, the learning rate halved every 16",
+             ["model.count_channel=false", *LONG], []),
+    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG], []),
+    "mixed": ("long, trained on the random, textured and lesions families in equal shares "
+              "instead of random alone", ["model.count_channel=false", *LONG], MIXED),
 }
+# The validation scans every variant is scored on: the j-th of a data set's store is simulated
+# again as a phantom of family SCORED_FAMILIES[j mod 4] (the suite's parameters) -- the same
+# scans for every variant, whatever families it trained on; vessels none of them trains on.
+SCORED_FAMILIES = ("random", "textured", "lesions", "vessels")
+SCORED_ON = ("validation scans of the store, the j-th as a phantom of family "
+             + "/".join(SCORED_FAMILIES) + "[j mod 4]")
 
 
 def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[str],
                    log=print) -> tuple[dict, object, object]:
-    """Make probe data set ``d``'s store and fills once (as the suite makes its own), then
-    train each variant on them; returns ({variant: run folder}, the validation scans, the
-    config)."""
+    """Make probe data set ``d``'s store and fills once per data setting (as the suite makes
+    its own; a variant with data settings gets its own, ``d<d>-<variant>``), then train each
+    variant on its store; returns ({variant: run folder}, the validation scans, the config)."""
     from quality_data import ValidationScans, _config, prepare_store
     from quality_suite import seeds_for
 
     from badblock.train.loop import train
 
     cfg, store, sim = prepare_store(suite, d, work, extra, log)
+    validation = ValidationScans.from_store(d, store.store, sim)
     folders = {}
     for name in variants:
+        _, sets, data = VARIANTS[name]
+        root = work / f"d{d}"
+        if data:
+            root = work / f"d{d}-{name}"
+            _, vstore, vsim = prepare_store(suite, d, work, data + extra, log, name=name)
+            if ValidationScans.from_store(d, vstore.store, vsim).ids != validation.ids:
+                raise RuntimeError(f"{vstore.store}: another validation split than "
+                                   f"{store.store}'s: the variants would not compare")
         # the smoke run's few steps (extra) outrank the variant's epochs
-        vcfg = _config(suite, work / f"d{d}", seeds_for(suite, "train", d),
-                       VARIANTS[name][1] + extra + ["data.store=store", f"train.run={name}",
-                                                    "train.tensorboard=false"])
+        vcfg = _config(suite, root, seeds_for(suite, "train", d),
+                       data + sets + extra + ["data.store=store", f"train.run={name}",
+                                              "train.tensorboard=false"])
         t0 = time.perf_counter()
         folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
         log(f"[preset_probe] data set {d} {name}: trained in {time.perf_counter() - t0:.0f} s")
-    return folders, ValidationScans.from_store(d, store.store, sim), cfg
+    return folders, validation, cfg
+
+
+def scored_scans(suite, d: int, validation, cfg, work: Path, level: str) -> list:
+    """(path, scan, truth, mu) of each scan the variants are scored on at count ``level``
+    (:data:`SCORED_FAMILIES`; kept when complete, as the suite's simulations are)."""
+    from quality_data import simulate_folder
+    from quality_suite import seeds_for
+
+    from badblock.io import read_scan
+    from badblock.io.naming import mu_sibling, truth_sibling
+
+    factor = float(suite.count_levels[level])
+    out = []
+    for j, path in enumerate(validation.paths()):
+        family = SCORED_FAMILIES[j % len(SCORED_FAMILIES)]
+        folder = simulate_folder(cfg, work / f"d{d}" / "sim" / f"val@{level}-{family}",
+                                 scans=suite.train_scans, counts=factor * cfg.simulate.counts,
+                                 seed=seeds_for(suite, "train", d), family=family,
+                                 params=suite.families.get(family, {}))
+        path = folder / path.name
+        out.append((path, read_scan(path), np.asarray(read_scan(truth_sibling(path)).data,
+                                                      np.float32),
+                    np.load(mu_sibling(path), allow_pickle=False)))
+    return out
 
 
 def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                    threads: int, log=print) -> dict:
     """Damaged-bin NRMSE of each variant's kept checkpoint and of the model-based fill on the
-    validation scans at every (level, pattern) of the suite."""
-    from quality_data import simulate_folder
+    scored scans (:func:`scored_scans`) at every (level, pattern) of the suite."""
     from quality_suite import seeds_for
 
     from badblock import metrics
@@ -97,7 +147,6 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     from badblock.evaluate import thin_scan
     from badblock.inference.predictor import load_predictor
     from badblock.io import read_scan, write_scan
-    from badblock.io.naming import mu_sibling, truth_sibling
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
     from badblock.repair import repair_files
     from badblock.train.loop import BEST
@@ -107,14 +156,7 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     settings = fill_settings_of(cfg.fills)
     out = {}
     for level in dict.fromkeys(suite.cases.counts):
-        factor = float(suite.count_levels[level])
-        folder = simulate_folder(cfg, work / f"d{d}" / "sim" / f"val@{level}",
-                                 scans=suite.train_scans, counts=factor * cfg.simulate.counts,
-                                 seed=seeds_for(suite, "train", d))
-        scans = [(path, read_scan(path), np.asarray(read_scan(truth_sibling(path)).data,
-                                                     np.float32),
-                  np.load(mu_sibling(path), allow_pickle=False))
-                 for path in validation.paths(folder)]
+        scans = scored_scans(suite, d, validation, cfg, work, level)
         for pattern in dict.fromkeys(suite.cases.patterns):
             mask = dead_block_mask(scanner, parse_blocks(suite.patterns[pattern]))
             rows = {n: [] for n in ["model", *predictors]}
@@ -142,9 +184,10 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     return out
 
 
-def summarise(records: dict) -> dict:
+def summarise(records: dict, baseline: str = "long") -> dict:
     """Geometric-mean ratios to the model-based fill of each variant's record: overall, per
-    data set, per level and per bin class; and the rule's choice (module docstring)."""
+    data set, per level and per bin class; and the rule's choice against ``baseline`` (module
+    docstring)."""
     from quality_report import _gmean
 
     out = {}
@@ -165,13 +208,13 @@ def summarise(records: dict) -> dict:
                                 for c in ("partial", "dead")},
                   "kept_epoch": {d: sets[d]["kept_epoch"] for d in sets}}
     winners = []
-    if "plain" in out:
-        p = out["plain"]
-        winners = [n for n, v in out.items() if n != "plain" and set(v["per_dataset"]) ==
+    if baseline in out:
+        p = out[baseline]
+        winners = [n for n, v in out.items() if n != baseline and set(v["per_dataset"]) ==
                    set(p["per_dataset"]) and v["ratio"] < p["ratio"] and all(
                        v["per_dataset"][d] < p["per_dataset"][d] for d in p["per_dataset"])]
-    return {"variants": out, "passing": winners,
-            "choice": min(winners, key=lambda n: out[n]["ratio"]) if winners else "plain"}
+    return {"variants": out, "baseline": baseline, "passing": winners,
+            "choice": min(winners, key=lambda n: out[n]["ratio"]) if winners else baseline}
 
 
 def main(argv=None) -> int:
@@ -187,6 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the repairs")
     ap.add_argument("--train-threads", type=int, default=0,
                     help="run.threads of the trainings (0: the preset's)")
+    ap.add_argument("--baseline", default="long", choices=list(VARIANTS),
+                    help="the variant the rule compares against (the preset as it is)")
     args = ap.parse_args(argv)
     os.environ.setdefault("BADBLOCK_PROGRESS", "0")
     from benchtools import work_folder
@@ -208,7 +253,8 @@ def main(argv=None) -> int:
     extra = list(suite.smoke.train) if args.tiny else []
     if args.train_threads:
         extra.append(f"run.threads={args.train_threads}")
-    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "seed": args.seed,
+    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "data": VARIANTS[n][2],
+                   "seed": args.seed, "scored_on": SCORED_ON,
                    "command": "python bench/preset_probe.py --only " + n
                    + (" --tiny" if args.tiny else "")
                    + (f" --datasets {args.datasets}" if args.datasets != 3 else "")
@@ -230,9 +276,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for n, rec in records.items():
         atomic_write_json(out / f"{n}.json", rec)
-    every = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
-             if p.stem in VARIANTS and json.loads(p.read_text()).get("seed") == args.seed}
-    summary = summarise(every)
+    # records of another seed or scored on other scans (older runs) do not compare
+    every = {p.stem: r for p in sorted(out.glob("*.json")) if p.stem in VARIANTS
+             for r in [json.loads(p.read_text())]
+             if r.get("seed") == args.seed and r.get("scored_on") == SCORED_ON}
+    summary = summarise(every, args.baseline)
     for n, s in summary["variants"].items():
         print(f"[preset_probe] {n:10s} NRMSE / model fill: {s['ratio']:.3f} (per data set "
               + ", ".join(f"{v:.3f}" for v in s["per_dataset"].values()) + "; per level "

@@ -1,7 +1,7 @@
 """The benchmark's data sets and its protocol: what may be chosen on what.
 
 Per data set ``d`` (one call of :func:`prepare_dataset`), exactly as a user would:
-``simulate`` (the preset's phantom family, ``train_scans`` scans, the ``train`` seed stream)
+``simulate`` (the preset's phantom families, ``train_scans`` scans, the ``train`` seed stream)
 -> ``preprocess`` (the store holds out ``preprocess.val_fraction`` of the scans for
 validation) -> ``train --config <preset>`` (the library functions the CLI calls; the trainer
 picks ``checkpoint_best.pt`` on those validation scans). Then every other choice -- the
@@ -135,16 +135,17 @@ def simulate_folder(cfg, out: Path, **settings) -> Path:
 
 
 def prepare_store(suite: Suite, d: int, work: Path, overrides: Sequence[str] = (),
-                  log: Callable[[str], None] = print):
-    """Simulate, preprocess and make the fills of data set ``d`` under ``work/d<d>``, as a
-    user would before ``badblock train``; returns ``(cfg, store, simulation folder)`` with
-    ``cfg`` pointed at the store (a complete simulation or fill folder is reused)."""
+                  log: Callable[[str], None] = print, name: str = ""):
+    """Simulate, preprocess and make the fills of data set ``d`` under ``work/d<d>`` (with
+    ``name``: ``work/d<d>-<name>``, a store of other data settings), as a user would before
+    ``badblock train``; returns ``(cfg, store, simulation folder)`` with ``cfg`` pointed at the
+    store (a complete simulation or fill folder is reused)."""
     from badblock.data.fills import MANIFEST as FILLS_MANIFEST
     from badblock.data.fills import make_fills_for
     from badblock.data.preprocess import preprocess
     from badblock.demo import scan_headers
 
-    root = work / f"d{d}"
+    root = work / (f"d{d}-{name}" if name else f"d{d}")
     seed = seeds_for(suite, "train", d)
     cfg = _config(suite, root, seed, overrides)
     sim = simulate_folder(cfg, root / "sim" / "train", scans=suite.train_scans,

@@ -48,7 +48,8 @@ def _gpu_module():
 def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
     extra = {"preprocess.py": ["--workdir", str(tmp)],
              "fill_prior.py": ["--work", str(tmp)],
-             "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count"]}.get(script, [])
+             "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count", "mixed",
+                               "--baseline", "plain"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
 
@@ -122,7 +123,8 @@ def test_tiny_run_writes_its_record(script, tmp_path):
         import torch
 
         # --out is a folder: a record per variant and their summary
-        recs = {n: json.loads((out / f"{n}.json").read_text()) for n in ("plain", "count")}
+        recs = {n: json.loads((out / f"{n}.json").read_text())
+                for n in ("plain", "count", "mixed")}
         summary = json.loads((out / "summary.json").read_text())
         for n, r in recs.items():
             # the smoke suite's one case, on one probe data set of another root seed
@@ -136,14 +138,23 @@ def test_tiny_run_writes_its_record(script, tmp_path):
             cell = scores["demo/pair_axial"]
             assert summary["variants"][n]["ratio"] == pytest.approx(
                 cell[n]["all"] / cell["model"]["all"])
-        # both score the same fill: the model rows agree
-        assert (recs["plain"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"]
-                == recs["count"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"])
+        # all score the same fill of the same scans: the model rows agree
+        for n in ("count", "mixed"):
+            assert (recs["plain"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"]
+                    == recs[n]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"])
+        # ... though mixed trained on a store of its own, of three families
+        sims = {n: json.loads((work / n / "sim" / "train" / "simulation.json").read_text())
+                for n in ("d0", "d0-mixed")}
+        assert {s["phantom"]["family"] for s in sims["d0"]["scans"]} == {"random"}
+        assert {s["phantom"]["family"] for s in sims["d0-mixed"]["scans"]} == {
+            "random", "textured", "lesions"}
+        assert (work / "d0-mixed" / "mixed" / "checkpoint_best.pt").exists()
         # the count variant's checkpoint has the channel: one input more than the plain one's
         data = {n: torch.load(work / "d0" / n / "checkpoint_best.pt", weights_only=True)["data"]
                 for n in ("plain", "count")}
         assert data["count"]["count_channel"] and not data["plain"]["count_channel"]
-        assert summary["choice"] in ("plain", "count")
+        assert summary["baseline"] == "plain"
+        assert summary["choice"] in ("plain", "count", "mixed")
     else:
         assert set(rec["cases"]) == {"mini", "vision-10"}
         for case in rec["cases"].values():
