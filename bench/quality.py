@@ -46,12 +46,28 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def _fingerprint(suite: Suite, smoke: bool) -> str:
-    """What a case record depends on besides the code: the suite's content and the mode."""
+    """What a case record depends on besides the code: the suite's content, the mode and the
+    preset's resolved settings (a preset that trains on other data is another benchmark run)."""
     import dataclasses
 
-    text = json.dumps({"suite": dataclasses.asdict(suite), "smoke": smoke}, sort_keys=True,
-                      default=str)
+    from badblock.config import load_config
+
+    preset = dataclasses.asdict(load_config(suite.preset))
+    text = json.dumps({"suite": dataclasses.asdict(suite), "smoke": smoke, "preset": preset},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _claim_work(work: Path, fp: str) -> None:
+    """Refuse a work folder made for another fingerprint: its simulations, stores and networks
+    are reused by folder (a complete one is kept), so they would be another preset's."""
+    mark = work / "fingerprint.txt"
+    if mark.exists() and mark.read_text().strip() != fp:
+        raise BadInputError(work, f"was made for another suite or preset (fingerprint "
+                                  f"{mark.read_text().strip()}, now {fp}): use a fresh --work")
+    if not mark.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        mark.write_text(fp + "\n")
 
 
 def _finite(x):
@@ -96,6 +112,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     t0 = time.perf_counter()
     check_disjoint(suite)
     fp = _fingerprint(suite, smoke)
+    _claim_work(work, fp)
     scanner = get_scanner(suite.scanner)
     masks = {p: dead_block_mask(scanner, parse_blocks(b)) for p, b in suite.patterns.items()}
     image = ImageScorer(suite, scanner)
@@ -146,6 +163,10 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
         "suite": {**dataclasses.asdict(suite), "smoke": smoke},
         "fingerprint": fp,
         "preset_model": dataclasses.asdict(datasets_cfg[0].model) if datasets_cfg else None,
+        # what the networks trained on: the docs say which families the suite's are not
+        "preset_data": {"phantom": datasets_cfg[0].simulate.phantom,
+                        "counts_range": datasets_cfg[0].simulate.counts_range}
+        if datasets_cfg else None,
         "command": "python bench/quality.py" + (" --smoke" if smoke else ""),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "python": platform.python_version()},

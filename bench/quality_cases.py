@@ -38,7 +38,6 @@ from quality_suite import Suite, seeds_for
 
 from badblock import baselines as bl
 from badblock import metrics
-from badblock.physics.families import TRAINING_FAMILY
 
 UNET = "unet"
 ALL_BINS = "normconv, all bins (not data-consistent)"
@@ -77,7 +76,8 @@ def simulate_tests(suite: Suite, ds: Dataset, family: str, level: str, work: Pat
     settings = dict(scans=suite.test_scans,
                     counts=float(suite.count_levels[level]) * ds.cfg.simulate.counts,
                     seed=seeds_for(suite, "test", ds.index, family),
-                    family=None if family == TRAINING_FAMILY else family,
+                    # the family itself, not the preset's phantoms (which may be a mix)
+                    family=family,
                     params=suite.families[family])
     folder = simulate_folder(ds.cfg, work / f"d{ds.index}" / "sim" / f"test-{family}@{level}",
                              **settings)

@@ -26,11 +26,17 @@ from quality_report import (
 )
 from quality_suite import ROOT
 
+def trained_families(result: dict) -> list[str]:
+    """The activity families the scored preset trained on (older JSON: random alone)."""
+    phantom = (result.get("preset_data") or {}).get("phantom", "random")
+    return [phantom] if isinstance(phantom, str) else list(phantom)
+
+
 PROTOCOL = """\
 ## Protocol (enforced by the code)
 
 - **Choices on validation data only.** Per data set the network is trained once, exactly as a
-  user would: `badblock simulate` (the preset's phantom family, seed stream *train*) ->
+  user would: `badblock simulate` (the preset's phantom families, seed stream *train*) ->
   `badblock preprocess` (the store holds out a quarter of the scans for validation) ->
   `badblock train --config {preset}` (the library functions the CLI calls). `checkpoint_best.pt`
   is the trainer's pick on those validation scans. normconv's widths are tuned per (dead-block
@@ -112,13 +118,15 @@ def _suite_section(result: dict) -> str:
              f"{len(s['cases']['families'])} activity families x {len(s['cases']['counts'])} "
              f"count levels x {len(s['cases']['patterns'])} dead-block patterns = "
              f"**{len(result['cases'])} cases**, {s['test_scans']} test scans each; "
-             f"{s['train_scans']} training-family scans per data set for training and "
+             f"{s['train_scans']} scans of the preset's families "
+             f"({', '.join(trained_families(result))}) per data set for training and "
              "validation.", "",
-             "| family | parameters |", "|---|---|"]
+             "| family | parameters | in the preset's training |", "|---|---|---|"]
     for f in s["cases"]["families"]:
         params = ", ".join(f"{k} {v}" for k, v in s["families"][f].items()) or \
             "the simulator's default phantoms (`physics.phantom.random_phantom`), test seeds"
-        lines.append(f"| `{f}` | {params} |")
+        seen = "yes (other seeds)" if f in trained_families(result) else "**never**"
+        lines.append(f"| `{f}` | {params} | {seen} |")
     lines += ["", "| count level | expected prompts per scan |", "|---|---|"]
     base = result["cases"][0]["counts"] / s["count_levels"][result["cases"][0]["count_level"]]
     for c in s["cases"]["counts"]:
@@ -278,9 +286,11 @@ def render(result: dict, json_path: Path) -> str:
         "do not edit by hand -->",
         "",
         "Every repair method on a frozen suite of simulated cases the training never saw: "
-        "held-out phantoms of the training family and of activity families it never sees, the "
-        "demo's count level and 8 x it, and dead-block patterns up to one the training never "
-        "draws (four blocks); "
+        "held-out phantoms of the activity families the preset trains on ("
+        + ", ".join(trained_families(result)) + ") and of families it never sees ("
+        + ", ".join(f for f in s["cases"]["families"] if f not in trained_families(result))
+        + "), the demo's count level and 8 x it, and dead-block patterns up to one the "
+        "training never draws (four blocks); "
         "sinogram and image domain, every method on the same bins.",
         "",
         "```",
