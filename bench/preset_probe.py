@@ -17,11 +17,12 @@ training of the ``mini`` preset, the suite's ``preset``):
   validation error of the 16-epoch runs is still falling at their last epoch.
 - ``mixed``: ``long`` trained on scans of the random, textured and lesions families in equal
   shares (``simulate.phantom`` a list) instead of random phantoms alone: the suite's worst
-  families are the ones the network never saw. It has its own store and fills
-  (``d<d>-mixed``), of the same seeds, sizes and validation split.
+  families were the ones the network never saw. The other variants train on random phantoms;
+  each training data gets its own store and fills (``d<d>-random``, ``d<d>-mixed``), of the
+  same seeds, sizes and validation split.
 
 Data: *probe* data sets, made exactly as the benchmark makes its data sets
-(:mod:`quality_data`: the preset's phantoms, ``train_scans`` scans at the preset's doses
+(:mod:`quality_data`: the variant's phantoms, ``train_scans`` scans at the preset's doses
 ``simulate.counts_range``, the store's validation split, ``badblock fills``), but from the root
 seed ``--seed`` (default 4040), not the suite's 8080: no scan here is a suite scan. Each kept
 checkpoint (``checkpoint_best.pt``, chosen without the truth on its own store's validation
@@ -58,19 +59,24 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 SHORT = ["train.epochs=16", "optim.step_size=8"]
 LONG = ["train.epochs=48", "optim.step_size=16"]
-MIXED = ["simulate.phantom=random,textured,lesions"]
+# the training data of each variant, spelled out too: (name, settings); the store of
+# data set d and data name k is d<d>-<k>
+RANDOM = ("random", ["simulate.phantom=random"])
+MIXED = ("mixed", ["simulate.phantom=random,textured,lesions"])
 # every variant spells out what it sets, so that a rerun means the same after the preset moves:
-# (what, training settings, data settings: a variant with its own store and fills)
-VARIANTS: dict[str, tuple[str, list[str], list[str]]] = {
+# (what, training settings, training data)
+VARIANTS: dict[str, tuple[str, list[str], tuple[str, list[str]]]] = {
     "plain": ("the preset before: the fill corrected, the count level normalised away, 16 "
-              "epochs (the demo's budget)", ["model.count_channel=false", *SHORT], []),
+              "epochs (the demo's budget), random phantoms",
+              ["model.count_channel=false", *SHORT], RANDOM),
     "count": ("+ ln of the normaliser (the count level) as a constant input channel",
-              ["model.count_channel=true", *SHORT], []),
+              ["model.count_channel=true", *SHORT], RANDOM),
     "long": ("plain trained 48 epochs, the learning rate halved every 16",
-             ["model.count_channel=false", *LONG], []),
-    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG], []),
+             ["model.count_channel=false", *LONG], RANDOM),
+    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG], RANDOM),
     "mixed": ("long, trained on the random, textured and lesions families in equal shares "
-              "instead of random alone", ["model.count_channel=false", *LONG], MIXED),
+              "instead of random alone (the preset now)", ["model.count_channel=false", *LONG],
+              MIXED),
 }
 # The validation scans every variant is scored on: the j-th of a data set's store is simulated
 # again as a phantom of family SCORED_FAMILIES[j mod 4] (the suite's parameters) -- the same
@@ -82,33 +88,32 @@ SCORED_ON = ("validation scans of the store, the j-th as a phantom of family "
 
 def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[str],
                    log=print) -> tuple[dict, object, object]:
-    """Make probe data set ``d``'s store and fills once per data setting (as the suite makes
-    its own; a variant with data settings gets its own, ``d<d>-<variant>``), then train each
-    variant on its store; returns ({variant: run folder}, the validation scans, the config)."""
+    """Make probe data set ``d``'s store and fills once per training data (as the suite makes
+    its own, under ``d<d>-<data name>``), then train each variant on its store; returns
+    ({variant: run folder}, the validation scans, a config of the data set)."""
     from quality_data import ValidationScans, _config, prepare_store
     from quality_suite import seeds_for
 
     from badblock.train.loop import train
 
-    cfg, store, sim = prepare_store(suite, d, work, extra, log)
-    validation = ValidationScans.from_store(d, store.store, sim)
-    folders = {}
+    stores, folders = {}, {}
     for name in variants:
-        _, sets, data = VARIANTS[name]
-        root = work / f"d{d}"
-        if data:
-            root = work / f"d{d}-{name}"
-            _, vstore, vsim = prepare_store(suite, d, work, data + extra, log, name=name)
-            if ValidationScans.from_store(d, vstore.store, vsim).ids != validation.ids:
-                raise RuntimeError(f"{vstore.store}: another validation split than "
-                                   f"{store.store}'s: the variants would not compare")
+        _, sets, (data, settings) = VARIANTS[name]
+        if data not in stores:
+            cfg, store, sim = prepare_store(suite, d, work, settings + extra, log, name=data)
+            stores[data] = (cfg, ValidationScans.from_store(d, store.store, sim))
         # the smoke run's few steps (extra) outrank the variant's epochs
-        vcfg = _config(suite, root, seeds_for(suite, "train", d),
-                       data + sets + extra + ["data.store=store", f"train.run={name}",
-                                              "train.tensorboard=false"])
+        vcfg = _config(suite, work / f"d{d}-{data}", seeds_for(suite, "train", d),
+                       settings + sets + extra + ["data.store=store", f"train.run={name}",
+                                                  "train.tensorboard=false"])
         t0 = time.perf_counter()
         folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
         log(f"[preset_probe] data set {d} {name}: trained in {time.perf_counter() - t0:.0f} s")
+    (cfg, validation), *others = stores.values()
+    for _, v in others:
+        if v.ids != validation.ids:
+            raise RuntimeError(f"data set {d}: the stores' validation splits differ "
+                               f"({validation.ids} and {v.ids}): the variants would not compare")
     return folders, validation, cfg
 
 
@@ -253,7 +258,7 @@ def main(argv=None) -> int:
     extra = list(suite.smoke.train) if args.tiny else []
     if args.train_threads:
         extra.append(f"run.threads={args.train_threads}")
-    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "data": VARIANTS[n][2],
+    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "data": VARIANTS[n][2][1],
                    "seed": args.seed, "scored_on": SCORED_ON,
                    "command": "python bench/preset_probe.py --only " + n
                    + (" --tiny" if args.tiny else "")

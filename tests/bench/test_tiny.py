@@ -142,15 +142,16 @@ def test_tiny_run_writes_its_record(script, tmp_path):
         for n in ("count", "mixed"):
             assert (recs["plain"]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"]
                     == recs[n]["datasets"]["0"]["scores"]["demo/pair_axial"]["model"])
-        # ... though mixed trained on a store of its own, of three families
+        # ... though each trained on the store of its data: random phantoms, or three families
         sims = {n: json.loads((work / n / "sim" / "train" / "simulation.json").read_text())
-                for n in ("d0", "d0-mixed")}
-        assert {s["phantom"]["family"] for s in sims["d0"]["scans"]} == {"random"}
+                for n in ("d0-random", "d0-mixed")}
+        assert {s["phantom"]["family"] for s in sims["d0-random"]["scans"]} == {"random"}
         assert {s["phantom"]["family"] for s in sims["d0-mixed"]["scans"]} == {
             "random", "textured", "lesions"}
         assert (work / "d0-mixed" / "mixed" / "checkpoint_best.pt").exists()
         # the count variant's checkpoint has the channel: one input more than the plain one's
-        data = {n: torch.load(work / "d0" / n / "checkpoint_best.pt", weights_only=True)["data"]
+        data = {n: torch.load(work / "d0-random" / n / "checkpoint_best.pt",
+                              weights_only=True)["data"]
                 for n in ("plain", "count")}
         assert data["count"]["count_channel"] and not data["plain"]["count_channel"]
         assert summary["baseline"] == "plain"
