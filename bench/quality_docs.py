@@ -26,6 +26,7 @@ from quality_report import (
 )
 from quality_suite import ROOT
 
+
 def trained_families(result: dict) -> list[str]:
     """The activity families the scored preset trained on (older JSON: random alone)."""
     phantom = (result.get("preset_data") or {}).get("phantom", "random")

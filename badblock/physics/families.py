@@ -1,4 +1,4 @@
-"""Activity families for simulation: the training family and three the training never sees.
+"""Activity families for simulation: four kinds of structure, from organs to thin vessels.
 
 Every family is made by one call, :func:`make` ``(family, grid, rng, **params) -> (activity,
 mu)``: float32 volumes ``[z, y, x]`` on a :class:`~badblock.physics.phantom.VolumeGrid`,
@@ -9,13 +9,14 @@ same seed gives the same volumes. The families:
 ``random``
     :func:`badblock.physics.phantom.random_phantom`: bodies of 1-3 elliptical sections with
     uniform organs (0.3-4 x the background), lung-like cold regions and 1-5 small spheres. The
-    family ``badblock simulate`` draws by default and so the one the network is trained on.
+    family ``badblock simulate`` draws by default. The ``mini`` preset trains on it, ``textured``
+    and ``lesions`` in equal shares (``simulate.phantom`` a list); ``vessels`` no preset trains on.
 ``textured``
     A body outline (one elliptical cylinder) filled with a smooth random texture: a lognormal
     field ``exp(c g - c^2 / 2)`` with ``g`` a sum of Gaussian-filtered white noise at the
     correlation lengths ``scales_mm`` (unit variance), so the activity varies continuously at
     every voxel with mean 1 and relative spread about ``c`` -- nothing in it is piecewise
-    constant, unlike the training family.
+    constant, unlike ``random``.
 ``lesions``
     A warm uniform background (1) with ``n_lesions`` non-overlapping spheres of several radii
     (``radii_mm``, cycled so that every size occurs), each hot (``hot`` x the background) or
@@ -24,7 +25,7 @@ same seed gives the same volumes. The families:
     A low background (``background``) crossed by ``n_vessels`` thin tubes (radius
     ``radius_mm``, activity ``value``) along smooth 3-D curves (quadratic Bezier curves between
     points spread over the whole axial extent), so each tube runs obliquely through many
-    planes and views: thin 3-D structures, which the training family never has.
+    planes and views: thin 3-D structures, which no other family has.
 
 All but ``random`` share the body outline of :func:`body_shape` (water attenuation inside).
 Partial-volume edges follow :mod:`badblock.physics.phantom`.
