@@ -1,13 +1,14 @@
 """Validation probes of changes to the preset, on probe data sets: never the suite's.
 
-    python bench/preset_probe.py --only long mixed       # ~35 min on 2 cores
+    python bench/preset_probe.py --only mixed mixed_deadhalf mixed_deadfill mixed96 \
+        mixed96_deadhalf mixed96_deadfill                 # ~70 min on 2 cores
     python bench/preset_probe.py --only plain count --baseline plain
     python bench/preset_probe.py --tiny --out F         # one small data set, a few steps (CI)
 
-Variants (:data:`VARIANTS`), each against ``--baseline`` (default ``long``, the 48-epoch
-training of the ``mini`` preset, the suite's ``preset``):
+Variants (:data:`VARIANTS`), each against ``--baseline`` (default ``mixed``, the ``mini``
+preset's training, the suite's ``preset``):
 
-- ``plain``: 16 epochs (the demo's budget).
+- ``plain``: 16 epochs (the demo's budget), random phantoms.
 - ``count``: ``model.count_channel`` (the count level as an input). The preset's network
   corrects the model-based fill well at the demo's counts and over-smooths at 8x (the
   benchmark's findings, docs/training.md): its input is normalised by the stack's mean counts,
@@ -17,27 +18,36 @@ training of the ``mini`` preset, the suite's ``preset``):
   validation error of the 16-epoch runs is still falling at their last epoch.
 - ``mixed``: ``long`` trained on scans of the random, textured and lesions families in equal
   shares (``simulate.phantom`` a list) instead of random phantoms alone: the suite's worst
-  families were the ones the network never saw. The other variants train on random phantoms;
+  families were the ones the network never saw. The variants above train on random phantoms;
   each training data gets its own store and fills (``d<d>-random``, ``d<d>-mixed``), of the
   same seeds, sizes and validation split.
+- ``mixed96``: ``mixed`` trained 96 epochs (halved every 32): the kept epochs of ``mixed``
+  fall at the end of its 48.
+- ``<network>_deadhalf`` / ``<network>_deadfill``: the network of ``mixed`` or ``mixed96``
+  repaired with the output rule ``model.dead_weight`` 0.5 / 0 (fully dead bins halfway to the
+  fill / the fill itself, the network elsewhere): on the suite the network was worse than the
+  fill on fully dead bins (1.008x). The rule changes no training: these reuse the network.
 
 Data: *probe* data sets, made exactly as the benchmark makes its data sets
 (:mod:`quality_data`: the variant's phantoms, ``train_scans`` scans at the preset's doses
 ``simulate.counts_range``, the store's validation split, ``badblock fills``), but from the root
 seed ``--seed`` (default 4040), not the suite's 8080: no scan here is a suite scan. Each kept
 checkpoint (``checkpoint_best.pt``, chosen without the truth on its own store's validation
-scans) repairs the same scored scans: the j-th validation scan of the store simulated again as
-a phantom of family ``random``, ``textured``, ``lesions``, ``vessels`` in turn (j mod 4; the
-suite's family parameters), at each count level of the suite (``demo`` 1x, ``high`` 8x) and
-damaged with each of the suite's dead-block patterns as :func:`quality_data.choose` damages
-them. The score is the damaged-bin NRMSE against the noiseless truth (data-consistent, rounded
-as stored), as a ratio to the model-based fill the network starts from (made with the
-checkpoint's OSEM settings). Records scored otherwise (results/preset_probe/random-validation:
-random phantoms only, before ``mixed``) are not compared with these.
+scans) repairs the same scored scans: every validation scan of the store simulated again as a
+phantom of each family ``random``, ``textured``, ``lesions``, ``vessels`` (the suite's family
+parameters; 16 scans a data set), at each count level of the suite (``demo`` 1x, ``high`` 8x)
+and damaged with each of the suite's dead-block patterns as :func:`quality_data.choose`
+damages them. The score is the damaged-bin NRMSE against the noiseless truth (data-consistent,
+rounded as stored), as a ratio to the model-based fill the network starts from (made with the
+checkpoint's OSEM settings). Records scored otherwise are not compared with these
+(results/preset_probe/random-validation: random phantoms only, before ``mixed``;
+one-family-per-scan: the j-th validation scan as one family, 4 scans a data set).
 
 The rule, fixed before the runs: a variant goes into the preset when its geometric-mean ratio
-over every (data set, level, pattern) is lower than the baseline's and lower on every probe
-data set; of several such, the lowest. Writes one record per variant under
+over every (data set, level, pattern) is lower than the baseline's, lower on every probe data
+set, and the upper end of the 95 % bootstrap interval of its ratio to the baseline (scored
+scans resampled within each data set) is below 1 -- the margin exceeds what the choice of
+scans could make; of several such, the lowest. Writes one record per variant under
 bench/results/preset_probe/ and their summary (``summary.json``); docs/training.md quotes it.
 """
 
@@ -59,67 +69,102 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 SHORT = ["train.epochs=16", "optim.step_size=8"]
 LONG = ["train.epochs=48", "optim.step_size=16"]
+LONGER = ["train.epochs=96", "optim.step_size=32"]
 # the training data of each variant, spelled out too: (name, settings); the store of
 # data set d and data name k is d<d>-<k>
 RANDOM = ("random", ["simulate.phantom=random"])
 MIXED = ("mixed", ["simulate.phantom=random,textured,lesions"])
-# every variant spells out what it sets, so that a rerun means the same after the preset moves:
-# (what, training settings, training data)
-VARIANTS: dict[str, tuple[str, list[str], tuple[str, list[str]]]] = {
-    "plain": ("the preset before: the fill corrected, the count level normalised away, 16 "
-              "epochs (the demo's budget), random phantoms",
-              ["model.count_channel=false", *SHORT], RANDOM),
-    "count": ("+ ln of the normaliser (the count level) as a constant input channel",
-              ["model.count_channel=true", *SHORT], RANDOM),
-    "long": ("plain trained 48 epochs, the learning rate halved every 16",
-             ["model.count_channel=false", *LONG], RANDOM),
-    "count_long": ("count, trained 48 epochs", ["model.count_channel=true", *LONG], RANDOM),
-    "mixed": ("long, trained on the random, textured and lesions families in equal shares "
-              "instead of random alone (the preset now)", ["model.count_channel=false", *LONG],
-              MIXED),
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """``what`` it is; ``sets``: its training settings; ``data``: its training data (name,
+    settings); ``dead_weight``: the repair's output rule on fully dead bins
+    (``model.dead_weight``, set on the loaded predictor: it changes no training);
+    ``network``: the variant whose trained network it repairs with ("" = its own)."""
+
+    what: str
+    sets: tuple[str, ...]
+    data: tuple[str, list[str]]
+    dead_weight: float = 1.0
+    network: str = ""
+
+
+def _rule(base: str, weight: float) -> Variant:
+    v = VARIANTS[base]
+    how = {0.5: "halfway between the fill and the network", 0.0: "the fill itself"}[weight]
+    return Variant(f"{base}, repaired with {how} on fully dead bins (model.dead_weight="
+                   f"{weight:g}), the network elsewhere", v.sets, v.data, weight, base)
+
+
+# every variant spells out what it sets, so that a rerun means the same after the preset moves
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant("the preset before: the fill corrected, the count level normalised away, "
+                     "16 epochs (the demo's budget), random phantoms",
+                     ("model.count_channel=false", *SHORT), RANDOM),
+    "count": Variant("+ ln of the normaliser (the count level) as a constant input channel",
+                     ("model.count_channel=true", *SHORT), RANDOM),
+    "long": Variant("plain trained 48 epochs, the learning rate halved every 16",
+                    ("model.count_channel=false", *LONG), RANDOM),
+    "count_long": Variant("count, trained 48 epochs", ("model.count_channel=true", *LONG),
+                          RANDOM),
+    "mixed": Variant("long, trained on the random, textured and lesions families in equal "
+                     "shares instead of random alone (the preset now)",
+                     ("model.count_channel=false", *LONG), MIXED),
+    "mixed96": Variant("mixed trained 96 epochs, the learning rate halved every 32",
+                       ("model.count_channel=false", *LONGER), MIXED),
 }
-# The validation scans every variant is scored on: the j-th of a data set's store is simulated
-# again as a phantom of family SCORED_FAMILIES[j mod 4] (the suite's parameters) -- the same
+for _base in ("mixed", "mixed96"):
+    VARIANTS[f"{_base}_deadhalf"] = _rule(_base, 0.5)
+    VARIANTS[f"{_base}_deadfill"] = _rule(_base, 0.0)
+# The scans every variant is scored on: each validation scan of a data set's store simulated
+# again as a phantom of every family of SCORED_FAMILIES (the suite's parameters) -- the same
 # scans for every variant, whatever families it trained on; vessels none of them trains on.
 SCORED_FAMILIES = ("random", "textured", "lesions", "vessels")
-SCORED_ON = ("validation scans of the store, the j-th as a phantom of family "
-             + "/".join(SCORED_FAMILIES) + "[j mod 4]")
+SCORED_ON = ("validation scans of the store, each as a phantom of family "
+             + ", ".join(SCORED_FAMILIES))
+# bootstrap resamples of the scored scans for the margin's interval (summarise)
+RESAMPLES = 2000
 
 
 def train_variants(suite, d: int, work: Path, extra: list[str], variants: list[str],
                    log=print) -> tuple[dict, object, object]:
     """Make probe data set ``d``'s store and fills once per training data (as the suite makes
-    its own, under ``d<d>-<data name>``), then train each variant on its store; returns
-    ({variant: run folder}, the validation scans, a config of the data set)."""
+    its own, under ``d<d>-<data name>``), then train each network the variants need on its
+    store (a variant with ``network`` repairs with that variant's); returns ({variant: run
+    folder}, the validation scans, a config of the data set)."""
     from quality_data import ValidationScans, _config, prepare_store
     from quality_suite import seeds_for
 
     from badblock.train.loop import train
 
-    stores, folders = {}, {}
-    for name in variants:
-        _, sets, (data, settings) = VARIANTS[name]
+    stores, runs = {}, {}
+    for name in dict.fromkeys(VARIANTS[n].network or n for n in variants):
+        v = VARIANTS[name]
+        data, settings = v.data
         if data not in stores:
             cfg, store, sim = prepare_store(suite, d, work, settings + extra, log, name=data)
             stores[data] = (cfg, ValidationScans.from_store(d, store.store, sim))
         # the smoke run's few steps (extra) outrank the variant's epochs
-        vcfg = _config(suite, work / f"d{d}-{data}", seeds_for(suite, "train", d),
-                       settings + sets + extra + ["data.store=store", f"train.run={name}",
-                                                  "train.tensorboard=false"])
+        vcfg = _config(suite, Path(stores[data][0].run.output),
+                       seeds_for(suite, "train", d),
+                       settings + list(v.sets) + extra + ["data.store=store", f"train.run={name}",
+                                                          "train.tensorboard=false"])
         t0 = time.perf_counter()
-        folders[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
+        runs[name] = Path(train(vcfg))  # a finished run is kept (rerun = reuse)
         log(f"[preset_probe] data set {d} {name}: trained in {time.perf_counter() - t0:.0f} s")
     (cfg, validation), *others = stores.values()
     for _, v in others:
         if v.ids != validation.ids:
             raise RuntimeError(f"data set {d}: the stores' validation splits differ "
                                f"({validation.ids} and {v.ids}): the variants would not compare")
-    return folders, validation, cfg
+    return {n: runs[VARIANTS[n].network or n] for n in variants}, validation, cfg
 
 
 def scored_scans(suite, d: int, validation, cfg, work: Path, level: str) -> list:
-    """(path, scan, truth, mu) of each scan the variants are scored on at count ``level``
-    (:data:`SCORED_FAMILIES`; kept when complete, as the suite's simulations are)."""
+    """(path, scan, truth, mu) of each scan the variants are scored on at count ``level``:
+    every validation scan as a phantom of every family of :data:`SCORED_FAMILIES`, family by
+    family (kept when complete, as the suite's simulations are)."""
     from quality_data import simulate_folder
     from quality_suite import seeds_for
 
@@ -128,23 +173,25 @@ def scored_scans(suite, d: int, validation, cfg, work: Path, level: str) -> list
 
     factor = float(suite.count_levels[level])
     out = []
-    for j, path in enumerate(validation.paths()):
-        family = SCORED_FAMILIES[j % len(SCORED_FAMILIES)]
+    for family in SCORED_FAMILIES:
         folder = simulate_folder(cfg, work / f"d{d}" / "sim" / f"val@{level}-{family}",
                                  scans=suite.train_scans, counts=factor * cfg.simulate.counts,
                                  seed=seeds_for(suite, "train", d), family=family,
                                  params=suite.families.get(family, {}))
-        path = folder / path.name
-        out.append((path, read_scan(path), np.asarray(read_scan(truth_sibling(path)).data,
-                                                      np.float32),
-                    np.load(mu_sibling(path), allow_pickle=False)))
+        for path in validation.paths():
+            path = folder / path.name
+            out.append((path, read_scan(path), np.asarray(read_scan(truth_sibling(path)).data,
+                                                          np.float32),
+                        np.load(mu_sibling(path), allow_pickle=False)))
     return out
 
 
 def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                    threads: int, log=print) -> dict:
-    """Damaged-bin NRMSE of each variant's kept checkpoint and of the model-based fill on the
-    scored scans (:func:`scored_scans`) at every (level, pattern) of the suite."""
+    """Damaged-bin NRMSE of each variant's kept checkpoint (with its output rule) and of the
+    model-based fill on the scored scans (:func:`scored_scans`) at every (level, pattern) of
+    the suite: per bin class the mean over the scans, and ``scans`` the all-bin NRMSE of each
+    scan (what :func:`summarise` resamples)."""
     from quality_suite import seeds_for
 
     from badblock import metrics
@@ -157,7 +204,10 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     from badblock.train.loop import BEST
 
     scanner = get_scanner(suite.scanner)
-    predictors = {n: load_predictor(f / BEST, "cpu", threads) for n, f in folders.items()}
+    predictors = {}
+    for n, f in folders.items():
+        predictors[n] = load_predictor(f / BEST, "cpu", threads)
+        predictors[n].dead_weight = VARIANTS[n].dead_weight
     settings = fill_settings_of(cfg.fills)
     out = {}
     for level in dict.fromkeys(suite.cases.counts):
@@ -182,17 +232,20 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                     rows[n].append({c: v["nrmse"] for c, v in
                                     metrics.damaged_scores(x, truth, mask).items()})
             key = f"{level}/{pattern}"
-            out[key] = {n: {c: float(np.mean([r[c] for r in rs])) for c in rs[0]}
+            out[key] = {n: {**{c: float(np.mean([r[c] for r in rs])) for c in rs[0]},
+                            "scans": [float(r["all"]) for r in rs]}
                         for n, rs in rows.items()}
             log(f"[preset_probe] data set {d} {key}: damaged-bin NRMSE " + ", ".join(
                 f"{n} {v['all']:.4f}" for n, v in out[key].items()))
     return out
 
 
-def summarise(records: dict, baseline: str = "long") -> dict:
+def summarise(records: dict, baseline: str = "mixed", seed: int = 0) -> dict:
     """Geometric-mean ratios to the model-based fill of each variant's record: overall, per
-    data set, per level and per bin class; and the rule's choice against ``baseline`` (module
-    docstring)."""
+    data set, per level and per bin class; against ``baseline``, the ratio of the two
+    (``to_baseline``) with its 95 % interval over :data:`RESAMPLES` bootstrap draws of the
+    scored scans (the same draw for every cell of a data set: a scan is scored in all of them);
+    and the rule's choice (module docstring)."""
     from quality_report import _gmean
 
     out = {}
@@ -215,11 +268,34 @@ def summarise(records: dict, baseline: str = "long") -> dict:
     winners = []
     if baseline in out:
         p = out[baseline]
-        winners = [n for n, v in out.items() if n != baseline and set(v["per_dataset"]) ==
-                   set(p["per_dataset"]) and v["ratio"] < p["ratio"] and all(
-                       v["per_dataset"][d] < p["per_dataset"][d] for d in p["per_dataset"])]
+        for n, v in out.items():
+            if n == baseline or set(v["per_dataset"]) != set(p["per_dataset"]):
+                continue
+            v["to_baseline"], v["to_baseline_95"] = _paired(records[n], records[baseline], n,
+                                                            baseline, seed)
+            if (v["ratio"] < p["ratio"] and v["to_baseline_95"][1] < 1.0
+                    and all(v["per_dataset"][d] < p["per_dataset"][d] for d in p["per_dataset"])):
+                winners.append(n)
     return {"variants": out, "baseline": baseline, "passing": winners,
             "choice": min(winners, key=lambda n: out[n]["ratio"]) if winners else baseline}
+
+
+def _paired(rec: dict, base: dict, n: str, b: str, seed: int) -> tuple[float, list[float]]:
+    """gmean over cells of (variant's mean NRMSE / baseline's) and its bootstrap 95 % interval
+    (scans resampled within each data set)."""
+    logs, draws = [], np.zeros(RESAMPLES)
+    rng = np.random.default_rng(seed)
+    cells = 0
+    for d, ds in rec["datasets"].items():
+        keys = list(ds["scores"])
+        v = np.array([ds["scores"][k][n]["scans"] for k in keys])  # [cells, scans]
+        w = np.array([base["datasets"][d]["scores"][k][b]["scans"] for k in keys])
+        logs.append(np.log(v.mean(1) / w.mean(1)))
+        pick = rng.integers(0, v.shape[1], size=(RESAMPLES, v.shape[1]))
+        draws += np.log(v[:, pick].mean(2) / w[:, pick].mean(2)).sum(0)
+        cells += len(keys)
+    lo, hi = np.exp(np.percentile(draws / cells, [2.5, 97.5]))
+    return float(np.exp(np.concatenate(logs).mean())), [float(lo), float(hi)]
 
 
 def main(argv=None) -> int:
@@ -235,7 +311,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the repairs")
     ap.add_argument("--train-threads", type=int, default=0,
                     help="run.threads of the trainings (0: the preset's)")
-    ap.add_argument("--baseline", default="long", choices=list(VARIANTS),
+    ap.add_argument("--baseline", default="mixed", choices=list(VARIANTS),
                     help="the variant the rule compares against (the preset as it is)")
     args = ap.parse_args(argv)
     os.environ.setdefault("BADBLOCK_PROGRESS", "0")
@@ -258,8 +334,10 @@ def main(argv=None) -> int:
     extra = list(suite.smoke.train) if args.tiny else []
     if args.train_threads:
         extra.append(f"run.threads={args.train_threads}")
-    records = {n: {"what": VARIANTS[n][0], "sets": VARIANTS[n][1], "data": VARIANTS[n][2][1],
-                   "seed": args.seed, "scored_on": SCORED_ON,
+    records = {n: {"what": VARIANTS[n].what, "sets": list(VARIANTS[n].sets),
+                   "data": VARIANTS[n].data[1], "dead_weight": VARIANTS[n].dead_weight,
+                   "network": VARIANTS[n].network or n, "seed": args.seed,
+                   "scored_on": SCORED_ON,
                    "command": "python bench/preset_probe.py --only " + n
                    + (" --tiny" if args.tiny else "")
                    + (f" --datasets {args.datasets}" if args.datasets != 3 else "")
@@ -285,12 +363,14 @@ def main(argv=None) -> int:
     every = {p.stem: r for p in sorted(out.glob("*.json")) if p.stem in VARIANTS
              for r in [json.loads(p.read_text())]
              if r.get("seed") == args.seed and r.get("scored_on") == SCORED_ON}
-    summary = summarise(every, args.baseline)
+    summary = summarise(every, args.baseline, args.seed)
     for n, s in summary["variants"].items():
         print(f"[preset_probe] {n:10s} NRMSE / model fill: {s['ratio']:.3f} (per data set "
               + ", ".join(f"{v:.3f}" for v in s["per_dataset"].values()) + "; per level "
               + ", ".join(f"{k} {v:.3f}" for k, v in s["per_level"].items()) + "; partial "
-              f"{s['per_class']['partial']:.3f}, dead {s['per_class']['dead']:.3f})")
+              f"{s['per_class']['partial']:.3f}, dead {s['per_class']['dead']:.3f})"
+              + (f"; / {args.baseline} {s['to_baseline']:.3f} [{s['to_baseline_95'][0]:.3f}, "
+                 f"{s['to_baseline_95'][1]:.3f}]" if "to_baseline" in s else ""))
     print(f"[preset_probe] passing the rule: {summary['passing'] or 'none'}; the choice: "
           f"{summary['choice']}")
     atomic_write_json(out / "summary.json", summary)

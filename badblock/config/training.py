@@ -98,6 +98,12 @@ class ModelConfig:
     prior_widths: list[float] = field(default_factory=list)
     # The network corrects the prior instead of replacing it, starting from it exactly.
     prior_residual: bool = False
+    # Weight of the network's correction on fully dead bins (f = 1) at repair: there the output
+    # is prior + dead_weight x (network - prior); 1 = the network's own, 0 = the prior itself
+    # (the model-based fill with fill_prior). Training and the checkpoint choice see the
+    # network's own output; the checkpoint records the weight. Needs prior_residual and
+    # data.mask_channel.
+    dead_weight: float = 1.0
     # The model-based fill (baselines.model_fill: TOF OSEM with the gaps modelled, projected)
     # of the centre plane as one more input channel and, with prior_residual, the estimate the
     # network corrects instead of the normconv prior. Needs per_lor and data.fills.

@@ -13,7 +13,8 @@ checkpoint dict (read and written by :mod:`badblock.utils.checkpoint`, ``weights
 - ``data``: what inference needs to build the same input: the input layout
   (:meth:`badblock.inference.ChannelLayout.to_dict`: ``context``, ``mask_channel``,
   ``mask_stack``, ``normalise``, ``per_lor``, ``prior_widths``, ``margin``), ``multiple``
-  (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner`` and, with
+  (2**depth), ``views_to``, ``views``, ``bins``, ``task``, ``target``, ``scanner``,
+  ``dead_weight`` (``model.dead_weight``: the repair's output rule on fully dead bins) and, with
   ``model.fill_prior``, ``fill`` (the OSEM settings of the fills it was trained with, which
   repair must use: :func:`badblock.baselines.fill_settings`, plus ``attenuation``);
 - ``optimizer``, ``schedule``: their state dicts;
@@ -86,6 +87,7 @@ def checkpoint_dict(cfg, info: dict, layout, model: torch.nn.Module,
                  "views_to": info["views_to"], "views": info["views"],
                  "bins": info["bins"], "task": cfg.data.task,
                  "target": cfg.data.target, "scanner": info["scanner"],
+                 "dead_weight": float(cfg.model.dead_weight),
                  **({"fill": info["fill"]} if info.get("fill") else {})},
         "optimizer": schedule.optimizer.state_dict(),
         "schedule": schedule.state_dict(),

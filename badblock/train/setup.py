@@ -48,6 +48,12 @@ def layout_for(cfg):
     if cfg.model.prior_residual and not (layout.prior_widths or layout.fill_prior):
         raise BadInputError("model.prior_residual", "needs model.prior_widths or "
                                                     "model.fill_prior")
+    w = cfg.model.dead_weight
+    if not 0.0 <= w <= 1.0:
+        raise BadInputError("model.dead_weight", f"must be within [0, 1], got {w}")
+    if w != 1.0 and not (cfg.model.prior_residual and layout.mask_channel):
+        raise BadInputError("model.dead_weight", "needs model.prior_residual (the prior it "
+                            "weighs against) and data.mask_channel (which bins are dead)")
     if layout.fill_prior:
         if not cfg.data.fills:
             raise BadInputError("model.fill_prior", "needs data.fills: the folder of damage "

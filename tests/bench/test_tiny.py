@@ -49,7 +49,7 @@ def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
     extra = {"preprocess.py": ["--workdir", str(tmp)],
              "fill_prior.py": ["--work", str(tmp)],
              "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count", "mixed",
-                               "--baseline", "plain"]}.get(script, [])
+                               "mixed_deadfill", "--baseline", "plain"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
 
@@ -154,8 +154,22 @@ def test_tiny_run_writes_its_record(script, tmp_path):
                               weights_only=True)["data"]
                 for n in ("plain", "count")}
         assert data["count"]["count_channel"] and not data["plain"]["count_channel"]
+        # the output rule reuses mixed's network: fully dead bins are the fill's, the rest
+        # the network's
+        rule = json.loads((out / "mixed_deadfill.json").read_text())
+        assert rule["network"] == "mixed" and rule["dead_weight"] == 0.0
+        assert not (work / "d0-mixed" / "mixed_deadfill").exists()
+        got = rule["datasets"]["0"]["scores"]["demo/pair_axial"]
+        own = recs["mixed"]["datasets"]["0"]["scores"]["demo/pair_axial"]
+        assert got["mixed_deadfill"]["dead"] == pytest.approx(got["model"]["dead"], rel=1e-3)
+        assert got["mixed_deadfill"]["partial"] == own["mixed"]["partial"]
+        # every validation scan scored as each of the four families
+        n_val = len(rule["datasets"]["0"]["validation_scans"])
+        assert len(got["model"]["scans"]) == 4 * n_val
         assert summary["baseline"] == "plain"
-        assert summary["choice"] in ("plain", "count", "mixed")
+        assert summary["choice"] in ("plain", "count", "mixed", "mixed_deadfill")
+        lo, hi = summary["variants"]["count"]["to_baseline_95"]
+        assert lo <= summary["variants"]["count"]["to_baseline"] <= hi
     else:
         assert set(rec["cases"]) == {"mini", "vision-10"}
         for case in rec["cases"].values():

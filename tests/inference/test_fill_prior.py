@@ -77,3 +77,33 @@ def test_the_fill_is_made_as_the_network_learnt_it(tmp_path, attenuation, give_m
         repair_scan(scan, mask, _predictor(attenuation), tmp_path / "rep.hs",
                     mu=_water_cylinder() if give_mu else None)
     assert not (tmp_path / "rep.hs").exists()
+
+
+def test_dead_weight_moves_only_fully_dead_bins_toward_the_fill(tmp_path):
+    """model.dead_weight w: fully dead bins become fill + w (network - fill), the partly
+    damaged ones stay the network's; w = 0 repairs fully dead bins exactly as model_fill."""
+    scan, counts, mask = _scan(tmp_path)
+    net = _predictor(False)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a correction that is not zero: a "trained" network
+        net.model.last_conv2.weight.normal_(0, 0.05)
+        net.model.last_conv2.bias.fill_(0.3)
+    got = {}
+    for w in (1.0, 0.5, 0.0):
+        net.dead_weight = w
+        out = tmp_path / f"rep{w}.hs"
+        repair_scan(scan, mask, net, out)
+        got[w] = np.asarray(read_scan(out).data, np.float64)
+    fill = model_fill(counts, mask, scanner="mini", tof_order="linear", iterations=1,
+                      subsets=2, projector_options=CHEAP["projector"]).astype(np.float64)
+    f = np.broadcast_to(mask, counts.shape)
+    dead, partial = f >= 1 - 1e-6, (f > 0) & (f < 1 - 1e-6)
+    assert dead.sum() > 1000 and partial.sum() > 1000
+    # the network does move dead bins away from the fill, so the test can fail
+    assert np.abs(got[1.0][dead] - fill[dead]).max() > 1.0
+    np.testing.assert_allclose(got[0.0][dead], fill[dead], rtol=2e-4, atol=1e-3)
+    np.testing.assert_allclose(got[0.5][dead], 0.5 * (fill[dead] + got[1.0][dead]),
+                               rtol=2e-4, atol=1e-3)
+    for w in (0.5, 0.0):
+        np.testing.assert_array_equal(got[w][partial], got[1.0][partial])
+        np.testing.assert_array_equal(got[w][f == 0], counts[f == 0])

@@ -40,7 +40,8 @@ def test_dict_holds_what_inference_and_resume_need(tmp_path):
                           "margin": 0, "fill_prior": False, "count_channel": False,
                           "multiple": 4, "views_to": 36,
                           "views": 36,
-                          "bins": 64, "task": "inpaint", "target": "measured", "scanner": "mini"}
+                          "bins": 64, "task": "inpaint", "target": "measured", "scanner": "mini",
+                          "dead_weight": 1.0}
     assert (ck["epoch"], ck["epoch_step"], ck["step"], ck["done"]) == (2, 3, 11, False)
     assert ck["config"]["model"]["width"] == 4 and ck["world_size"] == 1
     ema = UNet(in_channels=6, width=4, depth=2, bottom_convs=1)

@@ -142,13 +142,14 @@ def test_per_lor_prior_network_trains_on_lost_counts_and_repairs_alike(tmp_path,
             "model.prior_widths": [0.7, 1.5, 1.0], "model.prior_residual": True,
             "loss.damaged_only": True, "loss.target": "lost", "train.ema": 0.9,
             "data.blocks_per_sample": [1, 3], "augment.view_roll": 0.0,
-            "augment.radial_flip": 0.0}
+            "augment.radial_flip": 0.0, "model.dead_weight": 0.25}
     run = _run(tmp_path, store_dir, **sets)
     rec = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(rec["nrmse_net"]) and np.isfinite(rec["train_loss"])
     ck = load_checkpoint(run / "checkpoint_final.pt")
     assert ck["data"]["per_lor"] is True and ck["data"]["prior_widths"] == [0.7, 1.5, 1.0]
     assert ck["data"]["margin"] == 18 and ck["data"]["scanner"] == "mini"
+    assert ck["data"]["dead_weight"] == 0.25
     assert ck["model_config"]["in_channels"] == 12 and ck["model_config"]["residual_channel"] == 11
     # the averaged weights are what is saved for repair; the raw ones ride along for resume
     assert "model_raw" in ck
@@ -174,6 +175,13 @@ def test_per_lor_prior_network_trains_on_lost_counts_and_repairs_alike(tmp_path,
     other = masks.copy()
     other[:, 1, 28:38, 40:50] = 1.0
     assert not np.allclose(out, pred(stacks, other, sens_w))
+    # the recorded output rule (dead_weight 0.25) moved the fully dead bins and only those
+    assert pred.dead_weight == 0.25
+    pred.dead_weight = 1.0
+    own = pred(stacks, masks, sens_w)
+    dead = masks[:, 2, pred.margin:pred.margin + 36] >= 1
+    assert dead.any() and np.array_equal(own[~dead], out[~dead])
+    assert not np.allclose(own[dead], out[dead])
 
 
 def test_mask_stack_needs_the_mask_channel(tmp_path, store_dir):

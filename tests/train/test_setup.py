@@ -57,6 +57,11 @@ def test_layout_of_the_mini_preset_and_what_it_refuses():
         (["augment.dose=0.5"], "augment.dose"),
         (["loss.damaged_only=false"], "damaged_only"),
         (["data.target=truth"], "measured"),
+        (["model.dead_weight=1.5"], "within"),
+        (["model.dead_weight=-0.1"], "within"),
+        (["model.dead_weight=0.5", "model.prior_residual=false"], "dead_weight"),
+        (["model.dead_weight=0", "data.mask_channel=false", "data.mask_stack=false",
+          "model.prior_widths=[]"], "dead_weight"),
     ]:
         with pytest.raises(BadInputError, match=match):
             layout_for(load_config("mini", sets, env={}))
