@@ -320,6 +320,7 @@ def main(argv=None) -> int:
 
     from badblock.errors import BadInputError
     from badblock.utils.atomic import atomic_write_json
+    from badblock.utils.hardware import cpu_description
 
     if args.tiny and not args.out:
         ap.error("--tiny needs --out (a tiny run never replaces the measured results)")
@@ -337,6 +338,7 @@ def main(argv=None) -> int:
     records = {n: {"what": VARIANTS[n].what, "sets": list(VARIANTS[n].sets),
                    "data": VARIANTS[n].data[1], "dead_weight": VARIANTS[n].dead_weight,
                    "network": VARIANTS[n].network or n, "seed": args.seed,
+                   "machine": cpu_description(),
                    "scored_on": SCORED_ON,
                    "command": "python bench/preset_probe.py --only " + n
                    + (" --tiny" if args.tiny else "")

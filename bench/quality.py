@@ -62,12 +62,14 @@ def _claim_work(work: Path, fp: str) -> None:
     """Refuse a work folder made for another fingerprint: its simulations, stores and networks
     are reused by folder (a complete one is kept), so they would be another preset's."""
     mark = work / "fingerprint.txt"
-    if mark.exists() and mark.read_text().strip() != fp:
-        raise BadInputError(work, f"was made for another suite or preset (fingerprint "
-                                  f"{mark.read_text().strip()}, now {fp}): use a fresh --work")
-    if not mark.exists():
-        work.mkdir(parents=True, exist_ok=True)
-        mark.write_text(fp + "\n")
+    if mark.exists():
+        made = mark.read_text().strip()
+        if made != fp:
+            raise BadInputError(work, f"was made for another suite or preset (fingerprint "
+                                      f"{made}, now {fp}): use a fresh --work")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    mark.write_text(fp + "\n")
 
 
 def _finite(x):
@@ -108,6 +110,7 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
     from badblock.inference.predictor import load_predictor
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
     from badblock.utils.atomic import atomic_write_json
+    from badblock.utils.hardware import cpu_description
 
     t0 = time.perf_counter()
     check_disjoint(suite)
@@ -169,7 +172,10 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
         if datasets_cfg else None,
         "command": "python bench/quality.py" + (" --smoke" if smoke else ""),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "python": platform.python_version()},
+                    "platform": platform.platform(), "python": platform.python_version(),
+                    # train.amp / train.channels_last auto follow it: bf16 autocast and
+                    # channels-last training on a CPU with bf16 units
+                    "cpu": cpu_description()},
         "relations": relations(suite),
         "datasets": datasets, "cases": cases, "wall_s": round(time.perf_counter() - t0, 1),
         "compute_s": round(sum(d["train_s"] + d["choices_s"] + d["cases_s"] for d in datasets), 1),

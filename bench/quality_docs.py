@@ -301,7 +301,8 @@ def render(result: dict, json_path: Path) -> str:
         f"Compute time, as recorded when each part was made: **"
         f"{result.get('compute_s', result['wall_s']) / 60:.0f} min** on "
         f"{machine['cpus']} shared CPU cores ({machine['torch_threads']} torch threads, "
-        f"{machine['platform']}); per data set: " + "; ".join(
+        f"{machine['platform']}" + (f", {machine['cpu']}" if machine.get("cpu") else "")
+        + "); per data set: " + "; ".join(
             f"{d['dataset']}: train {d['train_s']:.0f} s, choices {d['choices_s']:.0f} s, "
             f"cases {d['cases_s']:.0f} s" for d in result["datasets"]) + ". The command that "
         f"wrote the JSON took {result['wall_s']:.0f} s ({result.get('cases_reused', 0)} of "

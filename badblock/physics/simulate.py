@@ -146,12 +146,13 @@ def scan_families(sim, n_scans: int) -> list[str] | None:
                                                 f"at most once and not 'file', got {names}")
     if len(names) == 1:
         return names * n_scans
-    return [names[_stratum(sim, i) % len(names)] for i in range(n_scans)]
+    return [names[_stratum(sim, i)[0] % len(names)] for i in range(n_scans)]
 
 
-def _stratum(sim, index: int) -> int:
+def _stratum(sim, index: int) -> tuple[int, int]:
+    """(stratum of scan ``index``, number of strata): a seeded permutation of the strata."""
     n = max(int(sim.scans), int(index) + 1)
-    return int(np.random.default_rng([int(sim.seed), n, 11]).permutation(n)[int(index)])
+    return int(np.random.default_rng([int(sim.seed), n, 11]).permutation(n)[int(index)]), n
 
 
 def _family_params(sim) -> dict[str, dict]:
@@ -329,8 +330,7 @@ def scan_counts(sim, index: int) -> float:
     if not sim.counts_range:
         return float(sim.counts)
     lo, hi = (math.log(float(v)) for v in sim.counts_range)
-    n = max(int(sim.scans), int(index) + 1)
-    stratum = _stratum(sim, index)
+    stratum, n = _stratum(sim, index)
     u = np.random.default_rng([int(sim.seed), int(index), 7]).uniform()
     return float(sim.counts) * math.exp(lo + (hi - lo) * (stratum + u) / n)
 

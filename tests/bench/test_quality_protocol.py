@@ -122,3 +122,29 @@ def test_a_rerun_reuses_choices_only_when_made_on_the_same_validation_scans(tmp_
                                 "normconv_widths": {"single/demo": [1, 1, 1]}}))
     assert quality._cached_choices(path, Val, suite) is None  # a pattern not chosen for
     assert quality._cached_choices(tmp_path / "none.json", Val, suite) is None
+
+
+def test_a_work_folder_of_another_suite_or_preset_is_refused(tmp_path):
+    import quality
+
+    from badblock.errors import BadInputError
+
+    suite = qs.load_suite()
+    fp = quality._fingerprint(suite, smoke=False)
+    work = tmp_path / "work"
+    quality._claim_work(work, fp)
+    assert (work / "fingerprint.txt").read_text() == fp + "\n"
+    quality._claim_work(work, fp)  # the same suite and preset: reused
+    # the same preset file with other content is another benchmark run, refused
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("base: mini\nmodel: {dead_weight: 1.0}\n")
+    mine = dataclasses.replace(suite, preset=str(preset))
+    fp = quality._fingerprint(mine, smoke=False)
+    work = tmp_path / "work2"
+    quality._claim_work(work, fp)
+    preset.write_text("base: mini\nmodel: {dead_weight: 0.5}\n")
+    other = quality._fingerprint(mine, smoke=False)
+    assert other != fp
+    with pytest.raises(BadInputError, match="another suite or preset"):
+        quality._claim_work(work, other)
+    assert (work / "fingerprint.txt").read_text() == fp + "\n"
