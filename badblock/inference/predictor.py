@@ -147,22 +147,28 @@ class Predictor:
                 y = self.model(x)
             out = (y.float() * out_scale)[:, 0]
             if self.dead_weight != 1.0:
-                out = self._dead_rule(out, x, m, out_scale)
+                out = self._dead_rule(out, x, m, out_scale, fl)
             if as_numpy:
                 return out.cpu().numpy()
         return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
 
     def _dead_rule(self, out: torch.Tensor, x: torch.Tensor, m: torch.Tensor | None,
-                   out_scale: torch.Tensor) -> torch.Tensor:
-        """``out`` ``[N, Vp, B]`` with its fully dead bins moved to ``p + w (out - p)``."""
+                   out_scale: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+        """``out`` ``[N, Vp, B]`` with its fully dead bins moved to ``p + w (out - p)``; ``p``
+        is the fill itself when the network corrects it (so that ``w = 0`` repairs those bins
+        bit for bit as the fill does), else the prior channel back in counts."""
         from badblock.metrics import DEAD_EPS
 
         pc = self.layout.prior_channel
         if pc is None or m is None:
             raise BadInputError(getattr(self, "path", "checkpoint"), "dead_weight needs a "
                                 "residual network with the mask channel (its prior and f)")
-        prior = x[:, pc].float() * out_scale[:, 0]
-        f = m[:, self.context, self.margin:m.shape[2] - self.margin].float()
+        crop = slice(self.margin, m.shape[2] - self.margin)
+        if self.layout.fill_prior:
+            prior = fill[:, 0, crop].float()
+        else:
+            prior = x[:, pc].float() * out_scale[:, 0]
+        f = m[:, self.context, crop].float()
         w = self.dead_weight
         return torch.where(f >= 1.0 - DEAD_EPS, prior + w * (out - prior), out)
 

@@ -101,7 +101,8 @@ def test_dead_weight_moves_only_fully_dead_bins_toward_the_fill(tmp_path):
     assert dead.sum() > 1000 and partial.sum() > 1000
     # the network does move dead bins away from the fill, so the test can fail
     assert np.abs(got[1.0][dead] - fill[dead]).max() > 1.0
-    np.testing.assert_allclose(got[0.0][dead], fill[dead], rtol=2e-4, atol=1e-3)
+    # bit for bit the fill repair makes (the one the benchmark's model row is)
+    np.testing.assert_array_equal(got[0.0][dead], fill[dead])
     np.testing.assert_allclose(got[0.5][dead], 0.5 * (fill[dead] + got[1.0][dead]),
                                rtol=2e-4, atol=1e-3)
     for w in (0.5, 0.0):
