@@ -134,7 +134,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
                 all_planes: bool = False, log: Callable[[str], None] | None = None,
                 workers: int | None = None, overlap: bool = True,
-                mu: np.ndarray | None = None) -> dict:
+                mu: np.ndarray | None = None, fill: np.ndarray | None = None) -> dict:
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
@@ -154,8 +154,10 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     ``workers`` processes (None = one per CPU core for a CPU predictor, else 1), ``overlap``:
     stacking and merging in threads beside the network in a single process. Every choice
     writes the same bytes. ``mu``: the scan's attenuation map, for a network that takes the
-    model-based fill (:func:`scan_fill_for`, made here from the damaged scan). Returns a
-    summary dict (also what ``badblock repair`` writes as JSON).
+    model-based fill (:func:`scan_fill_for`, made here from the damaged scan); ``fill``: that
+    fill when the caller already made it with :func:`scan_fill_for` (a benchmark repairing one
+    scan with several networks of the same fill settings). Returns a summary dict (also what
+    ``badblock repair`` writes as JSON).
     """
     from badblock.inference.engine import PlaneJob, run_job
     from badblock.io import open_scan_writer
@@ -183,7 +185,11 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     if batch_size < 1:
         raise BadInputError("repair.batch_size", f"must be >= 1, not {batch_size}")
     check_output(scan, out_path, force)
-    fill = scan_fill_for(predictor, scan, mask, mu)
+    if fill is None:
+        fill = scan_fill_for(predictor, scan, mask, mu)
+    elif _fill_settings_for(predictor, scan, mu) is None or fill.shape != header.shape:
+        raise BadInputError("fill", f"a fill {list(fill.shape)} for a network that takes "
+                            f"none or for a scan {list(header.shape)}")
 
     # a reduction, not a boolean copy of the whole mask (a quarter of its size, at the peak)
     touched = mask.reshape(n_planes, -1).max(axis=1, initial=0.0) > 0

@@ -195,12 +195,11 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     from quality_suite import seeds_for
 
     from badblock import metrics
-    from badblock.baselines import fill_settings_of, scan_fill
     from badblock.evaluate import thin_scan
     from badblock.inference.predictor import load_predictor
     from badblock.io import read_scan, write_scan
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks
-    from badblock.repair import repair_files
+    from badblock.repair import repair_scan, scan_fill_for
     from badblock.train.loop import BEST
 
     scanner = get_scanner(suite.scanner)
@@ -208,7 +207,10 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
     for n, f in folders.items():
         predictors[n] = load_predictor(f / BEST, "cpu", threads)
         predictors[n].dead_weight = VARIANTS[n].dead_weight
-    settings = fill_settings_of(cfg.fills)
+    first = next(iter(predictors.values()))
+    if len({json.dumps(p.data.get("fill"), sort_keys=True) for p in predictors.values()}) > 1:
+        raise RuntimeError(f"data set {d}: the networks were trained on fills of other "
+                           "settings: one fill would not be every network's starting point")
     out = {}
     for level in dict.fromkeys(suite.cases.counts):
         scans = scored_scans(suite, d, validation, cfg, work, level)
@@ -218,14 +220,17 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
             for i, (path, scan, truth, mu) in enumerate(scans):
                 damaged = thin_scan(np.asarray(scan.data), mask, np.random.default_rng(
                     seeds_for(suite, "thin", d, "validation", pattern, level, str(i))))
-                fill = scan_fill(damaged, mask, scanner, settings, mu=mu,
-                                 tof_order=scan.header.tof_order)
-                got = {"model": metrics.data_consistent(fill, damaged, mask)}
                 case = work / f"d{d}" / "val-repairs" / level / pattern
-                dam_path = write_scan(case / "damaged" / path.name, damaged, scan.header,
-                                      force=True)
+                dam = read_scan(write_scan(case / "damaged" / path.name, damaged, scan.header,
+                                           force=True))
+                # the fill each network starts from, made once: the model row and every
+                # network's input (all trained on fills of the same settings, checked above)
+                fill = scan_fill_for(first, dam, mask, mu)
+                got = {"model": metrics.data_consistent(fill, damaged, mask)}
                 for n, pred in predictors.items():
-                    repair_files([dam_path], mask, pred, case / n, force=True, mus=[mu])
+                    (case / n).mkdir(parents=True, exist_ok=True)
+                    repair_scan(dam, mask, pred, case / n / path.name, force=True, mu=mu,
+                                fill=fill)
                     got[n] = metrics.data_consistent(
                         np.asarray(read_scan(case / n / path.name).data), damaged, mask)
                 for n, x in got.items():

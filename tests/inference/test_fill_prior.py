@@ -108,3 +108,17 @@ def test_dead_weight_moves_only_fully_dead_bins_toward_the_fill(tmp_path):
     for w in (0.5, 0.0):
         np.testing.assert_array_equal(got[w][partial], got[1.0][partial])
         np.testing.assert_array_equal(got[w][f == 0], counts[f == 0])
+
+
+def test_a_fill_made_beforehand_repairs_the_same_bytes_and_a_wrong_one_is_refused(tmp_path):
+    from badblock.repair import scan_fill_for
+
+    scan, _, mask = _scan(tmp_path)
+    net = _predictor(False)
+    repair_scan(scan, mask, net, tmp_path / "own.hs")
+    fill = scan_fill_for(net, scan, mask, None)
+    repair_scan(scan, mask, net, tmp_path / "given.hs", fill=fill)
+    assert (tmp_path / "own.s").read_bytes() == (tmp_path / "given.s").read_bytes()
+    with pytest.raises(BadInputError, match="fill"):
+        repair_scan(scan, mask, net, tmp_path / "bad.hs", fill=fill[:, :-1])
+    assert not (tmp_path / "bad.hs").exists()
