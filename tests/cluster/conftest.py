@@ -131,12 +131,14 @@ def epochs_logged(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
 
 
-# The training every preemption test runs, and its uninterrupted reference: long enough (about
-# 40 s of steps here) for Slurm's time-limit signal of a --time=1 job to land inside it.
+# The training every preemption test runs, and its uninterrupted reference: long enough for
+# Slurm's time-limit signal of a --time=1 job to land inside it (256 samples an epoch took
+# about 40 s of steps on a CPU without bf16 units but under 20 s on one with them, and the job
+# then ended before any signal; 768 take over a minute on the faster one).
 PREEMPT_EPOCHS = 14
 PREEMPT_ARGS = ["--epochs", str(PREEMPT_EPOCHS), "--set", "data.batch_size=4", "--set",
                 "model.width=4", "--set", "train.val_batches=1", "--set", "train.tensorboard=false",
-                "--set", "data.epoch_size=256", "--set", "run.threads=1"]
+                "--set", "data.epoch_size=768", "--set", "run.threads=1"]
 EPOCH_LINE = re.compile(r"^badblock train: epoch (\d+): (train \S+ +val \S+ +NRMSE .*? baseline "
                         r"\S+)", re.M)
 
