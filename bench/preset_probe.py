@@ -1,7 +1,7 @@
 """Validation probes of changes to the preset, on probe data sets: never the suite's.
 
     python bench/preset_probe.py --only mixed mixed_deadhalf mixed_deadfill mixed96 \
-        mixed96_deadhalf mixed96_deadfill                 # ~70 min on 2 cores
+        mixed96_deadhalf mixed96_deadfill                 # ~50 min on 2 cores
     python bench/preset_probe.py --only plain count --baseline plain
     python bench/preset_probe.py --tiny --out F         # one small data set, a few steps (CI)
 

@@ -25,6 +25,7 @@ import torch
 
 from badblock.errors import BadInputError
 from badblock.inference.layout import ChannelLayout
+from badblock.metrics import DEAD_EPS
 
 
 class Predictor:
@@ -157,8 +158,6 @@ class Predictor:
         """``out`` ``[N, Vp, B]`` with its fully dead bins moved to ``p + w (out - p)``; ``p``
         is the fill itself when the network corrects it (so that ``w = 0`` repairs those bins
         bit for bit as the fill does), else the prior channel back in counts."""
-        from badblock.metrics import DEAD_EPS
-
         pc = self.layout.prior_channel
         if pc is None or m is None:
             raise BadInputError(getattr(self, "path", "checkpoint"), "dead_weight needs a "
