@@ -9,6 +9,7 @@ header) only when complete (:func:`badblock.io.open_scan_writer`).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -134,7 +135,8 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
                 mask_channel: bool | None = None, batch_size: int = 32, force: bool = False,
                 all_planes: bool = False, log: Callable[[str], None] | None = None,
                 workers: int | None = None, overlap: bool = True,
-                mu: np.ndarray | None = None, fill: np.ndarray | None = None) -> dict:
+                mu: np.ndarray | None = None, fill: np.ndarray | None = None,
+                self_check: bool | None = None, damage: tuple | None = None) -> dict:
     """Repair ``scan`` (a :class:`badblock.io.Scan`) and write it to ``out_path``.
 
     ``mask``: float ``[plane, view, bin]`` fraction of LORs lost, the same for all TOF bins.
@@ -156,8 +158,12 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     writes the same bytes. ``mu``: the scan's attenuation map, for a network that takes the
     model-based fill (:func:`scan_fill_for`, made here from the damaged scan); ``fill``: that
     fill when the caller already made it with :func:`scan_fill_for` (a benchmark repairing one
-    scan with several networks of the same fill settings). Returns a summary dict (also what
-    ``badblock repair`` writes as JSON).
+    scan with several networks of the same fill settings). ``self_check``: first estimate from
+    the scan's own counts how far to trust the network's correction on partly damaged and on
+    fully dead bins (:mod:`badblock.inference.selfcheck`; needs ``damage``, the ``(blocks,
+    crystals)`` the mask was made of) and repair with those weights on a copy of the
+    predictor; the summary's ``self_check`` says what it found, or why it did not run.
+    Returns a summary dict (also what ``badblock repair`` writes as JSON).
     """
     from badblock.inference.engine import PlaneJob, run_job
     from badblock.io import open_scan_writer
@@ -191,25 +197,39 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         raise BadInputError("fill", f"a fill {list(fill.shape)} for a network that takes "
                             f"none or for a scan {list(header.shape)}")
 
-    # a reduction, not a boolean copy of the whole mask (a quarter of its size, at the peak)
-    touched = mask.reshape(n_planes, -1).max(axis=1, initial=0.0) > 0
-    send = np.ones(n_planes, bool) if all_planes else touched
-    planes = np.flatnonzero(send)
-    out_dtype = header.dtype
-    is_int = out_dtype.kind in "iu"
-    lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
-    items = [(t, int(p)) for t in range(n_tof) for p in planes]
     layout = getattr(predictor, "layout", None)
     skip_empty = getattr(layout, "normalise", getattr(predictor, "normalise", None)) in (
         "max", "mean")
+    geometry = dict(context=context, segments=header.segments,
+                    tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
+                    mask_channel=mask_channel, skip_empty=skip_empty, margin=margin, sens=sens)
+
+    def job_for(data, out, m, f, everything: bool = False, rest: bool = True) -> PlaneJob:
+        # a reduction, not a boolean copy of the whole mask (a quarter of its size, at the peak)
+        touched = m.reshape(n_planes, -1).max(axis=1, initial=0.0) > 0
+        send = np.ones(n_planes, bool) if everything else touched
+        return PlaneJob(data=data, out=out, mask=m, fill=f, **geometry,
+                        items=[(t, int(p)) for t in range(n_tof) for p in np.flatnonzero(send)],
+                        copies=[(t, a, b) for t in range(n_tof) for a, b in _runs(~send)]
+                        if rest else [])
+
+    if self_check is None:
+        from badblock.config.evaluation import RepairConfig
+
+        self_check = RepairConfig.self_check
+    check = _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers,
+                        overlap, log) if self_check else None
+    if check is not None and check.ran:
+        predictor = copy.copy(predictor)  # the caller's keeps its weights
+        predictor.partial_weight = check.weights["partial"]
+        predictor.dead_weight = check.weights["dead"]
+    out_dtype = header.dtype
+    is_int = out_dtype.kind in "iu"
+    lo, hi = (np.iinfo(out_dtype).min, np.iinfo(out_dtype).max) if is_int else (None, None)
 
     with open_scan_writer(out_path, header, force=force) as writer:
-        job = PlaneJob(data=scan.data, out=writer.data, mask=mask, items=items,
-                       copies=[(t, a, b) for t in range(n_tof) for a, b in _runs(~send)],
-                       context=context, segments=header.segments,
-                       tof_order=header.tof_order if n_tof > 1 else "none", views_to=views_to,
-                       mask_channel=mask_channel, skip_empty=skip_empty, margin=margin,
-                       sens=sens, fill=fill)
+        job = job_for(scan.data, writer.data, mask, fill, all_planes)
+        items, planes = job.items, sorted({p for _, p in job.items})
         with progress(total=None, desc="repair", unit="batch") as bar:
             def done(n: int, total: int) -> None:
                 bar.total = total
@@ -259,12 +279,45 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
         "bf16": ran["bf16"],
         "bf16_error": ran["bf16_error"],
         "all_planes": bool(all_planes),
+        "self_check": check.summary() if check is not None else {"ran": False,
+                                                                  "why": "switched off"},
         "seconds": round(seconds, 3),
         **{f"busy_{k}": round(getattr(stats, k), 3)
            for k in ("stack_s", "network_s", "merge_s", "copy_s")},
         "publish_s": round(publish, 3),
         "plane_images_per_s": round(len(items) / seconds, 2) if seconds > 0 else None,
     }
+
+
+def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers, overlap, log):
+    """:func:`badblock.inference.selfcheck.self_check` of ``scan`` with repair's own job."""
+    from badblock.baselines import scan_fill
+    from badblock.inference.engine import run_job
+    from badblock.inference.selfcheck import SelfCheck, self_check
+    from badblock.physics.scanners import get_scanner
+
+    if damage is None:
+        check = SelfCheck(False, "the mask's dead blocks and crystals are not known (a mask "
+                                 "file): give --scanner and --dead-blocks")
+    else:
+        fill_for = None
+        settings = _fill_settings_for(predictor, scan, mu)
+        if settings is not None:
+            scanner = get_scanner(predictor.data["scanner"])
+
+            def fill_for(data, m):
+                return scan_fill(data, m, scanner, settings, mu=mu,
+                                 tof_order=scan.header.tof_order)
+
+        def predict(data, m, who, f, out):
+            run_job(job_for(data, out, m, f, rest=False), who, batch_size=batch_size, workers=workers,
+                    overlap=overlap)
+
+        blocks, crystals = damage
+        check = self_check(scan.data, mask, predictor, predict, blocks=blocks,
+                           crystals=crystals, fill_for=fill_for)
+    log(f"{Path(scan.path).name}: {check.line()}")
+    return check
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -315,9 +368,10 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
                  out: str | os.PathLike, *, batch_size: int = 32, force: bool = False,
                  all_planes: bool = False, mask_check: bool = True,
                  unchecked_why: str = "switched off (--no-mask-check)",
-                 declared: ResolvedMask | None = None,
+                 declared: ResolvedMask | Sequence[ResolvedMask] | None = None,
                  log: Callable[[str], None] | None = None,
-                 mus: Sequence[np.ndarray | None] | None = None) -> list[dict]:
+                 mus: Sequence[np.ndarray | None] | None = None,
+                 self_check: bool | None = None) -> list[dict]:
     """:func:`repair_scan` for each input file (outputs per :func:`output_for`).
 
     ``mask``: one ``[plane, view, bin]`` mask for every input, or a list of one per input.
@@ -326,7 +380,9 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     with ``mask_check`` the mask against the scan's counts (:func:`mask_report`; ``declared``
     says what the mask was made of, when known). Temporaries that killed repairs left beside
     the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
-    ``mask_check``, ``unchecked_why``). ``mus``: each input's attenuation map, for a network
+    ``mask_check``, ``unchecked_why``); ``declared`` may also be one per input (masks that
+    ``detect`` found). ``self_check``: :func:`repair_scan`'s, with the dead blocks and crystals
+    of ``declared`` (it cannot run on a mask of unknown make). ``mus``: each input's attenuation map, for a network
     that takes the model-based fill (:func:`scan_fill_for`; None: the ``<id>.mu.npy`` beside
     each input, where there is one).
     """
@@ -351,7 +407,10 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     if len(set(map(str, targets))) != len(targets):
         raise BadInputError(out, "two inputs have the same file name; repair them into "
                                  "separate folders")
-    for scan, m in zip(scans, masks):
+    kinds = list(declared) if isinstance(declared, (list, tuple)) else [declared] * len(inputs)
+    if len(kinds) != len(inputs):
+        raise BadInputError("mask", f"{len(kinds)} mask origins for {len(inputs)} scans")
+    for scan, m, declared in zip(scans, masks, kinds):
         reports.append(mask_report(scan, m, declared) if mask_check else
                        {"checked": False, "why": unchecked_why})
     for target in targets:
@@ -366,8 +425,10 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
         raise BadInputError("mu", f"{len(mus)} attenuation maps for {len(inputs)} scans")
     for scan, mu in zip(scans, mus):  # every input's fill can be made, before any is written
         _fill_settings_for(predictor, scan, mu)
-    for scan, m, target, report, mu in zip(scans, masks, targets, reports, mus):
+    for scan, m, target, report, mu, d in zip(scans, masks, targets, reports, mus, kinds):
+        damage = (d.blocks, d.crystals) if d is not None and d.scanner else None
         summary = repair_scan(scan, m, predictor, target, batch_size=batch_size, force=force,
-                              all_planes=all_planes, log=log, mu=mu)
+                              all_planes=all_planes, log=log, mu=mu, self_check=self_check,
+                              damage=damage)
         summaries.append({**summary, "mask_check": report})
     return summaries

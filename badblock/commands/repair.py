@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plane stacks per network call (default repair.batch_size)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing outputs (never the input itself)")
+    parser.add_argument("--self-check", action=argparse.BooleanOptionalAction, default=None,
+                        help="weigh the network's correction by what the scan's own counts "
+                             "support (default repair.self_check; needs --scanner/"
+                             "--dead-blocks or auto)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -70,6 +74,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         extra.append("repair.force=true")
     if args.no_mask_check:
         extra.append("scanner.mask_check=false")
+    if args.self_check is not None:
+        extra.append(f"repair.self_check={str(args.self_check).lower()}")
     return extra
 
 
@@ -77,13 +83,16 @@ def _auto_masks(inputs: list[Path], scanner: str | None, cfg) -> tuple[list, lis
     """One mask per scan, of the dead blocks and crystals ``detect`` finds in it."""
     from badblock.physics.detect import detect_scan
 
+    from badblock.physics.mask import ResolvedMask
+
     masks, found = [], []
     for path in inputs:
         det = detect_scan(path, scanner, crystals=cfg.detect.crystals, z=cfg.detect.z)
         s = det.summary()
         print(f"{path}: detect found dead blocks {', '.join(s['dead_blocks']) or 'none'}, dead "
               f"crystals {', '.join(s['dead_crystals']) or 'none'} ({det.scanner.name})")
-        masks.append(det.mask())
+        masks.append(ResolvedMask(det.mask(), scanner=det.scanner.name, blocks=det.blocks,
+                                  crystals=det.crystals))
         found.append({"scan": str(path), **s})
     return masks, found
 
@@ -126,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     extra: dict = {}
     check, why = cfg.scanner.mask_check, "switched off (--no-mask-check)"
     if args.dead_blocks == "auto":
-        mask, found = _auto_masks(inputs, args.scanner, cfg)
-        what, declared = "found by detect in each scan", None
+        declared, found = _auto_masks(inputs, args.scanner, cfg)
+        mask, what = [d.mask for d in declared], "found by detect in each scan"
         check, why = False, "the mask is what detect found in the scan itself"
         extra["detect"] = found
     else:
@@ -138,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = repair_files(inputs, mask, predictor, out, batch_size=cfg.repair.batch_size,
                              force=cfg.repair.force, all_planes=cfg.repair.all_planes,
                              mask_check=check, unchecked_why=why, declared=declared, log=print,
-                             mus=_mus(args.mu, inputs, cfg, predictor))
+                             mus=_mus(args.mu, inputs, cfg, predictor),
+                             self_check=cfg.repair.self_check)
     folder = output_for(inputs[0], out, len(inputs)).parent
     save_resolved(cfg, folder)
     atomic_write_json(folder / SUMMARY_NAME, {
@@ -151,4 +161,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s['input']} -> {s['output']}: {s['planes_repaired']} of {s['planes']} planes "
               f"repaired x {s['tof_bins']} TOF ({s['plane_images_per_s']} plane images/s), "
               f"{s['planes_copied']} copied; {check_line}")
+        if s["self_check"]["ran"]:
+            w = s["self_check"]["weights"]
+            print(f"  correction weights from the self-check: partly damaged {w['partial']}, "
+                  f"fully dead {w['dead']}")
     return 0

@@ -14,6 +14,11 @@ class RepairConfig:
     # Send every plane through the network, not only those the mask touches (benchmarks only:
     # the untouched planes are copied back unchanged anyway).
     all_planes: bool = False
+    # Before repairing, estimate from the scan's own counts how far to trust the network's
+    # correction of its prior, on partly damaged and on fully dead bins: the scan's damage
+    # rotated around the ring is laid on the scan and its counts score prior and network
+    # (badblock.inference.selfcheck). Needs the dead blocks (--scanner/--dead-blocks or auto).
+    self_check: bool = False
 
 
 @dataclass

@@ -43,11 +43,13 @@ class Predictor:
     on CPUs with bf16 units, channels-last everywhere); ``amp`` may be switched off later
     (repair does when bf16 disagrees with float32, :meth:`bf16_error`).
 
-    ``dead_weight`` (the checkpoint's ``model.dead_weight``, 1 for older ones; an attribute a
-    caller may change) is the output rule on fully dead bins of a residual network: with
+    ``dead_weight`` (the checkpoint's ``model.dead_weight``, 1 for older ones) and
+    ``partial_weight`` (1) are the output rule of a residual network, attributes a caller may
+    change (repair's self-check, :mod:`badblock.inference.selfcheck`, sets both per scan): with
     ``p`` the prior it corrects (the model-based fill or the normconv estimate, in counts) and
     ``o`` its output, a bin of the centre plane with ``f >= 1 - badblock.metrics.DEAD_EPS``
-    gets ``p + dead_weight (o - p)``; every other bin gets ``o``.
+    gets ``p + dead_weight (o - p)``, one with ``0 < f`` below that ``p + partial_weight
+    (o - p)``; every other bin gets ``o``.
 
     Call it with damaged counts ``[N, 2k+1, Vp + 2 margin, B]``, masks alike (lost fraction
     0..1; required with ``mask_channel``) and sensitivity stacks alike (real LORs per bin,
@@ -76,6 +78,7 @@ class Predictor:
         self.multiple = int(data.get("multiple", 1))
         self.views_to = int(data.get("views_to", 0))
         self.dead_weight = float(data.get("dead_weight", 1.0))
+        self.partial_weight = 1.0
         self._pinned: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -147,29 +150,35 @@ class Predictor:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 y = self.model(x)
             out = (y.float() * out_scale)[:, 0]
-            if self.dead_weight != 1.0:
-                out = self._dead_rule(out, x, m, out_scale, fl)
+            if self.dead_weight != 1.0 or self.partial_weight != 1.0:
+                out = self._output_rule(out, x, m, out_scale, fl)
             if as_numpy:
                 return out.cpu().numpy()
         return out.clone()  # outside inference mode: an ordinary tensor the caller may modify
 
-    def _dead_rule(self, out: torch.Tensor, x: torch.Tensor, m: torch.Tensor | None,
-                   out_scale: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
-        """``out`` ``[N, Vp, B]`` with its fully dead bins moved to ``p + w (out - p)``; ``p``
-        is the fill itself when the network corrects it (so that ``w = 0`` repairs those bins
-        bit for bit as the fill does), else the prior channel back in counts."""
+    def _output_rule(self, out: torch.Tensor, x: torch.Tensor, m: torch.Tensor | None,
+                     out_scale: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+        """``out`` ``[N, Vp, B]`` with its damaged bins moved to ``p + w (out - p)``, ``w`` the
+        weight of the bin's class; ``p`` is the fill itself when the network corrects it (so
+        that ``w = 0`` repairs those bins bit for bit as the fill does), else the prior
+        channel back in counts."""
         pc = self.layout.prior_channel
         if pc is None or m is None:
-            raise BadInputError(getattr(self, "path", "checkpoint"), "dead_weight needs a "
-                                "residual network with the mask channel (its prior and f)")
+            raise BadInputError(getattr(self, "path", "checkpoint"), "an output weight below 1 "
+                                "needs a residual network with the mask channel (its prior "
+                                "and f)")
         crop = slice(self.margin, m.shape[2] - self.margin)
         if self.layout.fill_prior:
             prior = fill[:, 0, crop].float()
         else:
             prior = x[:, pc].float() * out_scale[:, 0]
         f = m[:, self.context, crop].float()
-        w = self.dead_weight
-        return torch.where(f >= 1.0 - DEAD_EPS, prior + w * (out - prior), out)
+        dead = f >= 1.0 - DEAD_EPS
+        if self.dead_weight != 1.0:  # a weight of 1 keeps the network's bits
+            out = torch.where(dead, prior + self.dead_weight * (out - prior), out)
+        if self.partial_weight != 1.0:
+            out = torch.where((f > 0) & ~dead, prior + self.partial_weight * (out - prior), out)
+        return out
 
     def bf16_error(self, stacks, masks, region: np.ndarray, sens=None, fill=None) -> float:
         """Relative RMS difference of the bf16 and the float32 prediction over ``region``

@@ -122,3 +122,49 @@ def test_a_fill_made_beforehand_repairs_the_same_bytes_and_a_wrong_one_is_refuse
     with pytest.raises(BadInputError, match="fill"):
         repair_scan(scan, mask, net, tmp_path / "bad.hs", fill=fill[:, :-1])
     assert not (tmp_path / "bad.hs").exists()
+
+
+def _trained_looking(net):
+    torch.manual_seed(1)
+    with torch.no_grad():  # a correction that is not zero: a "trained" network
+        net.model.last_conv2.weight.normal_(0, 0.05)
+        net.model.last_conv2.bias.fill_(0.3)
+    return net
+
+
+def test_partial_weight_moves_only_partly_damaged_bins_toward_the_fill(tmp_path):
+    scan, counts, mask = _scan(tmp_path)
+    net = _trained_looking(_predictor(False))
+    repair_scan(scan, mask, net, tmp_path / "own.hs")
+    net.partial_weight = 0.0
+    repair_scan(scan, mask, net, tmp_path / "flat.hs")
+    own, flat = (np.asarray(read_scan(tmp_path / n).data) for n in ("own.hs", "flat.hs"))
+    fill = model_fill(counts, mask, scanner="mini", tof_order="linear", iterations=1,
+                      subsets=2, projector_options=CHEAP["projector"])
+    f = np.broadcast_to(mask, counts.shape)
+    dead, partial = f >= 1 - 1e-6, (f > 0) & (f < 1 - 1e-6)
+    assert np.abs(own[partial] - fill[partial]).max() > 1.0
+    np.testing.assert_array_equal(flat[partial], fill[partial])
+    np.testing.assert_array_equal(flat[dead], own[dead])
+
+
+def test_self_check_repairs_with_the_weights_it_reports(tmp_path):
+    """repair_scan(self_check=True): the summary's weights are in [0, 1], the output is the
+    repair with exactly those weights, the caller's predictor keeps its own; without the dead
+    blocks it does not run and says why."""
+    scan, counts, mask = _scan(tmp_path)
+    net = _trained_looking(_predictor(False))
+    summary = repair_scan(scan, mask, net, tmp_path / "checked.hs", self_check=True,
+                          damage=([(5, 0), (5, 1)], []))
+    check = summary["self_check"]
+    assert check["ran"] and check["shifts"] == [4, 8, 12]
+    w = check["weights"]
+    assert 0.0 <= w["partial"] <= 1.0 and 0.0 <= w["dead"] <= 1.0
+    assert net.partial_weight == 1.0 and net.dead_weight == 1.0
+    # this network's constant correction is far off: the counts say so (weights below 1)
+    assert min(w.values()) < 0.9
+    net.partial_weight, net.dead_weight = w["partial"], w["dead"]
+    repair_scan(scan, mask, net, tmp_path / "by_hand.hs", self_check=False)
+    assert (tmp_path / "checked.s").read_bytes() == (tmp_path / "by_hand.s").read_bytes()
+    off = repair_scan(scan, mask, net, tmp_path / "mask_only.hs", self_check=True)
+    assert not off["self_check"]["ran"] and "dead blocks" in off["self_check"]["why"]

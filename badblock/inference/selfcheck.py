@@ -1,0 +1,223 @@
+"""Repair's self-check: how far to trust the network's correction on this scan, measured on the
+scan's own counts.
+
+Why. A residual network repairs a bin as its prior ``p`` (the model-based fill, or the normconv
+estimate) plus a learnt correction ``d = o - p``. On the benchmark the correction helps on
+average but not on every scan: at high counts and on structures it never saw it can make bins
+worse than the prior it started from. Real data has no truth to tell which, but it has counts
+the damage did not take.
+
+How. The scan's dead blocks and crystals are rotated ``s`` blocks around the ring (the same
+axial rows, so the same planes and the same kind of damage) and the rotated copy is laid on the
+damaged scan as *virtual* damage: each count of a bin survives with probability
+``(1 - f_c) / (1 - f_r)``, ``f_r`` the real lost fraction and ``f_c`` that of real and virtual
+damage together (:func:`badblock.physics.mask.dead_block_mask` of the union). On a bin the real
+damage missed (``f_r = 0``) that the virtual damage hits (``f_c > 0``), the surviving counts
+``y'`` and the removed ones ``l = m - y'`` are independent Poisson variables of means
+``(1 - f_c) lam`` and ``f_c lam`` (binomial thinning), so ``r = l / f_c`` is an unbiased estimate
+of the truth ``lam``, independent of everything the repair of the virtually damaged scan sees,
+with variance ``lam / f_c``. That repair gives ``p`` (the fill made again from the virtually
+damaged scan: the real one has seen ``l``) and ``o`` on those bins, and for the rule
+``x = p + w d`` the error against the truth,
+
+    sum (p + w d - lam)^2,   minimised by   w* = sum (lam - p) d / sum d^2,
+
+has its numerator estimated without bias by ``sum (r - p) d`` (``r`` is independent of ``p`` and
+``d``). ``w = clip(w*, 0, 1)`` is taken separately for partly damaged and fully dead bins
+(``f >= 1 - badblock.metrics.DEAD_EPS``), over ``shifts`` rotated copies: 0 is the prior's
+repair, 1 the network's own. The NRMSE of prior, network and the weighted rule on those bins is
+estimated as validation does (:func:`badblock.train.validate.nrmse_estimate`): against the
+truth, without it.
+
+The thinning draws from a fixed seed, so the same scan repairs to the same bytes. It needs
+counts (an integer scan, or a float one holding whole counts), a residual network with the mask channel, and the dead blocks and
+crystals the mask was made of (``--dead-blocks``/``--scanner`` or ``auto``, not a bare mask
+file): without them repair runs with the checkpoint's weights and says why.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from badblock.metrics import DEAD_EPS
+
+# rotated copies of the damage whose bins are scored: on the probe's scans one copy's weight
+# moved by up to 0.3 from the next one's (position and Poisson noise), so a few are averaged
+SHIFTS = 3
+SEED = 20191  # the thinning's seed: a fixed one, so that repair is reproducible
+CLASSES = ("partial", "dead")
+
+
+@dataclass
+class SelfCheck:
+    """The result of :func:`self_check`: ``weights`` per class (``partial``, ``dead``);
+    ``bins`` scored per class (TOF bins counted apart); per class and ``all`` the estimated
+    NRMSE of the ``prior``, the ``network`` and the weighted rule (``used``); the rotations
+    ``shifts`` (in transaxial blocks). ``ran`` False (and ``why``) when it could not run."""
+
+    ran: bool
+    why: str = ""
+    weights: dict = field(default_factory=dict)
+    bins: dict = field(default_factory=dict)
+    nrmse: dict = field(default_factory=dict)
+    shifts: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        if not self.ran:
+            return {"ran": False, "why": self.why}
+        return {"ran": True, "shifts": self.shifts, "weights": self.weights, "bins": self.bins,
+                "estimated_nrmse": self.nrmse}
+
+    def line(self) -> str:
+        """What repair prints."""
+        if not self.ran:
+            return f"self-check not run: {self.why}"
+        n = self.nrmse["all"]
+        return (f"self-check on {len(self.shifts)} rotated copies of the damage: correction "
+                f"weight {self.weights['partial']:.2f} on partly damaged, "
+                f"{self.weights['dead']:.2f} on fully dead bins; estimated NRMSE of the "
+                f"damaged bins: prior {n['prior']:.4f}, network {n['network']:.4f}, "
+                f"used {n['used']:.4f}")
+
+
+def why_not(predictor, data, blocks, crystals, touched=None) -> str:
+    """Why the self-check cannot run on this scan with this predictor ('' when it can);
+    ``touched``: bool ``[P]``, the planes the damage touches (their values are checked)."""
+    layout = getattr(predictor, "layout", None)
+    if getattr(layout, "prior_channel", None) is None or not getattr(predictor, "mask_channel",
+                                                                     False):
+        return "the network is not a residual one with the mask channel"
+    if not (getattr(predictor, "data", None) or {}).get("scanner"):
+        return "the checkpoint names no scanner"
+    if not blocks and not crystals:
+        return ("the mask's dead blocks and crystals are not known (a mask file): give "
+                "--scanner and --dead-blocks")
+    kind = np.dtype(data.dtype).kind
+    if kind not in "iuf":
+        return f"the scan holds {np.dtype(data.dtype).name} values, not counts"
+    if kind == "f" and touched is not None:
+        # thinning needs whole counts; a float scan may hold them (a simulation) or not
+        # (a corrected sinogram); the planes the damage touches are the ones it thins
+        part = np.asarray(data[:, touched])
+        if not (np.isfinite(part).all() and (part >= 0).all() and (part == np.rint(part)).all()):
+            return "the scan's values are not whole counts (a corrected sinogram?)"
+    return ""
+
+
+def rotations(scanner, blocks, crystals, shifts: int = SHIFTS) -> list[tuple[int, list, list]]:
+    """``(s, blocks, crystals)`` of the damage rotated ``s`` transaxial blocks, for ``shifts``
+    values of ``s`` spread evenly around the ring, each leaving the real blocks' positions (a
+    damage that covers every position has none)."""
+    n = scanner.blocks_transaxial
+    taken = {t for t, _ in blocks}
+    even = [round(j * n / (shifts + 1)) % n for j in range(1, shifts + 1)]
+    out = []
+    for s in dict.fromkeys(even + list(range(1, n))):
+        moved = [((t + s) % n, a) for t, a in blocks]
+        if s == 0 or taken & {t for t, _ in moved}:
+            continue
+        cr = [((c + s * scanner.block_pitch) % scanner.crystals_per_ring, r) for c, r in crystals]
+        out.append((s, moved, cr))
+        if len(out) == shifts:
+            break
+    return out
+
+
+def _shared(shape, dtype=np.float32) -> np.ndarray:
+    """A zeroed array in anonymous shared memory: forked repair workers write into it."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype, int(np.prod(shape))).reshape(shape)
+
+
+def _sums(r: np.ndarray, p: np.ndarray, o: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """float64 ``[6]``: sum (r - p) d, sum d^2, sum (r - p)^2, sum (r - o)^2, sum r / f,
+    sum r^2 over the given bins (``d = o - p``)."""
+    d = o - p
+    return np.array([((r - p) * d).sum(), (d * d).sum(), ((r - p) ** 2).sum(),
+                     ((r - o) ** 2).sum(), (r / f).sum(), (r * r).sum()])
+
+
+def _nrmse(err, noise, ref2) -> float:
+    from badblock.train.validate import nrmse_estimate
+
+    return round(nrmse_estimate(float(err), float(noise), float(ref2)), 5)
+
+
+def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks, crystals=(),
+               fill_for=None, shifts: int = SHIFTS, seed: int = SEED) -> SelfCheck:
+    """The correction weights of ``predictor`` for the damaged scan ``data`` ``[T, P, V, B]``
+    with ``mask`` ``[P, V, B]`` made of ``blocks`` and ``crystals`` (module docstring).
+
+    ``predict(data, mask, predictor, fill, out)`` repairs the scan ``data`` with ``mask`` into
+    ``out`` (float32 ``[T, P, V, B]``, zeroed, only its damaged bins read) as repair does;
+    ``fill_for(data, mask)``: the scan's model-based fill for a fill-prior network (None
+    otherwise). The predictor is not changed."""
+    import copy
+
+    from badblock.data.corruption import thin
+    from badblock.physics.mask import dead_block_mask
+    from badblock.physics.scanners import get_scanner
+
+    touched = mask.reshape(mask.shape[0], -1).max(axis=1, initial=0.0) > 0
+    reason = why_not(predictor, data, blocks, crystals, touched)
+    if reason:
+        return SelfCheck(False, reason)
+    scanner = get_scanner(predictor.data["scanner"])
+    moves = rotations(scanner, list(blocks), list(crystals), shifts)
+    if not moves:
+        return SelfCheck(False, "the damage leaves no block position to rotate it to")
+    own = copy.copy(predictor)
+    own.partial_weight = own.dead_weight = 1.0
+    flat = copy.copy(predictor)
+    flat.partial_weight = flat.dead_weight = 0.0
+    sums = {c: np.zeros(6) for c in CLASSES}
+    n = {c: 0 for c in CLASSES}
+    data = np.asarray(data)
+    for j, (_, b2, c2) in enumerate(moves):
+        both = dead_block_mask(scanner, sorted(set(blocks) | set(b2)),
+                               sorted(set(crystals) | set(c2)))
+        keep = np.where(mask < 1.0, (1.0 - both) / np.maximum(1.0 - mask, 1e-12), 0.0)
+        virtual = thin(data, np.clip(keep, 0.0, 1.0)[None], np.random.default_rng([seed, j]))
+        fill = None if fill_for is None else fill_for(virtual, both)
+        outs = []
+        for who in (own, flat):
+            if who is flat and fill is not None:
+                outs.append(fill)  # weight 0 is the fill itself, bit for bit: no network call
+                continue
+            out = _shared(data.shape)
+            predict(virtual, both, who, fill, out)
+            outs.append(out)
+        scored = (mask <= 0) & (both > 0)
+        f = np.broadcast_to(both, data.shape)[np.broadcast_to(scored, data.shape)]
+        m = data[:, scored].astype(np.float64).ravel()
+        r = (m - virtual[:, scored].astype(np.float64).ravel()) / f
+        o, p = (np.asarray(x[:, scored], np.float64).ravel() for x in outs)
+        dead = f >= 1.0 - DEAD_EPS
+        for c, sel in (("partial", ~dead), ("dead", dead)):
+            sums[c] += _sums(r[sel], p[sel], o[sel], f[sel])
+            n[c] += int(sel.sum())
+    # rounded before use: the weights repair applies are the ones its summary reports
+    weights = {c: (round(float(np.clip(s[0] / s[1], 0.0, 1.0)), 4) if s[1] > 0 else 1.0)
+               for c, s in sums.items()}
+    nrmse = {}
+    total = np.zeros(6)
+    used_all = 0.0
+    for c, s in sums.items():
+        w = weights[c]
+        # sum (r - p - w d)^2 = sum (r - p)^2 - 2 w sum (r - p) d + w^2 sum d^2
+        used = s[2] - 2 * w * s[0] + w * w * s[1]
+        used_all += used
+        total += s
+        nrmse[c] = {"prior": _nrmse(s[2], s[4], s[5]), "network": _nrmse(s[3], s[4], s[5]),
+                    "used": _nrmse(used, s[4], s[5])}
+    nrmse["all"] = {"prior": _nrmse(total[2], total[4], total[5]),
+                    "network": _nrmse(total[3], total[4], total[5]),
+                    "used": _nrmse(used_all, total[4], total[5])}
+    return SelfCheck(True, weights=weights, bins=n,
+                     nrmse=nrmse, shifts=[s for s, _, _ in moves])
+
+
+__all__ = ["SelfCheck", "self_check", "rotations", "why_not", "SHIFTS", "SEED"]
