@@ -310,8 +310,8 @@ def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers,
                                  tof_order=scan.header.tof_order)
 
         def predict(data, m, who, f, out):
-            run_job(job_for(data, out, m, f, rest=False), who, batch_size=batch_size, workers=workers,
-                    overlap=overlap)
+            run_job(job_for(data, out, m, f, rest=False), who, batch_size=batch_size,
+                    workers=workers, overlap=overlap)
 
         blocks, crystals = damage
         check = self_check(scan.data, mask, predictor, predict, blocks=blocks,
@@ -382,9 +382,9 @@ def repair_files(inputs: Sequence[str | os.PathLike], mask, predictor: Callable,
     the outputs are removed. Each summary's ``mask_check`` holds the check's report (or, without
     ``mask_check``, ``unchecked_why``); ``declared`` may also be one per input (masks that
     ``detect`` found). ``self_check``: :func:`repair_scan`'s, with the dead blocks and crystals
-    of ``declared`` (it cannot run on a mask of unknown make). ``mus``: each input's attenuation map, for a network
-    that takes the model-based fill (:func:`scan_fill_for`; None: the ``<id>.mu.npy`` beside
-    each input, where there is one).
+    of ``declared`` (it cannot run on a mask of unknown make). ``mus``: each input's
+    attenuation map, for a network that takes the model-based fill (:func:`scan_fill_for`;
+    None: the ``<id>.mu.npy`` beside each input, where there is one).
     """
     from badblock.io import check_finite, output_paths, read_scan
     from badblock.utils.atomic import clean_orphans

@@ -82,7 +82,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _auto_masks(inputs: list[Path], scanner: str | None, cfg) -> tuple[list, list[dict]]:
     """One mask per scan, of the dead blocks and crystals ``detect`` finds in it."""
     from badblock.physics.detect import detect_scan
-
     from badblock.physics.mask import ResolvedMask
 
     masks, found = [], []

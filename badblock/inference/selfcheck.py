@@ -30,9 +30,10 @@ estimated as validation does (:func:`badblock.train.validate.nrmse_estimate`): a
 truth, without it.
 
 The thinning draws from a fixed seed, so the same scan repairs to the same bytes. It needs
-counts (an integer scan, or a float one holding whole counts), a residual network with the mask channel, and the dead blocks and
-crystals the mask was made of (``--dead-blocks``/``--scanner`` or ``auto``, not a bare mask
-file): without them repair runs with the checkpoint's weights and says why.
+counts (an integer scan, or a float one holding whole counts), a residual network with the
+mask channel, and the dead blocks and crystals the mask was made of (``--dead-blocks``/
+``--scanner`` or ``auto``, not a bare mask file): without them repair runs with the
+checkpoint's weights and says why.
 """
 
 from __future__ import annotations
