@@ -120,8 +120,9 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
         checkpoints[label] = best if best.exists() else Path(folder) / "checkpoint_final.pt"
     lap("train")
 
-    mask = resolve_mask(cfg.scanner, scanner=scanner.name, dead_blocks=test_blocks,
-                        dead_crystals=()).mask
+    resolved = resolve_mask(cfg.scanner, scanner=scanner.name, dead_blocks=test_blocks,
+                            dead_crystals=())
+    mask = resolved.mask
     test_dir = out / "test"
     test_dir.mkdir(exist_ok=True)
     atomic_save_npy(test_dir / "mask.npy", mask)
@@ -133,6 +134,7 @@ def run_demo(cfg: Config, *, force: bool = False, log: Callable[[str], None] = p
         predictor = load_predictor(ck, cfg.run.device, cfg.run.threads)
         repair_files(damaged, mask, predictor, folder, batch_size=cfg.repair.batch_size,
                      force=True, mask_check=False, unchecked_why=MADE_FROM_MASK,
+                     declared=resolved, self_check=cfg.repair.self_check,
                      log=lambda m: log(f"[repair] {m}"))
         repaired[label] = [folder / p.name for p in damaged]
     lap("repair")

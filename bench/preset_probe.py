@@ -28,10 +28,10 @@ preset's training, the suite's ``preset``; ``mixed`` until mixed96 passed agains
   repaired with the output rule ``model.dead_weight`` 0.5 / 0 (fully dead bins halfway to the
   fill / the fill itself, the network elsewhere): on the suite the network was worse than the
   fill on fully dead bins (1.008x). The rule changes no training: these reuse the network.
-- ``mixed96_selfcheck``: the network of ``mixed96`` repaired with repair's self-check
-  (:mod:`badblock.inference.selfcheck`): its correction weighted, per scan and bin class, by
-  what the scan's own counts support; on the suite it was worse than every classical method
-  in 15 of 96 cases, mostly at 8x counts and on vessels. It reuses the network.
+- ``<network>_selfcheck``: the network of ``mixed`` or ``mixed96`` repaired with repair's
+  self-check (:mod:`badblock.inference.selfcheck`): its correction weighted, per scan and bin
+  class, by what the scan's own counts support; on the suite it was worse than every classical
+  method in 15 of 96 cases, mostly at 8x counts and on vessels. It reuses the network.
 
 Data: *probe* data sets, made exactly as the benchmark makes its data sets
 (:mod:`quality_data`: the variant's phantoms, ``train_scans`` scans at the preset's doses
@@ -126,10 +126,10 @@ VARIANTS: dict[str, Variant] = {
 for _base in ("mixed", "mixed96"):
     VARIANTS[f"{_base}_deadhalf"] = _rule(_base, 0.5)
     VARIANTS[f"{_base}_deadfill"] = _rule(_base, 0.0)
-VARIANTS["mixed96_selfcheck"] = Variant(
-    "mixed96, repaired with the self-check: the correction on partly damaged and on fully dead "
-    "bins weighted per scan by what the scan's own counts support (repair.self_check)",
-    VARIANTS["mixed96"].sets, MIXED, network="mixed96", self_check=True)
+    VARIANTS[f"{_base}_selfcheck"] = Variant(
+        f"{_base}, repaired with the self-check: the correction on partly damaged and on fully "
+        "dead bins weighted per scan by what the scan's own counts support "
+        "(repair.self_check)", VARIANTS[_base].sets, MIXED, network=_base, self_check=True)
 # The scans every variant is scored on: each validation scan of a data set's store simulated
 # again as a phantom of every family of SCORED_FAMILIES (the suite's parameters) -- the same
 # scans for every variant, whatever families it trained on; vessels none of them trains on.
@@ -203,8 +203,9 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                    threads: int, log=print) -> dict:
     """Damaged-bin NRMSE of each variant's kept checkpoint (with its output rule) and of the
     model-based fill on the scored scans (:func:`scored_scans`) at every (level, pattern) of
-    the suite: per bin class the mean over the scans, and ``scans`` the all-bin NRMSE of each
-    scan (what :func:`summarise` resamples)."""
+    the suite: per bin class the mean over the scans, ``scans`` the all-bin NRMSE of each
+    scan (what :func:`summarise` resamples) and, for a self-check variant, ``weights`` the
+    correction weights it took on each scan."""
     from quality_suite import seeds_for
 
     from badblock import metrics
@@ -230,6 +231,7 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
         for pattern in dict.fromkeys(suite.cases.patterns):
             mask = dead_block_mask(scanner, parse_blocks(suite.patterns[pattern]))
             rows = {n: [] for n in ["model", *predictors]}
+            weights = {n: [] for n in predictors if VARIANTS[n].self_check}
             for i, (path, scan, truth, mu) in enumerate(scans):
                 damaged = thin_scan(np.asarray(scan.data), mask, np.random.default_rng(
                     seeds_for(suite, "thin", d, "validation", pattern, level, str(i))))
@@ -242,9 +244,11 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                 got = {"model": metrics.data_consistent(fill, damaged, mask)}
                 for n, pred in predictors.items():
                     (case / n).mkdir(parents=True, exist_ok=True)
-                    repair_scan(dam, mask, pred, case / n / path.name, force=True, mu=mu,
-                                fill=fill, self_check=VARIANTS[n].self_check,
-                                damage=(parse_blocks(suite.patterns[pattern]), []))
+                    done = repair_scan(dam, mask, pred, case / n / path.name, force=True,
+                                       mu=mu, fill=fill, self_check=VARIANTS[n].self_check,
+                                       damage=(parse_blocks(suite.patterns[pattern]), []))
+                    if n in weights:
+                        weights[n].append(done["self_check"].get("weights"))
                     got[n] = metrics.data_consistent(
                         np.asarray(read_scan(case / n / path.name).data), damaged, mask)
                 for n, x in got.items():
@@ -252,7 +256,8 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                                     metrics.damaged_scores(x, truth, mask).items()})
             key = f"{level}/{pattern}"
             out[key] = {n: {**{c: float(np.mean([r[c] for r in rs])) for c in rs[0]},
-                            "scans": [float(r["all"]) for r in rs]}
+                            "scans": [float(r["all"]) for r in rs],
+                            **({"weights": weights[n]} if n in weights else {})}
                         for n, rs in rows.items()}
             log(f"[preset_probe] data set {d} {key}: damaged-bin NRMSE " + ", ".join(
                 f"{n} {v['all']:.4f}" for n, v in out[key].items()))

@@ -99,8 +99,12 @@ def simulate_tests(suite: Suite, ds: Dataset, family: str, level: str, work: Pat
 
 
 def _repair_with_network(predictor, damaged: list[np.ndarray], scans: list[TestScan],
-                         mask: np.ndarray, folder: Path) -> list[np.ndarray]:
-    """The network's repairs of ``damaged``, made the way ``badblock repair`` makes them."""
+                         mask: np.ndarray, folder: Path, declared) \
+        -> tuple[list[np.ndarray], list[dict]]:
+    """The network's repairs of ``damaged``, made the way ``badblock repair --scanner
+    --dead-blocks`` makes them (``declared``: the mask's scanner and blocks, so that repair's
+    self-check runs as it does for a user who names them), and each scan's self-check
+    report."""
     from badblock.io import read_scan, write_scan
     from badblock.repair import repair_files
 
@@ -108,9 +112,10 @@ def _repair_with_network(predictor, damaged: list[np.ndarray], scans: list[TestS
     inputs = [write_scan(folder / "damaged" / s.path.name, dam, s.header, force=True)
               for dam, s in zip(damaged, scans)]
     # a fill-prior network makes the model-based fill of each scan with its attenuation map
-    repair_files(inputs, mask, predictor, folder / "repaired", force=True,
-                 mus=[s.mu for s in scans])
-    return [np.asarray(read_scan(folder / "repaired" / s.path.name).data) for s in scans]
+    done = repair_files(inputs, mask, predictor, folder / "repaired", force=True,
+                        mus=[s.mu for s in scans], declared=declared)
+    return ([np.asarray(read_scan(folder / "repaired" / s.path.name).data) for s in scans],
+            [d["self_check"] for d in done])
 
 
 def method_outputs(suite: Suite, choices: Choices, scan: TestScan, damaged: np.ndarray,
@@ -193,6 +198,7 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
     :class:`quality_image.ImageScorer`."""
     from badblock.evaluate import thin_scan
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks, real_lor_count
+    from badblock.physics.mask import ResolvedMask
     from badblock.physics.recon import reconstruct_direct
 
     t0 = time.perf_counter()
@@ -203,8 +209,11 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
     sens = real_lor_count(scanner).astype(np.float32)
     damaged = [thin_scan(s.measured, mask, np.random.default_rng(seeds_for(
         suite, "thin", ds.index, family, level, pattern, s.name))) for s in scans]
-    repaired = _repair_with_network(predictor, damaged, scans, mask,
-                                    work / f"d{ds.index}" / "cases" / family / level / pattern)
+    repaired, checks = _repair_with_network(predictor, damaged, scans, mask,
+                                            work / f"d{ds.index}" / "cases" / family / level
+                                            / pattern,
+                                            ResolvedMask(mask, scanner=scanner.name,
+                                                         blocks=blocks))
     fbp_planes = fbp_planes_for(mask, scans[0].header.segments, suite.fbp_planes)
     per_scan, panel, rois = [], None, None
     for i, (scan, dam, rep) in enumerate(zip(scans, damaged, repaired)):
@@ -227,7 +236,8 @@ def run_case(suite: Suite, ds: Dataset, predictor, scans: list[TestScan], family
               "scans": [s.name for s in scans], "damaged_bins": int((mask > 0).sum()),
               "dead_bins": int(metrics.bin_classes(mask)["dead"].sum()),
               "normconv_widths": ds.choices.normconv_widths.get(f"{pattern}/{level}"),
-              "roi_voxels": rois, "seconds": round(time.perf_counter() - t0, 1),
+              "roi_voxels": rois, "self_check": checks,
+              "seconds": round(time.perf_counter() - t0, 1),
               "methods": _fill_missing(mean_scores(per_scan))}
     log(f"[{name}] damaged-bin NRMSE vs truth: " + ", ".join(
         f"{m} {v['nrmse_all']:.4f}" for m, v in record["methods"].items()

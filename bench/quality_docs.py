@@ -272,7 +272,32 @@ def _targets(result: dict) -> str:
                  for c in img)
         lines.append(f"- OSEM body NRMSE no worse than OSEM of every classical fill in {ok} of "
                      f"{len(img)} cases.")
+    lines += _self_checks(cases)
     return "\n".join(lines)
+
+
+def _self_checks(cases: list[dict]) -> list[str]:
+    """Repair's self-check on the suite: the weights it took, by count level and family
+    (older JSON: none)."""
+    import statistics as st
+
+    ran = [(c, s) for c in cases for s in c.get("self_check") or () if s.get("ran")]
+    if not ran:
+        return []
+    out = ["", f"Repair's self-check ran on {len(ran)} of "
+           f"{sum(len(c.get('self_check') or ()) for c in cases)} repaired scans; its weights "
+           "of the network's correction (0 = the fill, 1 = the network), mean and range:", "",
+           "| scans | partly damaged | fully dead |", "|---|---|---|"]
+    groups = [(f"count level `{v}`", "count_level", v)
+              for v in dict.fromkeys(c["count_level"] for c, _ in ran)]
+    groups += [(f"`{v}`", "family", v) for v in dict.fromkeys(c["family"] for c, _ in ran)]
+    for label, key, value in groups:
+        cells = []
+        for cls in ("partial", "dead"):
+            w = [s["weights"][cls] for c, s in ran if c[key] == value]
+            cells.append(f"{st.mean(w):.2f} ({min(w):.2f}-{max(w):.2f})")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def render(result: dict, json_path: Path) -> str:

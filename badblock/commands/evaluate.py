@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
             summaries = repair_files(made, mask, predictor, tmp / "repaired",
                                      batch_size=cfg.repair.batch_size, force=True,
                                      mask_check=False, log=print,
-                                     unchecked_why="evaluate's own (metrics.json mask_check)")
+                                     unchecked_why="evaluate's own (metrics.json mask_check)",
+                                     declared=resolved, self_check=cfg.repair.self_check)
             damaged, repaired = made, [Path(s["output"]) for s in summaries]
         result = evaluate_files(
             complete, mask, tmp, damaged=damaged,

@@ -57,7 +57,8 @@ class SelfCheck:
     """The result of :func:`self_check`: ``weights`` per class (``partial``, ``dead``);
     ``bins`` scored per class (TOF bins counted apart); per class and ``all`` the estimated
     NRMSE of the ``prior``, the ``network`` and the weighted rule (``used``); the rotations
-    ``shifts`` (in transaxial blocks). ``ran`` False (and ``why``) when it could not run."""
+    ``shifts`` (in transaxial blocks); ``seconds`` it took. ``ran`` False (and ``why``) when
+    it could not run."""
 
     ran: bool
     why: str = ""
@@ -65,12 +66,13 @@ class SelfCheck:
     bins: dict = field(default_factory=dict)
     nrmse: dict = field(default_factory=dict)
     shifts: list = field(default_factory=list)
+    seconds: float = 0.0
 
     def summary(self) -> dict:
         if not self.ran:
             return {"ran": False, "why": self.why}
         return {"ran": True, "shifts": self.shifts, "weights": self.weights, "bins": self.bins,
-                "estimated_nrmse": self.nrmse}
+                "estimated_nrmse": self.nrmse, "seconds": self.seconds}
 
     def line(self) -> str:
         """What repair prints."""
@@ -81,7 +83,7 @@ class SelfCheck:
                 f"weight {self.weights['partial']:.2f} on partly damaged, "
                 f"{self.weights['dead']:.2f} on fully dead bins; estimated NRMSE of the "
                 f"damaged bins: prior {n['prior']:.4f}, network {n['network']:.4f}, "
-                f"used {n['used']:.4f}")
+                f"used {n['used']:.4f} ({self.seconds:.1f} s)")
 
 
 def why_not(predictor, data, blocks, crystals, touched=None) -> str:
@@ -157,11 +159,13 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     ``fill_for(data, mask)``: the scan's model-based fill for a fill-prior network (None
     otherwise). The predictor is not changed."""
     import copy
+    import time
 
     from badblock.data.corruption import thin
     from badblock.physics.mask import dead_block_mask
     from badblock.physics.scanners import get_scanner
 
+    t0 = time.perf_counter()
     touched = mask.reshape(mask.shape[0], -1).max(axis=1, initial=0.0) > 0
     reason = why_not(predictor, data, blocks, crystals, touched)
     if reason:
@@ -218,7 +222,8 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
                     "network": _nrmse(total[3], total[4], total[5]),
                     "used": _nrmse(used_all, total[4], total[5])}
     return SelfCheck(True, weights=weights, bins=n,
-                     nrmse=nrmse, shifts=[s for s, _, _ in moves])
+                     nrmse=nrmse, shifts=[s for s, _, _ in moves],
+                     seconds=round(time.perf_counter() - t0, 2))
 
 
 __all__ = ["SelfCheck", "self_check", "rotations", "why_not", "SHIFTS", "SEED"]

@@ -49,7 +49,8 @@ def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
     extra = {"preprocess.py": ["--workdir", str(tmp)],
              "fill_prior.py": ["--work", str(tmp)],
              "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count", "mixed",
-                               "mixed_deadfill", "--baseline", "plain"]}.get(script, [])
+                               "mixed_deadfill", "mixed_selfcheck", "--baseline",
+                               "plain"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
 
@@ -163,11 +164,26 @@ def test_tiny_run_writes_its_record(script, tmp_path):
         own = recs["mixed"]["datasets"]["0"]["scores"]["demo/pair_axial"]
         assert got["mixed_deadfill"]["dead"] == pytest.approx(got["model"]["dead"], rel=1e-3)
         assert got["mixed_deadfill"]["partial"] == own["mixed"]["partial"]
+        # the self-check reuses the network too, with weights of its own on every scan: where
+        # they are all 1 the repair is the network's, elsewhere it differs
+        check = json.loads((out / "mixed_selfcheck.json").read_text())
+        assert check["network"] == "mixed" and check["self_check"] is True
+        assert rule["self_check"] is False
+        assert not (work / "d0-mixed" / "mixed_selfcheck").exists()
+        got_sc = check["datasets"]["0"]["scores"]["demo/pair_axial"]["mixed_selfcheck"]
+        assert len(got_sc["weights"]) == len(got_sc["scans"])
+        for w, a, b in zip(got_sc["weights"], got_sc["scans"], own["mixed"]["scans"]):
+            assert set(w) == {"partial", "dead"} and all(0 <= v <= 1 for v in w.values())
+            if w == {"partial": 1.0, "dead": 1.0}:
+                assert a == b
+            elif min(w.values()) < 0.9:  # (a weight near 1 may round to the same counts)
+                assert a != b
         # every validation scan scored as each of the four families
         n_val = len(rule["datasets"]["0"]["validation_scans"])
         assert len(got["model"]["scans"]) == 4 * n_val
         assert summary["baseline"] == "plain"
-        assert summary["choice"] in ("plain", "count", "mixed", "mixed_deadfill")
+        assert summary["choice"] in ("plain", "count", "mixed", "mixed_deadfill",
+                                     "mixed_selfcheck")
         lo, hi = summary["variants"]["count"]["to_baseline_95"]
         assert lo <= summary["variants"]["count"]["to_baseline"] <= hi
     else:
