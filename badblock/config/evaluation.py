@@ -18,7 +18,7 @@ class RepairConfig:
     # correction of its prior, on partly damaged and on fully dead bins: the scan's damage
     # rotated around the ring is laid on the scan and its counts score prior and network
     # (badblock.inference.selfcheck). Needs the dead blocks (--scanner/--dead-blocks or auto).
-    self_check: bool = False
+    self_check: bool = True
 
 
 @dataclass

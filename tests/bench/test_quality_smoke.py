@@ -36,6 +36,9 @@ def test_smoke_produces_every_column_for_every_method(smoke):
     tmp, out, result, stdout = smoke
     assert len(result["cases"]) == 1 and len(result["datasets"]) == 1
     case = result["cases"][0]
+    # repair's self-check ran on every scan (the suite names the blocks, as a user would)
+    assert len(case["self_check"]) == len(case["scans"])
+    assert all(c["ran"] and 0 <= min(c["weights"].values()) <= 1 for c in case["self_check"])
     methods = case["methods"]
     suite = result["suite"]
     rows = [*suite["baselines"], "unet", "normconv, all bins (not data-consistent)",
