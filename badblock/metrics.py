@@ -240,3 +240,12 @@ def volume_scores(img: np.ndarray, ref: np.ndarray, body: np.ndarray,
     for name, roi in (rois or {}).items():
         out[f"bias_{name}"] = roi_bias(img, ref, roi)
     return out
+
+
+def nrmse_estimate(err: float, noise: float, ref2: float) -> float:
+    """sqrt((err - noise) / (ref2 - noise)): the NRMSE against the truth estimated from
+    held-out counts without the truth (0 when the noise term exceeds the error). ``err``:
+    sum (x - r)^2, ``noise``: sum r / f, ``ref2``: sum r^2 over the damaged bins, with
+    ``r = (m - y) / f`` the lost counts of a binomial thinning scaled to a whole bin
+    (:mod:`badblock.train.validate`, :mod:`badblock.inference.selfcheck`)."""
+    return math.sqrt(max(err - noise, 0.0) / max(ref2 - noise, 1e-30))

@@ -26,7 +26,7 @@ has its numerator estimated without bias by ``sum (r - p) d`` (``r`` is independ
 ``d``). ``w = clip(w*, 0, 1)`` is taken separately for partly damaged and fully dead bins
 (``f >= 1 - badblock.metrics.DEAD_EPS``), over ``shifts`` rotated copies: 0 is the prior's
 repair, 1 the network's own. The NRMSE of prior, network and the weighted rule on those bins is
-estimated as validation does (:func:`badblock.train.validate.nrmse_estimate`): against the
+estimated as validation does (:func:`badblock.metrics.nrmse_estimate`): against the
 truth, without it.
 
 The thinning draws from a fixed seed, so the same scan repairs to the same bytes. It needs
@@ -144,7 +144,7 @@ def _sums(r: np.ndarray, p: np.ndarray, o: np.ndarray, f: np.ndarray) -> np.ndar
 
 
 def _nrmse(err, noise, ref2) -> float:
-    from badblock.train.validate import nrmse_estimate
+    from badblock.metrics import nrmse_estimate
 
     return round(nrmse_estimate(float(err), float(noise), float(ref2)), 5)
 
@@ -161,7 +161,6 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     import copy
     import time
 
-    from badblock.data.corruption import thin
     from badblock.physics.mask import dead_block_mask
     from badblock.physics.scanners import get_scanner
 
@@ -185,7 +184,13 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
         both = dead_block_mask(scanner, sorted(set(blocks) | set(b2)),
                                sorted(set(crystals) | set(c2)))
         keep = np.where(mask < 1.0, (1.0 - both) / np.maximum(1.0 - mask, 1e-12), 0.0)
-        virtual = thin(data, np.clip(keep, 0.0, 1.0)[None], np.random.default_rng([seed, j]))
+        # binomial thinning (badblock.data.corruption.thin, which inference may not import)
+        n64 = np.rint(data).astype(np.int64) if data.dtype.kind == "f" else \
+            data.astype(np.int64)
+        virtual = np.random.default_rng([seed, j]).binomial(
+            n64, np.broadcast_to(np.clip(keep, 0.0, 1.0)[None], n64.shape)).astype(
+            data.dtype, copy=False)
+        del n64
         fill = None if fill_for is None else fill_for(virtual, both)
         outs = []
         for who in (own, flat):

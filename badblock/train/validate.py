@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
+from badblock.metrics import nrmse_estimate
 from badblock.train import distributed as D
 from badblock.train.batch import Batch
 
@@ -64,12 +65,6 @@ def error_sums(net: torch.Tensor, b: Batch, paired: bool, loss: torch.Tensor) ->
     n = b.x.shape[0]
     return torch.stack(out + [loss.detach().to(torch.float64) * n,
                               torch.tensor(float(n), dtype=torch.float64, device=net.device)])
-
-
-def nrmse_estimate(err: float, noise: float, ref2: float) -> float:
-    """sqrt((err - noise) / (ref2 - noise)): the NRMSE against the truth estimated from the
-    held-out sums of :func:`error_sums` (0 when the noise term exceeds the error)."""
-    return math.sqrt(max(err - noise, 0.0) / max(ref2 - noise, 1e-30))
 
 
 @torch.inference_mode()
@@ -111,4 +106,4 @@ def validate(model: torch.nn.Module, val_ds, prepare: Callable[[dict], Batch], l
     return out
 
 
-__all__ = ["validate", "error_sums", "nrmse_estimate"]
+__all__ = ["validate", "error_sums", "nrmse_estimate"]  # the estimate lives in metrics
