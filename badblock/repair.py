@@ -293,29 +293,24 @@ def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers,
     """:func:`badblock.inference.selfcheck.self_check` of ``scan`` with repair's own job."""
     from badblock.baselines import scan_fill
     from badblock.inference.engine import run_job
-    from badblock.inference.selfcheck import SelfCheck, self_check
+    from badblock.inference.selfcheck import self_check
     from badblock.physics.scanners import get_scanner
 
-    if damage is None:
-        check = SelfCheck(False, "the mask's dead blocks and crystals are not known (a mask "
-                                 "file): give --scanner and --dead-blocks")
-    else:
-        fill_for = None
-        settings = _fill_settings_for(predictor, scan, mu)
-        if settings is not None:
-            scanner = get_scanner(predictor.data["scanner"])
+    fill_for = None
+    settings = _fill_settings_for(predictor, scan, mu)
+    if settings is not None:
+        scanner = get_scanner(predictor.data["scanner"])
 
-            def fill_for(data, m):
-                return scan_fill(data, m, scanner, settings, mu=mu,
-                                 tof_order=scan.header.tof_order)
+        def fill_for(data, m):
+            return scan_fill(data, m, scanner, settings, mu=mu, tof_order=scan.header.tof_order)
 
-        def predict(data, m, who, f, out):
-            run_job(job_for(data, out, m, f, rest=False), who, batch_size=batch_size,
-                    workers=workers, overlap=overlap)
+    def predict(data, m, who, f, out):
+        run_job(job_for(data, out, m, f, rest=False), who, batch_size=batch_size,
+                workers=workers, overlap=overlap)
 
-        blocks, crystals = damage
-        check = self_check(scan.data, mask, predictor, predict, blocks=blocks,
-                           crystals=crystals, fill_for=fill_for)
+    blocks, crystals = damage or ((), ())  # unknown: self_check says why it cannot run
+    check = self_check(scan.data, mask, predictor, predict, blocks=blocks, crystals=crystals,
+                       fill_for=fill_for)
     log(f"{Path(scan.path).name}: {check.line()}")
     return check
 

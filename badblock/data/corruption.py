@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from badblock.errors import BadInputError
+from badblock.physics.mask import thin_counts
 
 if TYPE_CHECKING:  # torch is imported only for tensors: evaluation works without it
     import torch
@@ -35,31 +36,13 @@ def thin(counts, survive, generator=None):
     are an error.
     """
     if isinstance(counts, np.ndarray):
-        return _thin_numpy(counts, survive, generator)
+        return thin_counts(counts, survive, generator)
     import torch
 
     if not torch.is_tensor(counts):
         raise BadInputError("counts", f"expected a torch tensor or a numpy array, got "
                                       f"{type(counts).__name__}")
     return _thin_torch(counts, survive, generator)
-
-
-def _thin_numpy(counts: np.ndarray, survive, generator: np.random.Generator) -> np.ndarray:
-    if not isinstance(generator, np.random.Generator):
-        raise BadInputError("generator", "thinning numpy counts needs a numpy.random.Generator")
-    n = np.rint(counts).astype(np.int64) if counts.dtype.kind == "f" else \
-        counts.astype(np.int64)
-    if n.min(initial=0) < 0:
-        raise BadInputError("counts", "negative counts cannot be thinned")
-    p = np.asarray(survive)
-    if p.ndim == 0 and not 0.0 <= float(p) <= 1.0:
-        raise BadInputError("survive", f"must be a probability in [0, 1], got {float(p)}")
-    try:
-        p = np.broadcast_to(np.clip(p, 0.0, 1.0), n.shape)
-    except ValueError:
-        raise BadInputError("survive", f"shape {list(p.shape)} does not broadcast to the counts' "
-                            f"shape {list(n.shape)}") from None
-    return generator.binomial(n, p).astype(counts.dtype, copy=False)
 
 
 def _thin_torch(counts: torch.Tensor, survive, generator) -> torch.Tensor:

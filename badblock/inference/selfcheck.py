@@ -43,10 +43,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from badblock.metrics import DEAD_EPS
+from badblock.metrics import DEAD_EPS, nrmse_estimate
+from badblock.physics.mask import dead_block_mask, thin_counts
+from badblock.physics.scanners import get_scanner
 
-# rotated copies of the damage whose bins are scored: on the probe's scans one copy's weight
-# moved by up to 0.3 from the next one's (position and Poisson noise), so a few are averaged
+# rotated copies of the damage whose bins are scored: one copy's weight moves with its block
+# positions and its Poisson draw, so a few are pooled
 SHIFTS = 3
 SEED = 20191  # the thinning's seed: a fixed one, so that repair is reproducible
 CLASSES = ("partial", "dead")
@@ -144,8 +146,6 @@ def _sums(r: np.ndarray, p: np.ndarray, o: np.ndarray, f: np.ndarray) -> np.ndar
 
 
 def _nrmse(err, noise, ref2) -> float:
-    from badblock.metrics import nrmse_estimate
-
     return round(nrmse_estimate(float(err), float(noise), float(ref2)), 5)
 
 
@@ -160,9 +160,6 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     otherwise). The predictor is not changed."""
     import copy
     import time
-
-    from badblock.physics.mask import dead_block_mask
-    from badblock.physics.scanners import get_scanner
 
     t0 = time.perf_counter()
     touched = mask.reshape(mask.shape[0], -1).max(axis=1, initial=0.0) > 0
@@ -184,13 +181,8 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
         both = dead_block_mask(scanner, sorted(set(blocks) | set(b2)),
                                sorted(set(crystals) | set(c2)))
         keep = np.where(mask < 1.0, (1.0 - both) / np.maximum(1.0 - mask, 1e-12), 0.0)
-        # binomial thinning (badblock.data.corruption.thin, which inference may not import)
-        n64 = np.rint(data).astype(np.int64) if data.dtype.kind == "f" else \
-            data.astype(np.int64)
-        virtual = np.random.default_rng([seed, j]).binomial(
-            n64, np.broadcast_to(np.clip(keep, 0.0, 1.0)[None], n64.shape)).astype(
-            data.dtype, copy=False)
-        del n64
+        virtual = thin_counts(data, np.clip(keep, 0.0, 1.0)[None],
+                              np.random.default_rng([seed, j]))
         fill = None if fill_for is None else fill_for(virtual, both)
         outs = []
         for who in (own, flat):

@@ -118,6 +118,28 @@ def lost_lor_count(scanner: Scanner, blocks: Sequence = (), crystals: Sequence =
     return lost
 
 
+def thin_counts(counts: np.ndarray, survive, generator: np.random.Generator) -> np.ndarray:
+    """Binomial thinning of numpy counts (the numpy half of
+    :func:`badblock.data.corruption.thin`, here so that inference may use it too): every count
+    survives with probability ``survive`` (broadcast to ``counts``, clipped to [0, 1]), drawn
+    from ``generator``; float counts are rounded first; returns ``counts``' dtype."""
+    if not isinstance(generator, np.random.Generator):
+        raise BadInputError("generator", "thinning numpy counts needs a numpy.random.Generator")
+    n = np.rint(counts).astype(np.int64) if counts.dtype.kind == "f" else \
+        counts.astype(np.int64)
+    if n.min(initial=0) < 0:
+        raise BadInputError("counts", "negative counts cannot be thinned")
+    p = np.asarray(survive)
+    if p.ndim == 0 and not 0.0 <= float(p) <= 1.0:
+        raise BadInputError("survive", f"must be a probability in [0, 1], got {float(p)}")
+    try:
+        p = np.broadcast_to(np.clip(p, 0.0, 1.0), n.shape)
+    except ValueError:
+        raise BadInputError("survive", f"shape {list(p.shape)} does not broadcast to the counts' "
+                            f"shape {list(n.shape)}") from None
+    return generator.binomial(n, p).astype(counts.dtype, copy=False)
+
+
 def dead_block_mask(scanner: Scanner | str, blocks: Sequence | str = (),
                     crystals: Sequence | str = ()) -> np.ndarray:
     """Fraction of real LORs lost per bin: float32 ``[plane, view, bin]`` in 0..1.
