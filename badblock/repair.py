@@ -218,7 +218,7 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
 
         self_check = RepairConfig.self_check
     check = _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers,
-                        overlap, log) if self_check else None
+                        overlap, log, _existing(Path(out_path).parent)) if self_check else None
     if check is not None and check.ran:
         predictor = copy.copy(predictor)  # the caller's keeps its weights
         predictor.partial_weight = check.weights["partial"]
@@ -289,8 +289,10 @@ def repair_scan(scan, mask: np.ndarray, predictor: Callable, out_path: str | os.
     }
 
 
-def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers, overlap, log):
-    """:func:`badblock.inference.selfcheck.self_check` of ``scan`` with repair's own job."""
+def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers, overlap, log,
+                scratch):
+    """:func:`badblock.inference.selfcheck.self_check` of ``scan`` with repair's own job, its
+    temporary files in ``scratch`` (the output's folder, which has room for a scan)."""
     from badblock.baselines import scan_fill
     from badblock.inference.engine import run_job
     from badblock.inference.selfcheck import self_check
@@ -310,9 +312,14 @@ def _self_check(scan, mask, predictor, job_for, damage, mu, batch_size, workers,
 
     blocks, crystals = damage or ((), ())  # unknown: self_check says why it cannot run
     check = self_check(scan.data, mask, predictor, predict, blocks=blocks, crystals=crystals,
-                       fill_for=fill_for)
+                       fill_for=fill_for, scratch=scratch)
     log(f"{Path(scan.path).name}: {check.line()}")
     return check
+
+
+def _existing(folder: Path) -> Path:
+    """``folder``, or its nearest existing parent (the writer makes the output's folder later)."""
+    return next((p for p in (folder, *folder.parents) if p.exists()), Path.cwd())
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:

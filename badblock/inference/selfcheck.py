@@ -29,7 +29,12 @@ repair, 1 the network's own. The NRMSE of prior, network and the weighted rule o
 estimated as validation does (:func:`badblock.metrics.nrmse_estimate`): against the
 truth, without it.
 
-The thinning draws from a fixed seed, so the same scan repairs to the same bytes. It needs
+The thinning draws from a fixed seed, so the same scan repairs to the same bytes. Memory:
+the virtually damaged scan and the repairs of it live in files under ``scratch`` (unlinked as
+soon as they are mapped, so nothing is left behind even on a kill) and the thinning walks the
+scan in chunks of planes: what the check adds in memory is of the mask's size, not the scan's
+(a fill-prior network's fill, made in memory, is the exception :func:`badblock.baselines.
+scan_fill` sets). It needs
 counts (an integer scan, or a float one holding whole counts), a residual network with the
 mask channel, and the dead blocks and crystals the mask was made of (``--dead-blocks``/
 ``--scanner`` or ``auto``, not a bare mask file): without them repair runs with the
@@ -39,19 +44,26 @@ checkpoint's weights and says why.
 from __future__ import annotations
 
 import mmap
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from badblock.errors import BadInputError
 from badblock.metrics import DEAD_EPS, nrmse_estimate
 from badblock.physics.mask import dead_block_mask, thin_counts
 from badblock.physics.scanners import get_scanner
+from badblock.utils.atomic import reserve
 
 # rotated copies of the damage whose bins are scored: one copy's weight moves with its block
 # positions and its Poisson draw, so a few are pooled
 SHIFTS = 3
 SEED = 20191  # the thinning's seed: a fixed one, so that repair is reproducible
 CLASSES = ("partial", "dead")
+CHUNK_BYTES = 16 << 20  # counts per thinning chunk, as int64 (the working set is a few times it)
 
 
 @dataclass
@@ -106,9 +118,12 @@ def why_not(predictor, data, blocks, crystals, touched=None) -> str:
     if kind == "f" and touched is not None:
         # thinning needs whole counts; a float scan may hold them (a simulation) or not
         # (a corrected sinogram); the planes the damage touches are the ones it thins
-        part = np.asarray(data[:, touched])
-        if not (np.isfinite(part).all() and (part >= 0).all() and (part == np.rint(part)).all()):
-            return "the scan's values are not whole counts (a corrected sinogram?)"
+        for t in range(data.shape[0]):
+            for p in np.flatnonzero(touched):  # a plane at a time: no copy of the scan
+                part = np.asarray(data[t, p])
+                if not (np.isfinite(part).all() and (part >= 0).all()
+                        and (part == np.rint(part)).all()):
+                    return "the scan's values are not whole counts (a corrected sinogram?)"
     return ""
 
 
@@ -131,10 +146,52 @@ def rotations(scanner, blocks, crystals, shifts: int = SHIFTS) -> list[tuple[int
     return out
 
 
-def _shared(shape, dtype=np.float32) -> np.ndarray:
-    """A zeroed array in anonymous shared memory: forked repair workers write into it."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return np.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype, int(np.prod(shape))).reshape(shape)
+def _scratch(shape, dtype, where) -> np.ndarray:
+    """A zeroed array mapped from a file in the folder ``where`` (None: the system's temporary
+    folder), shared with forked repair workers. The file's space is reserved first (a map over
+    unreserved space dies with SIGBUS when the disk fills; this way a full disk is one clear
+    error) and the file is unlinked at once, so its space goes with the array, however the
+    process ends."""
+    nbytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
+    folder = Path(where if where is not None else tempfile.gettempdir())
+    try:
+        fd, name = tempfile.mkstemp(prefix=".badblock-selfcheck-", dir=folder)
+    except OSError as exc:
+        raise BadInputError(folder, f"the self-check cannot make its temporary files here "
+                            f"({exc.strerror}); repair with --no-self-check") from None
+    try:
+        os.unlink(name)
+        with os.fdopen(os.dup(fd), "r+b") as fh:
+            try:
+                reserve(fh, nbytes, folder)
+            except BadInputError:  # a full disk: say what the room was for, and the ways out
+                free = shutil.disk_usage(folder).free
+                raise BadInputError(folder, f"no room for the self-check's temporary files "
+                                    f"({nbytes} bytes more, {free} free): free some space, "
+                                    "choose another output or repair with --no-self-check"
+                                    ) from None
+        buf = mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+    return np.frombuffer(buf, dtype, int(np.prod(shape))).reshape(shape)
+
+
+def thin_virtual(data: np.ndarray, mask: np.ndarray, both: np.ndarray,
+                 generator: np.random.Generator, out: np.ndarray,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
+    """``out`` = ``data`` ``[T, P, V, B]`` (damaged by ``mask``) thinned to the damage ``both``
+    ``[P, V, B]`` (each count survives with probability ``(1 - both) / (1 - mask)``, 0 where
+    ``mask`` is 1), in chunks of planes of about ``chunk_bytes``, walked in C order: the draws
+    are those of one :func:`badblock.physics.mask.thin_counts` call on the whole scan."""
+    n_tof, n_planes = data.shape[:2]
+    step = max(1, int(chunk_bytes) // max(1, int(np.prod(data.shape[2:])) * 8))
+    for t in range(n_tof):
+        for a in range(0, n_planes, step):
+            b = min(a + step, n_planes)
+            m = mask[a:b]
+            keep = np.where(m < 1.0, (1.0 - both[a:b]) / np.maximum(1.0 - m, 1e-12), 0.0)
+            out[t, a:b] = thin_counts(np.asarray(data[t, a:b]), np.clip(keep, 0.0, 1.0),
+                                      generator)
 
 
 def _sums(r: np.ndarray, p: np.ndarray, o: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -150,14 +207,16 @@ def _nrmse(err, noise, ref2) -> float:
 
 
 def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks, crystals=(),
-               fill_for=None, shifts: int = SHIFTS, seed: int = SEED) -> SelfCheck:
+               fill_for=None, shifts: int = SHIFTS, seed: int = SEED,
+               scratch=None) -> SelfCheck:
     """The correction weights of ``predictor`` for the damaged scan ``data`` ``[T, P, V, B]``
     with ``mask`` ``[P, V, B]`` made of ``blocks`` and ``crystals`` (module docstring).
 
     ``predict(data, mask, predictor, fill, out)`` repairs the scan ``data`` with ``mask`` into
     ``out`` (float32 ``[T, P, V, B]``, zeroed, only its damaged bins read) as repair does;
     ``fill_for(data, mask)``: the scan's model-based fill for a fill-prior network (None
-    otherwise). The predictor is not changed."""
+    otherwise); ``scratch``: the folder of the temporary files (None: the system's temporary
+    folder; repair gives its output's). The predictor is not changed."""
     import copy
     import time
 
@@ -176,31 +235,32 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     flat.partial_weight = flat.dead_weight = 0.0
     sums = {c: np.zeros(6) for c in CLASSES}
     n = {c: 0 for c in CLASSES}
-    data = np.asarray(data)
     for j, (_, b2, c2) in enumerate(moves):
         both = dead_block_mask(scanner, sorted(set(blocks) | set(b2)),
                                sorted(set(crystals) | set(c2)))
-        keep = np.where(mask < 1.0, (1.0 - both) / np.maximum(1.0 - mask, 1e-12), 0.0)
-        virtual = thin_counts(data, np.clip(keep, 0.0, 1.0)[None],
-                              np.random.default_rng([seed, j]))
+        virtual = _scratch(data.shape, data.dtype, scratch)
+        thin_virtual(data, mask, both, np.random.default_rng([seed, j]), virtual)
         fill = None if fill_for is None else fill_for(virtual, both)
         outs = []
         for who in (own, flat):
             if who is flat and fill is not None:
                 outs.append(fill)  # weight 0 is the fill itself, bit for bit: no network call
                 continue
-            out = _shared(data.shape)
+            out = _scratch(data.shape, np.float32, scratch)
             predict(virtual, both, who, fill, out)
             outs.append(out)
         scored = (mask <= 0) & (both > 0)
-        f = np.broadcast_to(both, data.shape)[np.broadcast_to(scored, data.shape)]
-        m = data[:, scored].astype(np.float64).ravel()
-        r = (m - virtual[:, scored].astype(np.float64).ravel()) / f
-        o, p = (np.asarray(x[:, scored], np.float64).ravel() for x in outs)
+        f = both[scored].astype(np.float64)
         dead = f >= 1.0 - DEAD_EPS
-        for c, sel in (("partial", ~dead), ("dead", dead)):
-            sums[c] += _sums(r[sel], p[sel], o[sel], f[sel])
-            n[c] += int(sel.sum())
+        for t in range(data.shape[0]):  # a TOF bin at a time: arrays of the scored bins' size
+            m = np.asarray(data[t][scored], np.float64)
+            r = (m - np.asarray(virtual[t][scored], np.float64)) / f
+            o, p = (np.asarray(x[t][scored], np.float64) for x in outs)
+            for c, sel in (("partial", ~dead), ("dead", dead)):
+                sums[c] += _sums(r[sel], p[sel], o[sel], f[sel])
+                n[c] += int(sel.sum())
+        # unmapped, and the mask-sized arrays freed, before the next rotation makes its own
+        del virtual, outs, fill, both, scored, f, dead
     # rounded before use: the weights repair applies are the ones its summary reports
     weights = {c: (round(float(np.clip(s[0] / s[1], 0.0, 1.0)), 4) if s[1] > 0 else 1.0)
                for c, s in sums.items()}
@@ -223,4 +283,4 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
                      seconds=round(time.perf_counter() - t0, 2))
 
 
-__all__ = ["SelfCheck", "self_check", "rotations", "why_not", "SHIFTS", "SEED"]
+__all__ = ["SelfCheck", "self_check", "rotations", "thin_virtual", "why_not", "SHIFTS", "SEED"]

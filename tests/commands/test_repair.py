@@ -94,3 +94,24 @@ def test_cli_self_check_reports_the_weights_it_repairs_with(tmp_path, residual_c
     check = json.loads((tmp_path / "b" / "repair_summary.json").read_text())["scans"][0][
         "self_check"]
     assert not check["ran"] and "not known" in check["why"]
+
+
+def test_no_room_for_the_self_check_is_one_line_and_the_way_out_works(tmp_path,
+                                                                        residual_checkpoint,
+                                                                        small_disk):
+    # the 788 kB output fits on 1200 KiB; the check's copies (788 kB of counts, 1.6 MB of
+    # float32 repairs, reserved before they are written) do not
+    counts, _ = _damaged(dtype=np.uint16)
+    src = _write(tmp_path / "dam.hs", counts, "interfile", "linear")
+    disk = small_disk(1200)
+    base = [sys.executable, "-m", "badblock", "repair", "--checkpoint", str(residual_checkpoint),
+            "--set", "run.threads=1", "--set", "run.device=cpu", "--scanner", "mini",
+            "--dead-blocks", "3:1", str(src), "-o", str(disk)]
+    res = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert str(disk) in res.stderr and "--no-self-check" in res.stderr, res.stderr
+    assert list(disk.iterdir()) == []  # nothing written, no temporary file left
+    res = subprocess.run(base + ["--no-self-check"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert read_scan(disk / "dam.hs").data.shape == counts.shape

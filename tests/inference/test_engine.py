@@ -169,28 +169,51 @@ def test_bf16_is_refused_where_it_disagrees_with_float32(tmp_path):
     assert np.array_equal(_read(tmp_path / "r.hs"), _read(tmp_path / "f.hs"))
 
 
-MEMORY_SCRIPT = textwrap.dedent("""
-    import json, sys, threading, time
+PEAK_SAMPLER = textwrap.dedent("""
+    import os, threading, time
+
+    def resident(kinds=("Pss_Anon:",)):  # MiB of these smaps fields, this process and workers
+        pids = [os.getpid()]
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                pids += [int(c) for c in open(f"/proc/self/task/{tid}/children").read().split()]
+            except OSError:  # a thread that just ended
+                pass
+        total = 0
+        for pid in pids:
+            try:
+                for line in open(f"/proc/{pid}/smaps_rollup"):
+                    if line.startswith(kinds):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+    def peak_growth(run, kinds=("Pss_Anon:",)):
+        # run() and how far resident(kinds) rose above its start while it ran (every 5 ms)
+        peak, stop = [0.0], threading.Event()
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], resident(kinds))
+                time.sleep(0.005)
+        base = resident(kinds)
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            result = run()
+        finally:
+            stop.set()
+            th.join()
+        return result, peak[0] - base
+""")
+
+MEMORY_SCRIPT = PEAK_SAMPLER + textwrap.dedent("""
+    import json, sys
     import numpy as np
     from pathlib import Path
     import badblock.inference.engine  # torch and the engine loaded before the baseline
     from badblock.io import ScanHeader, read_scan, write_scan
     from badblock.repair import repair_scan
-
-    def anon():  # MiB of Pss_Anon of this process and its worker processes
-        import os
-        pids = [os.getpid()]
-        for tid in os.listdir("/proc/self/task"):
-            pids += [int(c) for c in open(f"/proc/self/task/{tid}/children").read().split()]
-        total = 0
-        for pid in pids:
-            try:
-                for line in open(f"/proc/{pid}/smaps_rollup"):
-                    if line.startswith("Pss_Anon:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
 
     class Divide:  # the divide baseline: counts / (1 - f), numpy only
         context, mask_channel, multiple, views_to = 1, True, 1, 0
@@ -207,19 +230,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
     del counts
     mask = np.zeros(shape[1:], np.float32)
     mask[::4, :, 100:140] = 0.5  # a quarter of the planes predicted, the rest copied
-    peak, stop = [0.0], threading.Event()
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.005)
-    base = anon()
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    s = repair_scan(scan, mask, Divide(), tmp / "out.raw", batch_size=16,
-                    workers=int(sys.argv[2]))
-    stop.set()
-    th.join()
-    print(json.dumps({"growth_mb": peak[0] - base, "images": s["plane_images_predicted"],
+    s, growth = peak_growth(lambda: repair_scan(scan, mask, Divide(), tmp / "out.raw",
+                                                batch_size=16, workers=int(sys.argv[2])))
+    print(json.dumps({"growth_mb": growth, "images": s["plane_images_predicted"],
                       "scan_mb": scan.header.nbytes / 2**20}))
 """)
 
