@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,14 @@ def part_ddp(args) -> dict:
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
-        raise SystemExit(f"two-process training failed:\n{res.stderr[-3000:]}")
+        # torchrun's own report of a dead rank comes last and says little; the rank's reason
+        # (an exception, gloo's terminate) can be far above it
+        why = [ln for ln in res.stderr.splitlines()
+               if re.search(r"error|exception|terminate|abort|signal|killed", ln, re.I)]
+        # last, since the caller keeps the tail of what this prints
+        raise SystemExit("two-process training failed (exit {}); its stderr ends:\n{}\n"
+                         "its lines that say why:\n{}".format(
+                             res.returncode, res.stderr[-400:], "\n".join(why[:12])[-1000:]))
     rec = json.loads((tmp / "train" / "log.jsonl").read_text().splitlines()[-1])
     return {"backend": "gloo" if dry else "nccl", "processes": 2, "batch_per_process": batch,
             "steps": rec["step"], "samples_per_s": rec["samples_per_s"],
