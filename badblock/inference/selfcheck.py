@@ -33,8 +33,8 @@ The thinning draws from a fixed seed, so the same scan repairs to the same bytes
 the virtually damaged scan and the repairs of it live in files under ``scratch`` (unlinked as
 soon as they are mapped, so nothing is left behind even on a kill) and the thinning walks the
 scan in chunks of planes: what the check adds in memory is of the mask's size, not the scan's
-(a fill-prior network's fill, made in memory, is the exception :func:`badblock.baselines.
-scan_fill` sets). It needs
+(but for a fill-prior network's fill, which :func:`badblock.baselines.scan_fill` makes in
+memory). It needs
 counts (an integer scan, or a float one holding whole counts), a residual network with the
 mask channel, and the dead blocks and crystals the mask was made of (``--dead-blocks``/
 ``--scanner`` or ``auto``, not a bare mask file): without them repair runs with the
