@@ -297,6 +297,28 @@ def _self_checks(cases: list[dict]) -> list[str]:
             w = [s["weights"][cls] for c, s in ran if c[key] == value]
             cells.append(f"{st.mean(w):.2f} ({min(w):.2f}-{max(w):.2f})")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    # how far one case's scans (same family, counts and blocks; other draws) disagree: the
+    # weight estimate's own noise
+    pairs = [[s["weights"] for s in c["self_check"] if s.get("ran")] for c in cases]
+    pairs = [w for w in pairs if len(w) > 1]
+    if pairs:
+        spread = {cls: [max(x[cls] for x in w) - min(x[cls] for x in w) for w in pairs]
+                  for cls in ("partial", "dead")}
+        out += ["", "Between the scans of one case the weights differ by " + ", ".join(
+            f"{st.mean(v):.2f} on average (at most {max(v):.2f}) on "
+            f"{'partly damaged' if cls == 'partial' else 'fully dead'} bins"
+            for cls, v in spread.items()) + "."]
+    for cls, name in (("partial", "partly damaged"), ("dead", "fully dead")):
+        worse = [(c, c["methods"]["unet"][f"nrmse_{cls}"] / c["methods"]["model"][f"nrmse_{cls}"])
+                 for c in cases if c.get("self_check") and "model" in c["methods"]]
+        worse = [(c, r) for c, r in worse if r > 1]
+        if worse:
+            items = []
+            for c, r in worse:
+                ws = ", ".join(f"{s['weights'][cls]:.2f}" for s in c["self_check"] if s.get("ran"))
+                items.append(f"{c['case']} {r:.6f} ({ws})")
+            out += ["", f"Cases worse than the fill on {name} bins (unet / model; the scans' "
+                    "weights): " + "; ".join(items) + "."]
     return out
 
 
