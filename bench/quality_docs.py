@@ -297,6 +297,15 @@ def _self_checks(cases: list[dict]) -> list[str]:
             w = [s["weights"][cls] for c, s in ran if c[key] == value]
             cells.append(f"{st.mean(w):.2f} ({min(w):.2f}-{max(w):.2f})")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    with_se = [s for _, s in ran if "se" in s]
+    if with_se:
+        zs = sorted({s["z"] for s in with_se})
+        out += ["", "Each weight is the self-check's estimate less "
+                + " or ".join(f"{z:g}" for z in zs) + " of its standard errors (clipped to "
+                "0-1); the standard error averages " + ", ".join(
+                    f"{st.mean(s['se'][cls] for s in with_se):.3f} on "
+                    f"{'partly damaged' if cls == 'partial' else 'fully dead'} bins"
+                    for cls in ("partial", "dead")) + "."]
     # how far one case's scans (same family, counts and blocks; other draws) disagree: the
     # weight estimate's own noise
     pairs = [[s["weights"] for s in c["self_check"] if s.get("ran")] for c in cases]

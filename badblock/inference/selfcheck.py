@@ -23,9 +23,18 @@ damaged scan: the real one has seen ``l``) and ``o`` on those bins, and for the 
     sum (p + w d - lam)^2,   minimised by   w* = sum (lam - p) d / sum d^2,
 
 has its numerator estimated without bias by ``sum (r - p) d`` (``r`` is independent of ``p`` and
-``d``). ``w = clip(w*, 0, 1)`` is taken separately for partly damaged and fully dead bins
+``d``): ``w^ = sum (r - p) d / sum d^2``, taken separately for partly damaged and fully dead bins
 (``f >= 1 - badblock.metrics.DEAD_EPS``), over ``shifts`` rotated copies: 0 is the prior's
-repair, 1 the network's own. The NRMSE of prior, network and the weighted rule on those bins is
+repair, 1 the network's own. Given ``p`` and ``d`` the estimate's only noise is that of ``r``
+(variance ``lam / f``, estimated without bias by ``r / f``), so its standard error is
+
+    se = sqrt(sum d^2 r / f) / sum d^2,
+
+and the weight used is the lower confidence bound ``w = clip(w^ - z se, 0, 1)`` (``z``:
+:data:`Z`): a correction is trusted only as far as the scan's counts show it helps. On fully
+dead bins the correction is small against the held-out counts' noise, and ``w^`` scattered
+around a best weight near 0: every overshoot made a bin worse than the prior
+(docs/training.md). The NRMSE of prior, network and the weighted rule on those bins is
 estimated as validation does (:func:`badblock.metrics.nrmse_estimate`): against the
 truth, without it.
 
@@ -64,13 +73,18 @@ SHIFTS = 3
 SEED = 20191  # the thinning's seed: a fixed one, so that repair is reproducible
 CLASSES = ("partial", "dead")
 CHUNK_BYTES = 16 << 20  # counts per thinning chunk, as int64 (the working set is a few times it)
+# standard errors the weight is lowered by (its lower confidence bound); chosen on the probe
+# data sets, never the suite (bench/preset_probe.py, docs/training.md)
+Z = 0.0
 
 
 @dataclass
 class SelfCheck:
     """The result of :func:`self_check`: ``weights`` per class (``partial``, ``dead``);
-    ``bins`` scored per class (TOF bins counted apart); per class and ``all`` the estimated
-    NRMSE of the ``prior``, the ``network`` and the weighted rule (``used``); the rotations
+    ``bins`` scored per class (TOF bins counted apart); per class the unclipped ``estimate``
+    ``w^`` and its standard error ``se``, and ``z`` the weights were lowered by (module
+    docstring); per class and ``all`` the estimated NRMSE of the ``prior``, the ``network``
+    and the weighted rule (``used``); the rotations
     ``shifts`` (in transaxial blocks); ``seconds`` it took. ``ran`` False (and ``why``) when
     it could not run."""
 
@@ -81,11 +95,15 @@ class SelfCheck:
     nrmse: dict = field(default_factory=dict)
     shifts: list = field(default_factory=list)
     seconds: float = 0.0
+    estimate: dict = field(default_factory=dict)
+    se: dict = field(default_factory=dict)
+    z: float = Z
 
     def summary(self) -> dict:
         if not self.ran:
             return {"ran": False, "why": self.why}
         return {"ran": True, "shifts": self.shifts, "weights": self.weights, "bins": self.bins,
+                "estimate": self.estimate, "se": self.se, "z": self.z,
                 "estimated_nrmse": self.nrmse, "seconds": self.seconds}
 
     def line(self) -> str:
@@ -93,9 +111,13 @@ class SelfCheck:
         if not self.ran:
             return f"self-check not run: {self.why}"
         n = self.nrmse["all"]
+        w = {c: f"{self.weights[c]:.2f}" + (f" (estimate {self.estimate[c]:.2f} +- "
+                                            f"{self.se[c]:.2f})" if self.estimate else "")
+             for c in CLASSES}
         return (f"self-check on {len(self.shifts)} rotated copies of the damage: correction "
-                f"weight {self.weights['partial']:.2f} on partly damaged, "
-                f"{self.weights['dead']:.2f} on fully dead bins; estimated NRMSE of the "
+                f"weight {w['partial']} on partly damaged, {w['dead']} on fully dead bins"
+                f"{f' (the estimates less {self.z:g} standard errors)' if self.z else ''}; "
+                f"estimated NRMSE of the "
                 f"damaged bins: prior {n['prior']:.4f}, network {n['network']:.4f}, "
                 f"used {n['used']:.4f} ({self.seconds:.1f} s)")
 
@@ -195,11 +217,17 @@ def thin_virtual(data: np.ndarray, mask: np.ndarray, both: np.ndarray,
 
 
 def _sums(r: np.ndarray, p: np.ndarray, o: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """float64 ``[6]``: sum (r - p) d, sum d^2, sum (r - p)^2, sum (r - o)^2, sum r / f,
-    sum r^2 over the given bins (``d = o - p``)."""
+    """float64 ``[7]``: sum (r - p) d, sum d^2, sum (r - p)^2, sum (r - o)^2, sum r / f,
+    sum r^2, sum d^2 r / f over the given bins (``d = o - p``)."""
     d = o - p
     return np.array([((r - p) * d).sum(), (d * d).sum(), ((r - p) ** 2).sum(),
-                     ((r - o) ** 2).sum(), (r / f).sum(), (r * r).sum()])
+                     ((r - o) ** 2).sum(), (r / f).sum(), (r * r).sum(),
+                     (d * d * r / f).sum()])
+
+
+def lowered(estimate: float, se: float, z: float) -> float:
+    """The weight used: ``clip(estimate - z se, 0, 1)``, rounded as repair reports it."""
+    return round(float(np.clip(estimate - z * se, 0.0, 1.0)), 4)
 
 
 def _nrmse(err, noise, ref2) -> float:
@@ -208,7 +236,7 @@ def _nrmse(err, noise, ref2) -> float:
 
 def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks, crystals=(),
                fill_for=None, shifts: int = SHIFTS, seed: int = SEED,
-               scratch=None) -> SelfCheck:
+               scratch=None, z: float = Z) -> SelfCheck:
     """The correction weights of ``predictor`` for the damaged scan ``data`` ``[T, P, V, B]``
     with ``mask`` ``[P, V, B]`` made of ``blocks`` and ``crystals`` (module docstring).
 
@@ -216,7 +244,8 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     ``out`` (float32 ``[T, P, V, B]``, zeroed, only its damaged bins read) as repair does;
     ``fill_for(data, mask)``: the scan's model-based fill for a fill-prior network (None
     otherwise); ``scratch``: the folder of the temporary files (None: the system's temporary
-    folder; repair gives its output's). The predictor is not changed."""
+    folder; repair gives its output's); ``z``: standard errors the weights are lowered by.
+    The predictor is not changed."""
     import copy
     import time
 
@@ -233,7 +262,7 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
     own.partial_weight = own.dead_weight = 1.0
     flat = copy.copy(predictor)
     flat.partial_weight = flat.dead_weight = 0.0
-    sums = {c: np.zeros(6) for c in CLASSES}
+    sums = {c: np.zeros(7) for c in CLASSES}
     n = {c: 0 for c in CLASSES}
     for j, (_, b2, c2) in enumerate(moves):
         both = dead_block_mask(scanner, sorted(set(blocks) | set(b2)),
@@ -261,11 +290,14 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
                 n[c] += int(sel.sum())
         # unmapped, and the mask-sized arrays freed, before the next rotation makes its own
         del virtual, outs, fill, both, scored, f, dead
+    # no correction on the scored bins (d = 0 everywhere): nothing to weigh, the network's own
+    estimate = {c: (float(s[0] / s[1]) if s[1] > 0 else 1.0) for c, s in sums.items()}
+    se = {c: (float(np.sqrt(max(s[6], 0.0)) / s[1]) if s[1] > 0 else 0.0)
+          for c, s in sums.items()}
     # rounded before use: the weights repair applies are the ones its summary reports
-    weights = {c: (round(float(np.clip(s[0] / s[1], 0.0, 1.0)), 4) if s[1] > 0 else 1.0)
-               for c, s in sums.items()}
+    weights = {c: lowered(estimate[c], se[c], z) for c in CLASSES}
     nrmse = {}
-    total = np.zeros(6)
+    total = np.zeros(7)
     used_all = 0.0
     for c, s in sums.items():
         w = weights[c]
@@ -280,7 +312,9 @@ def self_check(data: np.ndarray, mask: np.ndarray, predictor, predict, *, blocks
                     "used": _nrmse(used_all, total[4], total[5])}
     return SelfCheck(True, weights=weights, bins=n,
                      nrmse=nrmse, shifts=[s for s, _, _ in moves],
-                     seconds=round(time.perf_counter() - t0, 2))
+                     seconds=round(time.perf_counter() - t0, 2),
+                     estimate=estimate, se=se, z=float(z))
 
 
-__all__ = ["SelfCheck", "self_check", "rotations", "thin_virtual", "why_not", "SHIFTS", "SEED"]
+__all__ = ["SelfCheck", "self_check", "rotations", "thin_virtual", "why_not", "lowered",
+           "SHIFTS", "SEED", "Z"]

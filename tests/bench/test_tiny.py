@@ -49,7 +49,8 @@ def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
     extra = {"preprocess.py": ["--workdir", str(tmp)],
              "fill_prior.py": ["--work", str(tmp)],
              "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count", "mixed",
-                               "mixed_deadfill", "mixed_selfcheck", "--baseline",
+                               "mixed_deadfill", "mixed_selfcheck", "mixed_selfcheck_z2",
+                               "--baseline",
                                "plain"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
 
@@ -178,6 +179,30 @@ def test_tiny_run_writes_its_record(script, tmp_path):
                 assert a == b
             elif min(w.values()) < 0.9:  # (a weight near 1 may round to the same counts)
                 assert a != b
+        # z = 2 lowers each weight by two standard errors of the same self-check's estimate
+        low = json.loads((out / "mixed_selfcheck_z2.json").read_text())
+        got_z2 = low["datasets"]["0"]["scores"]["demo/pair_axial"]["mixed_selfcheck_z2"]
+        assert low["network"] == "mixed" and low["z"] == 2.0
+        assert got_z2["estimates"] == got_sc["estimates"]
+        for w0, w2, e, a, b in zip(got_sc["weights"], got_z2["weights"], got_sc["estimates"],
+                                   got_sc["scans"], got_z2["scans"]):
+            for c in ("partial", "dead"):
+                assert w0[c] == round(min(max(e["estimate"][c], 0.0), 1.0), 4)
+                assert w2[c] == round(min(max(e["estimate"][c] - 2 * e["se"][c], 0.0), 1.0), 4)
+                assert e["se"][c] >= 0
+            if w0 == w2:
+                assert a == b
+        # its own rule picks z: the fewest cells worse than the fill, ties to the smaller z
+        zs = summary["self_check_z"]["mixed"]
+        assert set(zs["variants"]) == {"mixed_selfcheck", "mixed_selfcheck_z2"}
+        for n, r in (("mixed_selfcheck", got_sc), ("mixed_selfcheck_z2", got_z2)):
+            fill = got["model"]["per_family"]
+            worse = sum(r["per_family"][f][c] > fill[f][c] for f in fill
+                        for c in ("partial", "dead"))
+            assert zs["variants"][n]["cells_worse"] == worse
+        counts = {n: v["cells_worse"] for n, v in zs["variants"].items()}
+        assert zs["choice"] == ("mixed_selfcheck_z2" if counts["mixed_selfcheck_z2"]
+                                < counts["mixed_selfcheck"] else "mixed_selfcheck")
         # every validation scan scored as each of the four families
         n_val = len(rule["datasets"]["0"]["validation_scans"])
         assert len(got["model"]["scans"]) == 4 * n_val

@@ -88,6 +88,44 @@ def test_the_held_out_counts_are_the_only_link_to_the_truth():
         "partial": 1.0, "dead": 1.0}
 
 
+def test_the_standard_error_is_the_spread_of_the_estimate_over_scans():
+    """Over independent scans of one truth (new Poisson counts, new damage draws, new thinning
+    seeds) the estimate scatters by about its standard error: se = sqrt(sum d^2 r / f) /
+    sum d^2 takes the held-out counts' variance lam / f and leaves out the covariance of a bin
+    scored in several rotations (on fully dead bins it runs about 1.2 x se here)."""
+    rng = np.random.default_rng(3)
+    lors = real_lor_count(SCANNER)[None].astype(np.float64)
+    truth = rng.uniform(0.5, 1.5, size=SCANNER.shape) * 2.0 * (lors > 0)  # 2 counts a bin
+    mask = dead_block_mask(SCANNER, BLOCKS)
+    pred, predict = _fake(truth.astype(np.float32), 2.0, 4.0)
+    est, se = [], []
+    for k in range(30):
+        draw = np.random.default_rng(100 + k)
+        damaged = thin(draw.poisson(truth), 1.0 - mask, draw)
+        got = self_check(damaged, mask, pred, predict, blocks=BLOCKS, seed=k)
+        est.append([got.estimate[c] for c in ("partial", "dead")])
+        se.append([got.se[c] for c in ("partial", "dead")])
+    est, se = np.array(est), np.array(se)
+    assert est.mean(0) == pytest.approx([0.5, 0.25], abs=0.02)
+    assert np.all(se > 0) and np.ptp(se, axis=0).max() < 0.5 * se.mean(0).min()
+    ratio = est.std(0, ddof=1) / se.mean(0)
+    assert np.all((ratio > 0.75) & (ratio < 1.5)), ratio
+
+
+@pytest.mark.parametrize("z", [1.0, 3.0])
+def test_the_weight_is_the_estimate_lowered_by_z_standard_errors(z):
+    truth, mask, damaged, _ = _counts(level=3.0)
+    pred, predict = _fake(truth.astype(np.float32), 2.0, 2.0)
+    plain = self_check(damaged, mask, pred, predict, blocks=BLOCKS, z=0.0)
+    low = self_check(damaged, mask, pred, predict, blocks=BLOCKS, z=z)
+    assert low.estimate == plain.estimate and low.se == plain.se and low.z == z
+    for c in ("partial", "dead"):
+        assert plain.weights[c] == round(min(max(plain.estimate[c], 0.0), 1.0), 4)
+        want = min(max(plain.estimate[c] - z * plain.se[c], 0.0), 1.0)
+        assert low.weights[c] == round(want, 4) and low.weights[c] < plain.weights[c]
+    assert low.summary()["z"] == z and low.summary()["se"] == low.se
+
+
 def test_rotations_leave_the_real_blocks_and_keep_the_damage():
     moves = rotations(SCANNER, [(5, 1), (6, 1)], [(3, 10)], 3)
     assert [s for s, _, _ in moves] == [4, 8, 12]
