@@ -99,8 +99,11 @@ def _check_fill_terms(cfg, osem) -> None:
                                           "fill than the one it is compared with")
 
 
-def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> dict:
-    """Run every data set and case of ``suite``; returns the result dict (not yet written)."""
+def run(suite: Suite, work: Path, *, smoke: bool, threads: int, prepare_only: bool = False,
+        log=print) -> dict | None:
+    """Run every data set and case of ``suite``; returns the result dict (not yet written).
+    ``prepare_only``: stop after every data set's training and choices (nothing of the test
+    data exists yet) and return None: what no setting of the repair depends on, made ahead."""
     import dataclasses
 
     from quality_cases import run_case, simulate_tests
@@ -131,6 +134,8 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
             ds.choices = choose(ds.validation, suite, ds.cfg, work, masks, log=log)
             # The choices are fixed (and written) before the first test scan exists.
             atomic_write_json(work / f"d{d}" / "choices.json", dataclasses.asdict(ds.choices))
+        if prepare_only:
+            continue
         predictor = load_predictor(ds.checkpoint, "cpu", threads)
         t_cases = time.perf_counter()
         for family in dict.fromkeys(suite.cases.families):
@@ -160,6 +165,8 @@ def run(suite: Suite, work: Path, *, smoke: bool, threads: int, log=print) -> di
                          "validation_scans": ds.choices.validation_ids,
                          "normconv_widths": ds.choices.normconv_widths,
                          "best_epoch": _best_epoch(ds.folder)})
+    if prepare_only:
+        return None
     import torch
 
     result = {
@@ -277,6 +284,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="result JSON (default bench/results/quality[_smoke].json)")
     ap.add_argument("--figures", help="figure folder (default docs/img; smoke: the JSON's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="simulate, train and choose for every data set, score no case (a "
+                         "later run reuses the work folder)")
     args = ap.parse_args(argv)
     tag = "_smoke" if args.smoke else ""
     out = Path(args.out or RESULTS / f"quality{tag}.json")
@@ -289,10 +299,16 @@ def main(argv=None) -> int:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
         work.mkdir(parents=True, exist_ok=True)
-        result, panel = run(suite, work, smoke=args.smoke, threads=args.threads)
+        done = run(suite, work, smoke=args.smoke, threads=args.threads,
+                   prepare_only=args.prepare_only)
     except BadInputError as exc:
         print(f"quality: error: {exc.message}", file=sys.stderr)
         return 2
+    if done is None:
+        print(f"quality: {suite.datasets} data set(s) trained and their choices made in {work}; "
+              "no case scored")
+        return 0
+    result, panel = done
     from quality_report import aggregate, draw_bars, draw_panel, text_summary
 
     from badblock.utils.atomic import atomic_write_json

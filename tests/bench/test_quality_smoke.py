@@ -24,11 +24,22 @@ IMAGE = ["osem_nrmse", "osem_bias_dead", "osem_bias_background"]
 def smoke(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     out = tmp / "quality_smoke.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke",
-                           "--work", str(tmp / "work"), "--out", str(out),
-                           "--figures", str(tmp), "--threads", "2"],
-                          capture_output=True, text=True, cwd=tmp, timeout=600)
+    cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke", "--work",
+           str(tmp / "work"), "--out", str(out), "--figures", str(tmp), "--threads", "2"]
+    # made ahead: the training and the choices, no test scan and no result
+    first = subprocess.run([*cmd, "--prepare-only"], capture_output=True, text=True, cwd=tmp,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "no case scored" in first.stdout and not out.exists()
+    d0 = tmp / "work" / "d0"
+    assert (d0 / "choices.json").exists() and not (d0 / "cases").exists()
+    assert not [p for p in (d0 / "sim").iterdir() if p.name.startswith("test-")]
+    made = {p: p.stat().st_mtime_ns for p in [d0 / "choices.json", *d0.glob("train/*.pt")]}
+    assert len(made) > 1
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # ... which the scoring run reuses: not trained or chosen again
+    assert {p: p.stat().st_mtime_ns for p in made} == made
     return tmp, out, json.loads(out.read_text()), proc.stdout
 
 
