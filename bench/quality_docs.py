@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -272,6 +273,16 @@ def _targets(result: dict) -> str:
                  for c in img)
         lines.append(f"- OSEM body NRMSE no worse than OSEM of every classical fill in {ok} of "
                      f"{len(img)} cases.")
+        # which fill the network's image has to beat, and by how little the images differ
+        imaged = [m for m in classical if all(nr(c, m, "osem_nrmse") is not None for c in img)]
+        best = Counter(min(imaged, key=lambda m, c=c: nr(c, m, "osem_nrmse")) for c in img)
+        lines.append("- The classical fill with the lowest OSEM body NRMSE: " + ", ".join(
+            f"`{m}` in {k}" for m, k in best.most_common()) + " cases.")
+        for m in ("model", "complete scan (reference)"):
+            if all(nr(c, m, "osem_nrmse") is not None for c in img):
+                r = [nr(c, "unet", "osem_nrmse") / nr(c, m, "osem_nrmse") for c in img]
+                lines.append(f"- OSEM body NRMSE, unet / {m}: {gm(r):.4f} x (geometric mean), "
+                             f"from {min(r):.4f} to {max(r):.4f} x.")
     lines += _self_checks(cases)
     return "\n".join(lines)
 
