@@ -273,37 +273,20 @@ def score_variants(suite, d: int, folders: dict, validation, cfg, work: Path,
                 checks = {}  # network: (its self-check on this scan, its own output o)
                 for n, pred in predictors.items():
                     v, net = VARIANTS[n], VARIANTS[n].network or n
-                    if v.self_check and net in checks:  # the same self-check at another z
+                    if not (v.self_check and net in checks):  # a repair of its own
+                        (case / n).mkdir(parents=True, exist_ok=True)
+                        done = repair_scan(dam, mask, pred, case / n / path.name, force=True,
+                                           mu=mu, fill=fill, self_check=v.self_check,
+                                           damage=(parse_blocks(suite.patterns[pattern]), []))
+                        got[n] = metrics.data_consistent(
+                            np.asarray(read_scan(case / n / path.name).data), damaged, mask)
+                        if v.self_check:
+                            checks[net] = _checked(done["self_check"], got[n], path, dam, mask,
+                                                   pred, fill, mu, case, damaged)
+                    if v.self_check:  # the same self-check at this variant's z
                         check, own = checks[net]
                         want = _lowered(check, v.z)
-                        got[n] = metrics.data_consistent(_weighted(own, fill, mask, want),
-                                                         damaged, mask)
-                        weights[n].append(want)
-                        estimates[n].append({"estimate": check["estimate"], "se": check["se"]})
-                        continue
-                    (case / n).mkdir(parents=True, exist_ok=True)
-                    done = repair_scan(dam, mask, pred, case / n / path.name, force=True,
-                                       mu=mu, fill=fill, self_check=v.self_check,
-                                       damage=(parse_blocks(suite.patterns[pattern]), []))
-                    got[n] = metrics.data_consistent(
-                        np.asarray(read_scan(case / n / path.name).data), damaged, mask)
-                    if v.self_check:
-                        check = done["self_check"]
-                        if not check.get("ran"):
-                            raise RuntimeError(f"{path}: the self-check did not run: "
-                                               f"{check.get('why')}")
-                        own = _own_output(dam, mask, pred, fill, mu, case / "own" / path.name)
-                        # the other z's repairs are made from it; with this z's weights it must
-                        # give this repair bit for bit, or none of them is trusted
-                        same = metrics.data_consistent(
-                            _weighted(own, fill, mask, check["weights"]), damaged, mask)
-                        if not np.array_equal(same, got[n]):
-                            raise RuntimeError(
-                                f"{path}: the weighted rule from the network's own output "
-                                f"differs from repair's in {int((same != got[n]).sum())} bins")
-                        checks[net] = (check, own)
-                        want = _lowered(check, v.z)
-                        if want != check["weights"]:  # repair's Z is another z
+                        if n not in got or want != check["weights"]:
                             got[n] = metrics.data_consistent(_weighted(own, fill, mask, want),
                                                              damaged, mask)
                         weights[n].append(want)
@@ -334,6 +317,23 @@ def _lowered(check: dict, z: float) -> dict:
     return {c: lowered(check["estimate"][c], check["se"][c], z) for c in check["weights"]}
 
 
+def _checked(check: dict, repaired: np.ndarray, path: Path, dam, mask, pred, fill, mu,
+             case: Path, damaged: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(the self-check's summary, the network's own output) of one scan's self-checked repair
+    ``repaired``, after checking that the output rule with the check's weights gives that
+    repair bit for bit: the other z's repairs are made from the same two, or none is trusted."""
+    from badblock import metrics
+
+    if not check.get("ran"):
+        raise RuntimeError(f"{path}: the self-check did not run: {check.get('why')}")
+    own = _own_output(dam, mask, pred, fill, mu, case / "own" / path.name)
+    same = metrics.data_consistent(_weighted(own, fill, mask, check["weights"]), damaged, mask)
+    if not np.array_equal(same, repaired):
+        raise RuntimeError(f"{path}: the weighted rule from the network's own output differs "
+                           f"from repair's in {int((same != repaired).sum())} bins")
+    return check, own
+
+
 def _own_output(dam, mask, pred, fill, mu, path: Path) -> np.ndarray:
     """The network's own output ``o`` (weight 1, float32, unrounded) on the damaged scan
     ``dam``'s damaged bins (its counts elsewhere): the repair of a float32 copy of it."""
@@ -351,20 +351,16 @@ def _own_output(dam, mask, pred, fill, mu, path: Path) -> np.ndarray:
 
 
 def _weighted(own: np.ndarray, fill: np.ndarray, mask: np.ndarray, w: dict) -> np.ndarray:
-    """The output rule ``p + w (o - p)`` (``p`` the fill) of the weights ``w`` per bin class,
-    in float32 as :class:`badblock.inference.predictor.Predictor` computes it (a weight of 1
-    keeps the network's bits): what repair rounds and writes with those weights."""
-    from badblock.metrics import DEAD_EPS
+    """The output rule with the weights ``w`` per bin class on the network's own output
+    ``own`` and the fill (:func:`badblock.inference.predictor.weigh`, the predictor's own):
+    what repair rounds and writes with those weights."""
+    import torch
 
-    p = np.asarray(fill, np.float32)
-    f = np.broadcast_to(np.asarray(mask, np.float32), own.shape)
-    dead = f >= np.float32(1.0 - DEAD_EPS)
-    out = own
-    if w["dead"] != 1.0:
-        out = np.where(dead, p + np.float32(w["dead"]) * (out - p), out)
-    if w["partial"] != 1.0:
-        out = np.where((f > 0) & ~dead, p + np.float32(w["partial"]) * (out - p), out)
-    return out
+    from badblock.inference.predictor import weigh
+
+    f = torch.from_numpy(np.asarray(mask, np.float32))
+    return weigh(torch.from_numpy(own), torch.from_numpy(np.asarray(fill, np.float32)), f,
+                 w["partial"], w["dead"]).numpy()
 
 
 def summarise(records: dict, baseline: str = "mixed96", seed: int = 0) -> dict:

@@ -172,13 +172,8 @@ class Predictor:
             prior = fill[:, 0, crop].float()
         else:
             prior = x[:, pc].float() * out_scale[:, 0]
-        f = m[:, self.context, crop].float()
-        dead = f >= 1.0 - DEAD_EPS
-        if self.dead_weight != 1.0:  # a weight of 1 keeps the network's bits
-            out = torch.where(dead, prior + self.dead_weight * (out - prior), out)
-        if self.partial_weight != 1.0:
-            out = torch.where((f > 0) & ~dead, prior + self.partial_weight * (out - prior), out)
-        return out
+        return weigh(out, prior, m[:, self.context, crop].float(), self.partial_weight,
+                     self.dead_weight)
 
     def bf16_error(self, stacks, masks, region: np.ndarray, sens=None, fill=None) -> float:
         """Relative RMS difference of the bf16 and the float32 prediction over ``region``
@@ -188,6 +183,20 @@ class Predictor:
         hi = np.asarray(self.run(stacks, masks, sens, False, fill), np.float64)[region]
         den = float((hi ** 2).sum())
         return float(np.sqrt(((lo - hi) ** 2).sum() / den)) if den > 0 else 0.0
+
+
+def weigh(out: torch.Tensor, prior: torch.Tensor, f: torch.Tensor, partial_weight: float,
+          dead_weight: float) -> torch.Tensor:
+    """The output rule of a residual network: ``out`` with its damaged bins moved to
+    ``prior + w (out - prior)``, ``w`` the weight of the bin's class (fully dead where the lost
+    fraction ``f >= 1 - DEAD_EPS``, partly damaged where ``0 < f`` below it); tensors of one
+    shape (or broadcasting), float32. A weight of 1 keeps the network's bits."""
+    dead = f >= 1.0 - DEAD_EPS
+    if dead_weight != 1.0:
+        out = torch.where(dead, prior + dead_weight * (out - prior), out)
+    if partial_weight != 1.0:
+        out = torch.where((f > 0) & ~dead, prior + partial_weight * (out - prior), out)
+    return out
 
 
 def load_predictor(checkpoint: str | os.PathLike, device: str = "auto",
