@@ -354,7 +354,13 @@ def train(cfg: Config) -> Path:
     """
     trainer = Trainer(cfg)
     try:
-        return trainer.run()
+        folder = trainer.run()
+        # every rank past its last collective before any tears its group down: a rank that
+        # destroyed its gloo group while rank 0 still wrote the final checkpoint died in
+        # CI with "terminate called without an active exception" (SIGABRT). Not on an error:
+        # the other ranks may never come.
+        D.barrier()
+        return folder
     finally:
         D.destroy_process_group()
 
