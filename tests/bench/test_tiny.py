@@ -50,6 +50,7 @@ def _tiny_here(script: str, out: Path, tmp: Path) -> list[str]:
              "fill_prior.py": ["--work", str(tmp)],
              "preset_probe.py": ["--work", str(tmp), "--only", "plain", "count", "mixed",
                                "mixed_deadfill", "mixed_selfcheck", "mixed_selfcheck_z2",
+                               "mixed_selfcheck_z1_deadfill",
                                "--baseline",
                                "plain"]}.get(script, [])
     return [sys.executable, str(BENCH / script), "--tiny", "--out", str(out), *extra]
@@ -192,17 +193,42 @@ def test_tiny_run_writes_its_record(script, tmp_path):
                 assert e["se"][c] >= 0
             if w0 == w2:
                 assert a == b
-        # its own rule picks z: the fewest cells worse than the fill, ties to the smaller z
+        # the partial class at z = 1, the dead one at the fill: those bins are the fill's
+        deadfill = json.loads((out / "mixed_selfcheck_z1_deadfill.json").read_text())
+        got_df = deadfill["datasets"]["0"]["scores"]["demo/pair_axial"][
+            "mixed_selfcheck_z1_deadfill"]
+        assert deadfill["z"] == 1.0 and deadfill["z_dead"] == "fill"
+        for w, e in zip(got_df["weights"], got_sc["estimates"]):
+            assert w["dead"] == 0.0
+            assert w["partial"] == round(min(max(e["estimate"]["partial"] - e["se"]["partial"],
+                                                 0.0), 1.0), 4)
+        for mine, fill in zip(got_df["scan_classes"], got["model"]["scan_classes"]):
+            assert mine["dead"] == pytest.approx(fill["dead"], rel=1e-6)
+        # the truth's weight on the real damaged bins is recorded with each estimate
+        assert all(set(e["truth_weight"]) == {"partial", "dead"} for e in got_sc["estimates"])
+        # its own rule picks z: cells of two scans (a suite case's), the class NRMSE their
+        # mean; of those worse nowhere the lowest ratio, else the fewest cells worse
         zs = summary["self_check_z"]["mixed"]
-        assert set(zs["variants"]) == {"mixed_selfcheck", "mixed_selfcheck_z2"}
-        for n, r in (("mixed_selfcheck", got_sc), ("mixed_selfcheck_z2", got_z2)):
-            fill = got["model"]["per_family"]
-            worse = sum(r["per_family"][f][c] > fill[f][c] for f in fill
+        assert set(zs["variants"]) == {"mixed_selfcheck", "mixed_selfcheck_z2",
+                                       "mixed_selfcheck_z1_deadfill"}
+        per = len(got["model"]["scan_classes"]) // 4
+        pairs = [[f * per + a + k for k in range(2) if a + k < per]
+                 for f in range(4) for a in range(0, per, 2)]
+        for n, r in (("mixed_selfcheck", got_sc), ("mixed_selfcheck_z2", got_z2),
+                     ("mixed_selfcheck_z1_deadfill", got_df)):
+            fill = got["model"]["scan_classes"]
+            worse = sum(sum(r["scan_classes"][i][c] for i in p)
+                        > sum(fill[i][c] for i in p) for p in pairs
                         for c in ("partial", "dead"))
             assert zs["variants"][n]["cells_worse"] == worse
-        counts = {n: v["cells_worse"] for n, v in zs["variants"].items()}
-        assert zs["choice"] == ("mixed_selfcheck_z2" if counts["mixed_selfcheck_z2"]
-                                < counts["mixed_selfcheck"] else "mixed_selfcheck")
+            assert zs["variants"][n]["cells"] == len(pairs)
+        key = {n: (v["cells_worse"], summary["variants"][n]["ratio"])
+               for n, v in zs["variants"].items()}
+        assert zs["choice"] == min(key, key=key.get)
+        bias = summary["self_check_bias"]["mixed"]["dead"]["all"]
+        assert bias["scans"] == len(got_sc["estimates"])
+        diffs = [e["estimate"]["dead"] - e["truth_weight"]["dead"] for e in got_sc["estimates"]]
+        assert bias["mean_diff"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-4)
         # every validation scan scored as each of the four families
         n_val = len(rule["datasets"]["0"]["validation_scans"])
         assert len(got["model"]["scans"]) == 4 * n_val
