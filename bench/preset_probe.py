@@ -498,9 +498,7 @@ def choose_z(records: dict, network: str, ratios: dict | None = None) -> dict:
                              / np.mean([fill[i][c] for i in idx]))
                         if r > 1.0:
                             worse[c][f"d{d}/{family}/{key}/{j}"] = round(float(r), 6)
-        zd = VARIANTS[n].z_dead
-        out[n] = {"z": VARIANTS[n].z,
-                  "z_dead": VARIANTS[n].z if zd is None else ("fill" if zd == math.inf else zd),
+        out[n] = {"z": VARIANTS[n].z, "z_dead": _z_dead(VARIANTS[n]) or VARIANTS[n].z,
                   "worse": worse, "cells": cells, "ratio": ratios.get(n),
                   "cells_worse": sum(len(w) for w in worse.values())}
     epochs = {json.dumps({d: ds["kept_epoch"] for d, ds in r["datasets"].items()},
@@ -514,10 +512,17 @@ def choose_z(records: dict, network: str, ratios: dict | None = None) -> dict:
             "z_dead": out[choice]["z_dead"], "meets": out[choice]["cells_worse"] == 0}
 
 
+def _z_dead(v: Variant):
+    """The fully dead class's z as the records write it: None (the variant's z), a number, or
+    ``"fill"`` (weight 0; JSON has no infinity)."""
+    return None if v.z_dead is None else "fill" if v.z_dead == math.inf else v.z_dead
+
+
 def weight_bias(records: dict, network: str) -> dict:
     """How the self-check's estimate ``w^`` stands to the weight the truth picks on the real
     damaged bins ``w*`` (:func:`truth_weights`), per bin class over every scored scan of
-    ``network``'s self-check records: the mean of ``w^ - w*``, and of ``(w^ - w*) / se`` the
+    ``network``'s self-check records: the mean and standard deviation of ``w^ - w*``, the
+    mean ``se``, the correlation of ``w^`` and ``w*``, and of ``(w^ - w*) / se`` the
     mean and standard deviation (about 0 and 1 if the estimate's only error were its noise),
     and the same per family. Evaluation only: no choice reads it."""
     name = next((n for n, r in records.items() if n in VARIANTS and VARIANTS[n].self_check
@@ -540,7 +545,12 @@ def weight_bias(records: dict, network: str) -> dict:
     def stats(sel):
         diff = np.array([r[2] - r[3] for r in sel])
         z = np.array([(r[2] - r[3]) / r[4] for r in sel if r[4] > 0])
+        est, truth = np.array([r[2] for r in sel]), np.array([r[3] for r in sel])
         return {"scans": len(sel), "mean_diff": round(float(diff.mean()), 4),
+                "sd_diff": round(float(diff.std()), 4),
+                "mean_se": round(float(np.mean([r[4] for r in sel])), 4),
+                "corr": round(float(np.corrcoef(est, truth)[0, 1]), 3) if len(sel) > 1
+                and est.std() > 0 and truth.std() > 0 else None,
                 "mean_truth_weight": round(float(np.mean([r[3] for r in sel])), 4),
                 "mean_estimate": round(float(np.mean([r[2] for r in sel])), 4),
                 "z_mean": round(float(z.mean()), 3), "z_sd": round(float(z.std(ddof=1)), 3)
@@ -584,6 +594,8 @@ def main(argv=None) -> int:
                     help="run.threads of the trainings (0: the preset's)")
     ap.add_argument("--baseline", default="mixed96", choices=list(VARIANTS),
                     help="the variant the rule compares against (the preset as it is)")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="no runs: summarise the records already in --out again")
     args = ap.parse_args(argv)
     os.environ.setdefault("BADBLOCK_PROGRESS", "0")
     from benchtools import work_folder
@@ -610,8 +622,7 @@ def main(argv=None) -> int:
                    "data": VARIANTS[n].data[1], "dead_weight": VARIANTS[n].dead_weight,
                    "network": VARIANTS[n].network or n, "seed": args.seed,
                    "self_check": VARIANTS[n].self_check, "z": VARIANTS[n].z,
-                   "z_dead": (None if VARIANTS[n].z_dead is None else "fill"
-                              if VARIANTS[n].z_dead == math.inf else VARIANTS[n].z_dead),
+                   "z_dead": _z_dead(VARIANTS[n]),
                    "machine": cpu_description(),
                    "scored_on": SCORED_ON,
                    "command": "python bench/preset_probe.py --only " + n
@@ -621,20 +632,21 @@ def main(argv=None) -> int:
                    + (f" --train-threads {args.train_threads}" if args.train_threads else ""),
                    "datasets": {}}
                for n in variants}
-    try:
-        for d in range(suite.datasets):
-            folders, validation, cfg = train_variants(suite, d, work, extra, variants)
-            scores = score_variants(suite, d, folders, validation, cfg, work, args.threads)
-            for n, f in folders.items():
-                records[n]["datasets"][str(d)] = {
-                    "validation_scans": list(validation.ids), **_log_summary(f),
-                    "scores": {k: {"model": v["model"], n: v[n]} for k, v in scores.items()}}
-    except BadInputError as exc:
-        print(f"preset_probe: error: {exc.message}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    for n, rec in records.items():
-        atomic_write_json(out / f"{n}.json", rec)
+    if not args.summarise_only:
+        try:
+            for d in range(suite.datasets):
+                folders, validation, cfg = train_variants(suite, d, work, extra, variants)
+                scores = score_variants(suite, d, folders, validation, cfg, work, args.threads)
+                for n, f in folders.items():
+                    records[n]["datasets"][str(d)] = {
+                        "validation_scans": list(validation.ids), **_log_summary(f),
+                        "scores": {k: {"model": v["model"], n: v[n]} for k, v in scores.items()}}
+        except BadInputError as exc:
+            print(f"preset_probe: error: {exc.message}", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        for n, rec in records.items():
+            atomic_write_json(out / f"{n}.json", rec)
     # records of another seed or scored on other scans (older runs) do not compare
     every = {p.stem: r for p in sorted(out.glob("*.json")) if p.stem in VARIANTS
              for r in [json.loads(p.read_text())]
@@ -661,7 +673,9 @@ def main(argv=None) -> int:
             print(f"[preset_probe] {net} {c}: estimate - truth's weight "
                   f"{b['all']['mean_diff']:+.3f}"
                   f" (estimate {b['all']['mean_estimate']:.3f}, truth's "
-                  f"{b['all']['mean_truth_weight']:.3f}); in standard errors mean "
+                  f"{b['all']['mean_truth_weight']:.3f}), sd {b['all']['sd_diff']:.3f} against "
+                  f"a mean standard error of {b['all']['mean_se']:.3f}, correlation "
+                  f"{b['all']['corr']}; in standard errors mean "
                   f"{b['all']['z_mean']:+.2f}, sd {b['all']['z_sd']} over {b['all']['scans']} "
                   "scans; per family sd " + ", ".join(
                       f"{f} {b[f]['z_sd']}" for f in SCORED_FAMILIES))
