@@ -131,14 +131,21 @@ def epochs_logged(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
 
 
-# The training every preemption test runs, and its uninterrupted reference: long enough for
-# Slurm's time-limit signal of a --time=1 job to land inside it (256 samples an epoch took
-# about 40 s of steps on a CPU without bf16 units but under 20 s on one with them, and the job
-# then ended before any signal; 768 take over a minute on the faster one).
-PREEMPT_EPOCHS = 14
-PREEMPT_ARGS = ["--epochs", str(PREEMPT_EPOCHS), "--set", "data.batch_size=4", "--set",
-                "model.width=4", "--set", "train.val_batches=1", "--set", "train.tensorboard=false",
-                "--set", "data.epoch_size=768", "--set", "run.threads=1"]
+# The training the hand-preempted tests run (signalled as soon as its first epoch is logged, so
+# it only needs epochs left after that), and its uninterrupted reference.
+PREEMPT_EPOCHS = 8
+_COMMON = ["--set", "data.batch_size=4", "--set", "model.width=4", "--set", "train.val_batches=1",
+           "--set", "train.tensorboard=false", "--set", "run.threads=1"]
+PREEMPT_ARGS = ["--epochs", str(PREEMPT_EPOCHS), *_COMMON, "--set", "data.epoch_size=256"]
+# The training of the time-limit test: long enough for Slurm's time-limit signal of a --time=1
+# job to land inside it (256 samples an epoch took about 40 s of steps on a CPU without bf16
+# units but under 20 s on one with them, and the job then ended before any signal; 768 take
+# over a minute on the faster one). Its job and its reference start before the first cluster
+# test (_start_time_limit_run_early): they spend minutes waiting on Slurm's clock, which the
+# other tests use.
+TIME_LIMIT_EPOCHS = 14
+TIME_LIMIT_ARGS = ["--epochs", str(TIME_LIMIT_EPOCHS), *_COMMON, "--set", "data.epoch_size=768"]
+TIME_LIMIT_TEST = "test_time_limit_signal_preempts_and_the_job_finishes"
 EPOCH_LINE = re.compile(r"^badblock train: epoch (\d+): (train \S+ +val \S+ +NRMSE .*? baseline "
                         r"\S+)", re.M)
 
@@ -171,17 +178,62 @@ def fills_of(store: Path) -> str:
     return f"data.fills={store.parent / 'fills'}"
 
 
+def _start_reference(store: Path, out: Path, args: list[str]) -> subprocess.Popen:
+    """``badblock train`` with ``args`` on ``store``, uninterrupted, here (not under Slurm);
+    its stderr goes to ``out/stderr.txt``."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BADBLOCK_", "SLURM_"))}
+    env.update(BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1")
+    with open(out / "stderr.txt", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "badblock", "train", "--config", "demo",
+                                 "-o", str(out), *args, "--set", f"data.store={store}",
+                                 "--set", fills_of(store)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _reference_lines(proc: subprocess.Popen, out: Path, epochs: int) -> list[tuple[int, str]]:
+    """The per-epoch lines of a reference run started by :func:`_start_reference`."""
+    code = proc.wait(timeout=900)
+    text = (out / "stderr.txt").read_text()
+    assert code == 0, text[-3000:]
+    lines = epoch_lines(text)
+    assert [e for e, _ in lines] == list(range(1, epochs + 1))
+    return lines
+
+
 @pytest.fixture(scope="session")
 def reference_epochs(tiny_store, tmp_path_factory) -> list[tuple[int, str]]:
     """The per-epoch lines of PREEMPT_ARGS's training run here, uninterrupted."""
     out = tmp_path_factory.mktemp("reference")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BADBLOCK_", "SLURM_"))}
-    env.update(BADBLOCK_PROGRESS="0", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "badblock", "train", "--config", "demo", "-o",
-                           str(out), *PREEMPT_ARGS, "--set", f"data.store={tiny_store}",
-                           "--set", fills_of(tiny_store)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = epoch_lines(proc.stderr)
-    assert [e for e, _ in lines] == list(range(1, PREEMPT_EPOCHS + 1))
-    return lines
+    return _reference_lines(_start_reference(tiny_store, out, PREEMPT_ARGS), out, PREEMPT_EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def time_limit_run(tiny_store, tmp_path_factory):
+    """The time-limit test's job, submitted now (``--time=1``, Slurm's own USR2 15 s before the
+    limit), and its uninterrupted reference, started now beside it; the test waits for both.
+    A job the test did not wait for is cancelled at the end of the session."""
+    base = tmp_path_factory.mktemp("time-limit")
+    env = slurm_env(BADBLOCK_RUNTIME="host", BADBLOCK_OUTPUT=str(base))
+    batch_log = base / "batch.log"
+    job = sbatch(env, "--cpus-per-task=1", f"--output={batch_log}", "--time=1",
+                 "--signal=B:USR2@15", str(ROOT / "slurm/train.sbatch"), *TIME_LIMIT_ARGS,
+                 "--set", f"data.store={tiny_store}", "--set", fills_of(tiny_store), cwd=base)
+    ref_out = base / "reference"
+    ref = _start_reference(tiny_store, ref_out, TIME_LIMIT_ARGS)
+    yield {"base": base, "env": env, "job": job, "batch_log": batch_log,
+           "reference": lambda: _reference_lines(ref, ref_out, TIME_LIMIT_EPOCHS)}
+    if ref.poll() is None:
+        ref.kill()
+        ref.wait()
+    if in_queue(env, job):
+        subprocess.run(["scancel", job], env=env, timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_time_limit_run_early(request):
+    """Start :func:`time_limit_run` before the first cluster test when the session holds the
+    time-limit test and the cluster is up (else it starts, or skips, with that test)."""
+    if (any(item.name == TIME_LIMIT_TEST for item in request.session.items)
+            and _cluster_problem() is None):
+        request.getfixturevalue("time_limit_run")

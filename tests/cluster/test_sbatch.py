@@ -173,15 +173,15 @@ def test_preempted_training_requeues_and_resumes(tiny_store, reference_epochs, s
     check_resumed_like_the_reference(tmp_path, job, batch_log, reference_epochs)
 
 
-def test_time_limit_signal_preempts_and_the_job_finishes(tiny_store, reference_epochs, slurm,
-                                                         tmp_path):
+def test_time_limit_signal_preempts_and_the_job_finishes(slurm, time_limit_run):
     """A one-minute job: Slurm itself sends USR2 before the limit (--signal=B:USR2@15, up to a
-    minute early by Slurm's own account), and the job requeues until the training is done."""
-    env, job, batch_log = submit_preemptible(tmp_path, tiny_store, "--time=1",
-                                             "--signal=B:USR2@15")
+    minute early by Slurm's own account), and the job requeues until the training is done (the
+    job was submitted before the first cluster test: conftest.time_limit_run)."""
+    env, job, batch_log = (time_limit_run[k] for k in ("env", "job", "batch_log"))
     assert wait_job(env, job, timeout=600) == ("COMPLETED", "0:0"), batch_log.read_text()
     assert int(scontrol_job(env, job).get("Restarts", "0")) >= 1
-    check_resumed_like_the_reference(tmp_path, job, batch_log, reference_epochs)
+    check_resumed_like_the_reference(time_limit_run["base"], job, batch_log,
+                                     time_limit_run["reference"]())
 
 
 def test_fake_gpu_gres_reach_the_tasks(slurm, tmp_path):
