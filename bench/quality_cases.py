@@ -14,7 +14,10 @@ unchanged. Rows:
 - ``normconv, all bins (not data-consistent)``: normconv's raw output, which smooths every bin;
   an extra row, never a comparison;
 - ``complete scan (reference)``: the complete measured scan, i.e. the Poisson noise floor a
-  repair cannot beat on the truth (it is what the damaged bins held before the damage).
+  repair cannot beat on the truth (it is what the damaged bins held before the damage);
+- ``truth-filled (reference)``: the damaged scan with each damaged bin's expected lost counts
+  ``f x truth`` added (:func:`truth_filled`): what a fill that knew the truth would deliver,
+  the ceiling of every fill (its only error is the surviving counts' own noise).
 
 Scores per scan (means over the case's scans are what the suite reports): damaged-bin NRMSE and
 bias against the noiseless truth by bin class (all f > 0, partly damaged, fully dead), NRMSE
@@ -42,6 +45,7 @@ from badblock import metrics
 UNET = "unet"
 ALL_BINS = "normconv, all bins (not data-consistent)"
 COMPLETE = "complete scan (reference)"
+TRUTH_FILLED = "truth-filled (reference)"
 
 
 @dataclass
@@ -118,13 +122,23 @@ def _repair_with_network(predictor, damaged: list[np.ndarray], scans: list[TestS
             [d["self_check"] for d in done])
 
 
+def truth_filled(damaged: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``damaged + f x truth`` on the damaged bins, data-consistent and rounded as every row:
+    the expected complete counts given the surviving ones (binomial thinning leaves the lost
+    counts Poisson with mean ``f x truth``, independent of the surviving ``y``), so its
+    lost-count error is only the rounding and its damaged-bin error only ``y``'s noise."""
+    f = np.broadcast_to(np.asarray(mask, np.float64), damaged.shape)
+    return metrics.data_consistent(np.asarray(damaged, np.float64) + f * truth, damaged, mask)
+
+
 def method_outputs(suite: Suite, choices: Choices, scan: TestScan, damaged: np.ndarray,
-                   repaired: np.ndarray, mask: np.ndarray, pattern: str, level: str,
+                   repaired: np.ndarray | None, mask: np.ndarray, pattern: str, level: str,
                    sensitivity: np.ndarray, image) -> dict[str, np.ndarray]:
     """Every row's output for one damaged scan (data-consistent except the labelled row).
 
     ``image``: the :class:`quality_image.ImageScorer`, whose gaps-modelled reconstruction the
-    model-based fill projects (one OSEM for both)."""
+    model-based fill projects (one OSEM for both). ``repaired`` None: no ``unet`` row (the
+    rows that need no network, :mod:`image_ceiling`)."""
     h = scan.header
     kw = {"segments": h.segments, "tof_order": h.tof_order, "sensitivity": sensitivity}
     out: dict[str, np.ndarray] = {}
@@ -141,10 +155,12 @@ def method_outputs(suite: Suite, choices: Choices, scan: TestScan, damaged: np.n
         if name == "normconv":
             raw_normconv = raw
         out[name] = metrics.data_consistent(raw, damaged, mask)
-    out[UNET] = metrics.data_consistent(repaired, damaged, mask)
+    if repaired is not None:
+        out[UNET] = metrics.data_consistent(repaired, damaged, mask)
     if raw_normconv is not None:
         out[ALL_BINS] = raw_normconv
     out[COMPLETE] = scan.measured
+    out[TRUTH_FILLED] = truth_filled(damaged, scan.truth, mask)
     return out
 
 

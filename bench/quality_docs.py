@@ -302,6 +302,7 @@ def _self_checks(cases: list[dict]) -> list[str]:
     groups = [(f"count level `{v}`", "count_level", v)
               for v in dict.fromkeys(c["count_level"] for c, _ in ran)]
     groups += [(f"`{v}`", "family", v) for v in dict.fromkeys(c["family"] for c, _ in ran)]
+    groups += [(f"data set {v}", "dataset", v) for v in dict.fromkeys(c["dataset"] for c, _ in ran)]
     for label, key, value in groups:
         cells = []
         for cls in ("partial", "dead"):
@@ -340,6 +341,39 @@ def _self_checks(cases: list[dict]) -> list[str]:
             out += ["", f"Cases worse than the fill on {name} bins (unet / model; the scans' "
                     "weights): " + "; ".join(items) + "."]
     return out
+
+
+def _ceiling(result: dict, path: Path) -> str:
+    """What a fill that knew the truth does in the image (``bench/image_ceiling.py``, made on
+    this scoring's cases; absent or of another scoring: nothing)."""
+    if not path.exists():
+        return ""
+    ceiling = json.loads(path.read_text())
+    if ceiling.get("scoring_fingerprint") != result.get("fingerprint"):
+        return ""
+    rows = ceiling["summary"]
+    n = next(iter(rows.values()))["cases"]
+    agree = ceiling["classical_rows_agree_within"]
+    agree = "exactly" if agree == 0 else f"within {100 * agree:.2g} %"
+    lines = ["## What any fill can do in the image", "",
+             f"`{ceiling['command']}` (evaluation only: it chooses nothing) fills each case's "
+             "first test scan, damaged as the suite damages it, with the truth: the expected "
+             "lost counts `f x truth` on the damaged bins (`truth-filled`), or on one bin class "
+             "with the model-based fill on the other, and reconstructs it as every row above "
+             f"(the classical rows it makes again agree with this scoring's {agree}; `unet` "
+             "and the complete "
+             f"scan are this scoring's). Over {n} cases:", "",
+             "| row | OSEM body NRMSE / model fill (range) | / best classical answer | no worse "
+             "than every classical fill | dead-volume ROI bias within +-1 % (range) |",
+             "|---|---|---|---|---|"]
+    for row, v in rows.items():
+        lo, hi = v["over_model_range"]
+        lines.append(f"| {row} | {v['over_model_gmean']:.4f} ({lo:.3f}-{hi:.3f}) | "
+                     f"{v['osem_nrmse_ratio_gmean']:.4f} | "
+                     f"{v['no_worse_than_every_classical_fill']} of {v['cases']} | "
+                     f"{v['bias_dead_within_1pct']} of {v['cases']} "
+                     f"({100 * v['bias_dead_min']:+.2f} to {100 * v['bias_dead_max']:+.2f} %) |")
+    return "\n".join(lines)
 
 
 def render(result: dict, json_path: Path) -> str:
@@ -406,7 +440,9 @@ def render(result: dict, json_path: Path) -> str:
                   "One slice through the dead blocks' volume: true activity, OSEM of the "
                   "complete scan, of the damaged scan with the gaps modelled, and of each "
                   "repair.", ""]
-    parts += [_findings(result), "", _targets(result), "", "## Every case", ""]
+    parts += [_findings(result), "", _targets(result), "",
+              _ceiling(result, json_path.with_name("image_ceiling.json")), "",
+              "## Every case", ""]
     labels = dict(RATIO_METRICS + BIAS_METRICS)
     for key in ("nrmse_all", "nrmse_partial", "nrmse_dead", "lost_nrmse", "bias_all",
                 "fbp_nrmse", "osem_nrmse", "osem_bias_dead", "osem_bias_background"):

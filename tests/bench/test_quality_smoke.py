@@ -53,7 +53,7 @@ def test_smoke_produces_every_column_for_every_method(smoke):
     methods = case["methods"]
     suite = result["suite"]
     rows = [*suite["baselines"], "unet", "normconv, all bins (not data-consistent)",
-            "complete scan (reference)"]
+            "complete scan (reference)", "truth-filled (reference)"]
     assert list(methods)[:len(rows)] == rows
     no_image = (*qi.SKIP_ROWS, "normconv, all bins (not data-consistent)")
     for m in rows:
@@ -97,3 +97,34 @@ def test_docs_page_is_generated_from_the_json(smoke, tmp_path):
     text = page.read_text()
     unet = result["aggregate"]["ratio"]["nrmse_all"]["unet"]["gmean"]
     assert f"{unet:.3f}" in text and "python bench/quality.py --smoke" in text
+
+
+def test_image_ceiling_remakes_the_scorings_rows_and_fills_with_the_truth(smoke, tmp_path):
+    """bench/image_ceiling.py on the smoke scoring: every classical image it makes again is the
+    scoring's bit for bit (same scan, damage, fills and OSEM), and its truth-filled row is the
+    scoring's own; the page quotes it."""
+    tmp, out, result, _ = smoke
+    ceiling = tmp_path / "ceiling.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "image_ceiling.py"), "--scoring", str(out),
+           "--work", str(tmp_path / "work"), "--out", str(ceiling)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert refused.returncode == 2 and "add --smoke" in refused.stderr
+    proc = subprocess.run([*cmd, "--smoke"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(ceiling.read_text())
+    assert got["classical_rows_agree_within"] == 0.0
+    theirs = result["cases"][0]["methods"]["truth-filled (reference)"]
+    mine = got["cases"][0]["methods"]["truth-filled (reference)"]
+    assert mine["osem_nrmse"] == theirs["osem_nrmse"]
+    assert set(got["summary"]) >= {"truth-filled (reference)", "unet",
+                                   "truth on fully dead bins, model fill elsewhere"}
+    page = tmp_path / "quality.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "quality_docs.py"), "--json",
+                    str(out), "--out", str(page)], check=True, capture_output=True)
+    # quality_docs reads image_ceiling.json beside the scoring's JSON
+    assert "What any fill can do" not in page.read_text()
+    ceiling.rename(out.with_name("image_ceiling.json"))
+    subprocess.run([sys.executable, str(ROOT / "bench" / "quality_docs.py"), "--json",
+                    str(out), "--out", str(page)], check=True, capture_output=True)
+    assert "What any fill can do in the image" in page.read_text()

@@ -25,6 +25,7 @@ BENCH = ROOT / "bench"
 TESTED_ELSEWHERE = {"bench_simulate.py": "tests/physics/test_bench_simulate.py",
                     "quality.py": "tests/bench/test_quality_smoke.py",
                     "quality_docs.py": "tests/bench/test_quality_smoke.py",
+                    "image_ceiling.py": "tests/bench/test_quality_smoke.py",
                     "preset_sweep.py": "tests/bench/test_preset_sweep.py"}
 
 
