@@ -44,8 +44,8 @@ TRUTH_DEAD = "truth on fully dead bins, model fill elsewhere"
 TRUTH_PARTIAL = "truth on partly damaged bins, model fill elsewhere"
 
 
-def case_images(suite, ds, family: str, level: str, pattern: str, scans, image,
-                widths: list[float]) -> dict[str, dict[str, float]]:
+def case_images(suite, ds, family: str, level: str, pattern: str, scans, image
+                ) -> dict[str, dict[str, float]]:
     """Image scores of every row but ``unet`` for the case's first test scan, and of the two
     half-truth rows :data:`TRUTH_DEAD` and :data:`TRUTH_PARTIAL`."""
     from badblock import metrics
@@ -58,7 +58,6 @@ def case_images(suite, ds, family: str, level: str, pattern: str, scans, image,
     scan = scans[0]
     damaged = thin_scan(scan.measured, mask, np.random.default_rng(seeds_for(
         suite, "thin", ds.index, family, level, pattern, scan.name)))
-    ds.choices.normconv_widths[f"{pattern}/{level}"] = widths
     outputs = method_outputs(suite, ds.choices, scan, damaged, None, mask, pattern, level, sens,
                              image)
     classes = metrics.bin_classes(mask)
@@ -137,7 +136,10 @@ def main(argv=None) -> int:
     cases, worst_check = [], 0.0
     for d in range(suite.datasets):
         cfg = _config(suite, work / f"d{d}", seeds_for(suite, "train", d))
-        ds = Dataset(d, cfg, work, Path(), None, 0.0, Choices(d, []))
+        # the scoring's own choices (normconv's widths, made on validation scans)
+        made = scoring["datasets"][d]
+        ds = Dataset(d, cfg, work, Path(made["checkpoint"]), None, 0.0,
+                     Choices(d, made["validation_scans"], made["normconv_widths"]))
         for family in suite.cases.families:
             for level in suite.cases.counts:
                 scans = None
@@ -146,8 +148,7 @@ def main(argv=None) -> int:
                     if args.cases and len(cases) >= args.cases:
                         break
                     scans = scans or simulate_tests(suite, ds, family, level, work)
-                    mine = case_images(suite, ds, family, level, pattern, scans, image,
-                                       by_name[name]["normconv_widths"])
+                    mine = case_images(suite, ds, family, level, pattern, scans, image)
                     theirs = by_name[name]["methods"]
                     for row in CHECKED:  # the same scan, damage, fill and OSEM as the scoring's
                         rel = abs(mine[row]["osem_nrmse"] / theirs[row]["osem_nrmse"] - 1)
