@@ -119,6 +119,15 @@ def test_image_ceiling_remakes_the_scorings_rows_and_fills_with_the_truth(smoke,
     assert mine["osem_nrmse"] == theirs["osem_nrmse"]
     assert set(got["summary"]) >= {"truth-filled (reference)", "unet",
                                    "truth on fully dead bins, model fill elsewhere"}
+    # On fully dead bins the truth-filled value is the truth rounded (nothing survived): its
+    # error t (over the fill's) is the rounding alone. A fill moved a of the way there keeps
+    # (1 - a) of the fill's error plus a rounding of about the same size, independent of it,
+    # so its error is close to sqrt((1 - a)^2 + t^2) of the fill's.
+    t = got["summary"]["truth-filled (reference)"]["dead_over_model_gmean"]
+    assert 0 < t < 1
+    for a in (0.25, 0.5, 0.75):
+        row = got["summary"][f"fully dead bins {a:.0%} of the way from the model fill to the truth"]
+        assert abs(row["dead_over_model_gmean"] - ((1 - a) ** 2 + t ** 2) ** 0.5) < 0.03, (a, t)
     page = tmp_path / "quality.md"
     subprocess.run([sys.executable, str(ROOT / "bench" / "quality_docs.py"), "--json",
                     str(out), "--out", str(page)], check=True, capture_output=True)
