@@ -14,6 +14,11 @@ scans, read from ``--scoring``). The classical rows made here are checked agains
 scoring's own (the same scans, thinning, fills and OSEM: they agree to float noise), so the
 truth-filled row compares with the scoring's ``unet`` row on equal terms.
 
+Two more kinds of row say how far the fill must go and what of the network's repair the image
+sees: the model-based fill moved part of the way to the truth on fully dead bins only, and the
+scoring's own network repair (read from its work folder; its image is checked against the
+scoring's ``unet`` row) on one bin class with the fill on the other.
+
 Evaluation only: it reads the frozen suite's test scans and their truth and chooses nothing
 (no network is trained or run). Writes ``bench/results/image_ceiling.json`` and prints its
 summary; ``python bench/quality_docs.py`` quotes it.
@@ -51,15 +56,23 @@ TRUTH_PARTIAL = "truth on partly damaged bins, model fill elsewhere"
 TOWARD = (0.25, 0.5, 0.75)
 
 
+# What of the network's repair moves its image: its repair on one bin class, the model-based
+# fill on the other (read from the scoring's own repaired files, nothing run again).
+UNET_PARTIAL = "unet on partly damaged bins, model fill on fully dead"
+UNET_DEAD = "unet on fully dead bins, model fill on partly damaged"
+
+
 def toward_row(a: float) -> str:
     return f"fully dead bins {a:.0%} of the way from the model fill to the truth"
 
 
-def case_images(suite, ds, family: str, level: str, pattern: str, scans, image
-                ) -> dict[str, dict[str, float]]:
+def case_images(suite, ds, family: str, level: str, pattern: str, scans, image,
+                repaired: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Image scores of every row but ``unet`` for the case's first test scan, of the two
     half-truth rows :data:`TRUTH_DEAD` and :data:`TRUTH_PARTIAL`, and of the rows that go
-    part of the way to the truth on fully dead bins (:data:`TOWARD`)."""
+    part of the way to the truth on fully dead bins (:data:`TOWARD`). ``repaired``: the
+    scoring's network repair of that scan, if kept; then also ``unet`` (to check against the
+    scoring) and the rows :data:`UNET_PARTIAL` and :data:`UNET_DEAD`."""
     from badblock import metrics
     from badblock.evaluate import thin_scan
     from badblock.physics import dead_block_mask, get_scanner, parse_blocks, real_lor_count
@@ -70,9 +83,12 @@ def case_images(suite, ds, family: str, level: str, pattern: str, scans, image
     scan = scans[0]
     damaged = thin_scan(scan.measured, mask, np.random.default_rng(seeds_for(
         suite, "thin", ds.index, family, level, pattern, scan.name)))
-    outputs = method_outputs(suite, ds.choices, scan, damaged, None, mask, pattern, level, sens,
-                             image)
+    outputs = method_outputs(suite, ds.choices, scan, damaged, repaired, mask, pattern, level,
+                             sens, image)
     classes = metrics.bin_classes(mask)
+    if repaired is not None:
+        for row, cls in ((UNET_PARTIAL, "partial"), (UNET_DEAD, "dead")):
+            outputs[row] = np.where(classes[cls], outputs["unet"], outputs["model"])
     for row, cls in ((TRUTH_DEAD, "dead"), (TRUTH_PARTIAL, "partial")):
         outputs[row] = np.where(classes[cls], outputs[TRUTH_FILLED], outputs["model"])
     for a in TOWARD:
@@ -82,7 +98,8 @@ def case_images(suite, ds, family: str, level: str, pattern: str, scans, image
             np.where(classes["dead"], step, outputs["model"]), damaged, mask)
     scores, _, _ = image.score(scan, damaged, outputs, mask)
     fill_dead = metrics.nrmse_over(outputs["model"], scan.truth, classes["dead"])
-    for row in (TRUTH_FILLED, TRUTH_DEAD, *map(toward_row, TOWARD)):
+    for row in (TRUTH_FILLED, TRUTH_DEAD, *map(toward_row, TOWARD),
+                *((UNET_DEAD,) if repaired is not None else ())):
         scores[row]["dead_over_model"] = (
             metrics.nrmse_over(outputs[row], scan.truth, classes["dead"]) / fill_dead)
     return scores
@@ -104,7 +121,7 @@ def summarise(cases: list[dict], suite_rows: list[str]) -> dict:
     fills = [r for r in suite_rows if r != IMAGE_CLASSICAL]
     out = {}
     for row in (TRUTH_FILLED, TRUTH_DEAD, *map(toward_row, TOWARD), TRUTH_PARTIAL, "unet",
-                COMPLETE):
+                UNET_PARTIAL, UNET_DEAD, COMPLETE):
         ratios, to_fills, to_model, biases = [], [], [], []
         for c in cases:
             m = c["methods"]
@@ -129,6 +146,19 @@ def summarise(cases: list[dict], suite_rows: list[str]) -> dict:
         if dead:  # the sinogram gain on fully dead bins behind the row's image
             out[row]["dead_over_model_gmean"] = float(np.exp(np.mean(np.log(dead))))
     return out
+
+
+def _scorings_repair(checkpoint: str, family: str, level: str, pattern: str, scan: str
+                     ) -> np.ndarray | None:
+    """The network's repair of ``scan`` that the scoring scored, where its work folder kept it
+    (``<work>/d<i>/cases/<family>/<level>/<pattern>/repaired``, beside the data set's
+    ``train`` folder that holds ``checkpoint``; a relative path is the repository's)."""
+    from badblock.io import read_scan
+
+    ckpt = Path(checkpoint)
+    ckpt = ckpt if ckpt.is_absolute() else ROOT / ckpt
+    path = ckpt.parents[1] / "cases" / family / level / pattern / "repaired" / scan
+    return np.asarray(read_scan(path).data) if path.exists() else None
 
 
 def main(argv=None) -> int:
@@ -160,7 +190,7 @@ def main(argv=None) -> int:
     image = ImageScorer(suite, get_scanner(suite.scanner))
     work = Path(args.work or f"badblock-output/image-ceiling{tag.replace('_', '-')}")
     by_name = {c["case"]: c for c in scoring["cases"]}
-    cases, worst_check = [], 0.0
+    cases, worst_check, missing = [], 0.0, 0
     for d in range(suite.datasets):
         cfg = _config(suite, work / f"d{d}", seeds_for(suite, "train", d))
         # the scoring's own choices (normconv's widths, made on validation scans)
@@ -175,16 +205,22 @@ def main(argv=None) -> int:
                     if args.cases and len(cases) >= args.cases:
                         break
                     scans = scans or simulate_tests(suite, ds, family, level, work)
-                    mine = case_images(suite, ds, family, level, pattern, scans, image)
+                    repaired = _scorings_repair(made["checkpoint"], family, level, pattern,
+                                                scans[0].path.name)
+                    missing += repaired is None
+                    mine = case_images(suite, ds, family, level, pattern, scans, image,
+                                       repaired)
                     theirs = by_name[name]["methods"]
-                    for row in CHECKED:  # the same scan, damage, fill and OSEM as the scoring's
+                    checked = (*CHECKED, "unet") if repaired is not None else CHECKED
+                    for row in checked:  # the same scan, damage, fill and OSEM as the scoring's
                         rel = abs(mine[row]["osem_nrmse"] / theirs[row]["osem_nrmse"] - 1)
                         worst_check = max(worst_check, rel)
                     methods = {r: {k: theirs[r][k] for k in ("osem_nrmse", "osem_bias_dead")}
                                for r in theirs if theirs[r].get("osem_nrmse") is not None}
                     methods.update({r: mine[r] for r in (TRUTH_FILLED, TRUTH_DEAD,
                                                          TRUTH_PARTIAL, *map(toward_row,
-                                                                             TOWARD))})
+                                                                             TOWARD),
+                                                         UNET_PARTIAL, UNET_DEAD) if r in mine})
                     cases.append({"case": name, "methods": methods})
                     tf = mine[TRUTH_FILLED]
                     best = best_classical(theirs, classical_rows(scoring, "osem_nrmse"))
@@ -192,6 +228,10 @@ def main(argv=None) -> int:
                           f"{tf['osem_nrmse'] / best:.4f}, unet "
                           f"{theirs['unet']['osem_nrmse'] / best:.4f}; dead-volume bias "
                           f"truth-filled {100 * tf['osem_bias_dead']:+.2f} %", flush=True)
+    if missing:
+        print(f"image_ceiling: {missing} of {len(cases)} cases have no repaired scan left in "
+              f"the scoring's work folder: rows {UNET_PARTIAL!r} and {UNET_DEAD!r} are over the "
+              "others only", file=sys.stderr)
     if worst_check > 1e-3:
         print(f"image_ceiling: the classical rows made again differ from {args.scoring} by up "
               f"to {worst_check:.2%}: not the scoring's scans or settings", file=sys.stderr)

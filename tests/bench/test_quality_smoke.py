@@ -119,6 +119,12 @@ def test_image_ceiling_remakes_the_scorings_rows_and_fills_with_the_truth(smoke,
     assert mine["osem_nrmse"] == theirs["osem_nrmse"]
     assert set(got["summary"]) >= {"truth-filled (reference)", "unet",
                                    "truth on fully dead bins, model fill elsewhere"}
+    # the scoring's repaired scan, read back, reconstructs to the scoring's own unet image
+    # (checked within classical_rows_agree_within), and splits by bin class
+    split = {"unet on partly damaged bins, model fill on fully dead",
+             "unet on fully dead bins, model fill on partly damaged"}
+    assert split <= set(got["cases"][0]["methods"]) and split <= set(got["summary"])
+    assert "no repaired scan" not in proc.stderr
     # On fully dead bins the truth-filled value is the truth rounded (nothing survived): its
     # error t (over the fill's) is the rounding alone. A fill moved a of the way there keeps
     # (1 - a) of the fill's error plus a rounding of about the same size, independent of it,
