@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from quality_cases import COMPLETE, TRUTH_FILLED, case_name, method_outputs, simulate_tests
 from quality_data import Choices, Dataset, _config
-from quality_report import IMAGE_CLASSICAL, classical_rows
+from quality_report import IMAGE_CLASSICAL, classical_rows, gmean
 from quality_suite import DEFAULT_SUITE, ROOT, load_suite, seeds_for
 
 RESULTS = ROOT / "bench" / "results"
@@ -66,6 +66,12 @@ def toward_row(a: float) -> str:
     return f"fully dead bins {a:.0%} of the way from the model fill to the truth"
 
 
+# The rows this script makes (the rest are the scoring's); the split ones only where the
+# scoring's repairs were kept.
+WITH_TRUTH = (TRUTH_FILLED, TRUTH_DEAD, *map(toward_row, TOWARD), TRUTH_PARTIAL)
+SPLIT = (UNET_PARTIAL, UNET_DEAD)
+
+
 def case_images(suite, ds, family: str, level: str, pattern: str, scans, image,
                 repaired: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Image scores of every row but ``unet`` for the case's first test scan, of the two
@@ -91,9 +97,10 @@ def case_images(suite, ds, family: str, level: str, pattern: str, scans, image,
             outputs[row] = np.where(classes[cls], outputs["unet"], outputs["model"])
     for row, cls in ((TRUTH_DEAD, "dead"), (TRUTH_PARTIAL, "partial")):
         outputs[row] = np.where(classes[cls], outputs[TRUTH_FILLED], outputs["model"])
+    fill = outputs["model"].astype(np.float64)  # the rows are counts, maybe unsigned
+    to_truth = outputs[TRUTH_FILLED].astype(np.float64) - fill
     for a in TOWARD:
-        fill = outputs["model"].astype(np.float64)  # the rows are counts, maybe unsigned
-        step = fill + a * (outputs[TRUTH_FILLED].astype(np.float64) - fill)
+        step = fill + a * to_truth
         outputs[toward_row(a)] = metrics.data_consistent(
             np.where(classes["dead"], step, outputs["model"]), damaged, mask)
     scores, _, _ = image.score(scan, damaged, outputs, mask)
@@ -120,8 +127,7 @@ def summarise(cases: list[dict], suite_rows: list[str]) -> dict:
     over the model fill's (geometric mean)."""
     fills = [r for r in suite_rows if r != IMAGE_CLASSICAL]
     out = {}
-    for row in (TRUTH_FILLED, TRUTH_DEAD, *map(toward_row, TOWARD), TRUTH_PARTIAL, "unet",
-                UNET_PARTIAL, UNET_DEAD, COMPLETE):
+    for row in (*WITH_TRUTH, "unet", *SPLIT, COMPLETE):
         ratios, to_fills, to_model, biases = [], [], [], []
         for c in cases:
             m = c["methods"]
@@ -134,17 +140,17 @@ def summarise(cases: list[dict], suite_rows: list[str]) -> dict:
         if not ratios:
             continue
         out[row] = {"cases": len(ratios),
-                    "osem_nrmse_ratio_gmean": float(np.exp(np.mean(np.log(ratios)))),
+                    "osem_nrmse_ratio_gmean": gmean(ratios),
                     "osem_nrmse_ratio_worst": max(ratios),
                     "no_worse_than_every_classical_fill": sum(r <= 1.0 for r in to_fills),
-                    "over_model_gmean": float(np.exp(np.mean(np.log(to_model)))),
+                    "over_model_gmean": gmean(to_model),
                     "over_model_range": [min(to_model), max(to_model)],
                     "bias_dead_min": min(biases), "bias_dead_max": max(biases),
                     "bias_dead_within_1pct": sum(abs(b) <= 0.01 for b in biases)}
         dead = [c["methods"][row]["dead_over_model"] for c in cases
                 if "dead_over_model" in c["methods"].get(row, {})]
         if dead:  # the sinogram gain on fully dead bins behind the row's image
-            out[row]["dead_over_model_gmean"] = float(np.exp(np.mean(np.log(dead))))
+            out[row]["dead_over_model_gmean"] = gmean(dead)
     return out
 
 
@@ -217,10 +223,7 @@ def main(argv=None) -> int:
                         worst_check = max(worst_check, rel)
                     methods = {r: {k: theirs[r][k] for k in ("osem_nrmse", "osem_bias_dead")}
                                for r in theirs if theirs[r].get("osem_nrmse") is not None}
-                    methods.update({r: mine[r] for r in (TRUTH_FILLED, TRUTH_DEAD,
-                                                         TRUTH_PARTIAL, *map(toward_row,
-                                                                             TOWARD),
-                                                         UNET_PARTIAL, UNET_DEAD) if r in mine})
+                    methods.update({r: mine[r] for r in (*WITH_TRUTH, *SPLIT) if r in mine})
                     cases.append({"case": name, "methods": methods})
                     tf = mine[TRUTH_FILLED]
                     best = best_classical(theirs, classical_rows(scoring, "osem_nrmse"))

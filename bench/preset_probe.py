@@ -444,7 +444,7 @@ def summarise(records: dict, baseline: str = "mixed96", seed: int = 0) -> dict:
     (``to_baseline``) with its 95 % interval over :data:`RESAMPLES` bootstrap draws of the
     scored scans (the same draw for every cell of a data set: a scan is scored in all of them);
     and the rule's choice (module docstring)."""
-    from quality_report import _gmean
+    from quality_report import gmean
 
     out = {}
     for n, rec in records.items():
@@ -455,12 +455,12 @@ def summarise(records: dict, baseline: str = "mixed96", seed: int = 0) -> dict:
 
         cells = [(d, k) for d in sets for k in sets[d]["scores"]]
         levels = list(dict.fromkeys(k.split("/")[0] for _, k in cells))
-        out[n] = {"ratio": _gmean(ratio(d, k) for d, k in cells),
-                  "per_dataset": {d: _gmean(ratio(d, k) for dd, k in cells if dd == d)
+        out[n] = {"ratio": gmean(ratio(d, k) for d, k in cells),
+                  "per_dataset": {d: gmean(ratio(d, k) for dd, k in cells if dd == d)
                                   for d in sets},
-                  "per_level": {lv: _gmean(ratio(d, k) for d, k in cells
+                  "per_level": {lv: gmean(ratio(d, k) for d, k in cells
                                           if k.startswith(lv + "/")) for lv in levels},
-                  "per_class": {c: _gmean(ratio(d, k, c) for d, k in cells)
+                  "per_class": {c: gmean(ratio(d, k, c) for d, k in cells)
                                 for c in ("partial", "dead")},
                   "kept_epoch": {d: sets[d]["kept_epoch"] for d in sets}}
     nets = list(dict.fromkeys(VARIANTS[n].network for n in records

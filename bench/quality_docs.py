@@ -24,6 +24,7 @@ from quality_report import (
     bias_table,
     case_table,
     dataset_table,
+    gmean,
 )
 from quality_suite import ROOT
 
@@ -343,12 +344,6 @@ def _self_checks(cases: list[dict]) -> list[str]:
     return out
 
 
-def _gm(xs: list[float]) -> float:
-    import math
-
-    return math.exp(sum(map(math.log, xs)) / len(xs))
-
-
 def _ceiling(result: dict, path: Path) -> str:
     """What a fill that knew the truth does in the image (``bench/image_ceiling.py``, made on
     this scoring's cases; absent or of another scoring: nothing)."""
@@ -379,7 +374,7 @@ def _ceiling(result: dict, path: Path) -> str:
         lo, hi = v["over_model_range"]
         dead = v.get("dead_over_model_gmean")
         if dead is None and row == "unet":  # the scoring's, over the case's scans
-            dead = _gm([c["methods"]["unet"]["nrmse_dead"] / c["methods"]["model"]["nrmse_dead"]
+            dead = gmean([c["methods"]["unet"]["nrmse_dead"] / c["methods"]["model"]["nrmse_dead"]
                         for c in result["cases"]])
         lines.append(f"| {row} | {'-' if dead is None else f'{dead:.3f}'} | "
                      f"{v['over_model_gmean']:.4f} ({lo:.3f}-{hi:.3f}) | "

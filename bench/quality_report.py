@@ -60,7 +60,7 @@ def ratios(result: dict, metric: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def _gmean(vals: Sequence[float]) -> float:
+def gmean(vals: Sequence[float]) -> float:
     vals = [v for v in vals if _finite(v) and v > 0]
     return float(math.exp(np.mean(np.log(vals)))) if vals else float("nan")
 
@@ -84,13 +84,13 @@ def aggregate(result: dict) -> dict:
             per_ds: dict[int, list[float]] = {}
             for c, v in vals.items():
                 per_ds.setdefault(by_case[c]["dataset"], []).append(v)
-            ds_means = [_gmean(v) for v in per_ds.values()]
+            ds_means = [gmean(v) for v in per_ds.values()]
             worst_case = max(vals, key=vals.get)
             agg["ratio"][key][m] = {
-                "gmean": _gmean(list(vals.values())), "worst": vals[worst_case],
+                "gmean": gmean(list(vals.values())), "worst": vals[worst_case],
                 "worst_case": worst_case, "cases": len(vals),
                 "datasets_mean": float(np.mean(ds_means)), "datasets_worst": max(ds_means),
-                "per_dataset": {str(d): _gmean(v) for d, v in sorted(per_ds.items())},
+                "per_dataset": {str(d): gmean(v) for d, v in sorted(per_ds.items())},
                 "wins": sum(v < 1.0 for v in vals.values())}
     for key, _ in BIAS_METRICS:
         agg["bias"][key] = {}
@@ -220,7 +220,7 @@ def draw_bars(result: dict, path: Path, key: str = "nrmse_all") -> Path | None:
             if m in g:
                 v = np.asarray(g[m])
                 xs.append(i + (j - len(methods) / 2 + 0.5) * width)
-                ys.append(_gmean(v))
+                ys.append(gmean(v))
                 lo.append(max(0.0, ys[-1] - v.min()))
                 hi.append(max(0.0, v.max() - ys[-1]))
         ax.bar(xs, ys, width, yerr=[lo, hi], label=m, capsize=1.5)
